@@ -1,0 +1,344 @@
+package migrations
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+//go:embed *.sql
+var files embed.FS
+
+// ErrClosed is returned by Update after Close.
+var ErrClosed = errors.New("database closed")
+
+// maxBatch bounds how many writes share one commit, so one commit never
+// holds the writer for long.
+const maxBatch = 256
+
+// DB is storepay's database: one writer connection owned by a goroutine
+// that group-commits, and a pool of read-only connections.
+type DB struct {
+	path   string
+	write  *sql.DB
+	read   *sql.DB
+	reqs   chan *writeReq // unbuffered: a send succeeds only when the writer takes it
+	quit   chan struct{}
+	done   chan struct{}
+	once   sync.Once
+}
+
+type writeReq struct {
+	fn   func(*sql.Tx) error
+	done chan error
+}
+
+// Open opens (creating if needed) the database at path, applies every
+// migration not applied yet and starts the writer. The parent directory
+// is created with mode 0700: the database holds payment data.
+func Open(ctx context.Context, path string) (*DB, error) {
+	if path == "" {
+		return nil, errors.New("open database: empty path")
+	}
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("open database: %w", err)
+		}
+	}
+	write, err := sql.Open("sqlite", dsn(path, true))
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	write.SetMaxOpenConns(1)
+	write.SetMaxIdleConns(1)
+	write.SetConnMaxLifetime(0)
+	write.SetConnMaxIdleTime(0)
+	if err := Apply(ctx, write); err != nil {
+		write.Close()
+		return nil, err
+	}
+	read, err := sql.Open("sqlite", dsn(path, false))
+	if err != nil {
+		write.Close()
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	read.SetMaxOpenConns(8)
+	read.SetMaxIdleConns(8)
+	db := &DB{
+		path:  path,
+		write: write,
+		read:  read,
+		reqs:  make(chan *writeReq),
+		quit:  make(chan struct{}),
+		done:  make(chan struct{}),
+	}
+	go db.loop()
+	return db, nil
+}
+
+// dsn builds the modernc.org/sqlite connection string. Pragmas go through
+// _pragma=name(value); WAL with synchronous=FULL is what survives a power
+// cut. The writer takes its lock at BEGIN (_txlock=immediate) so that a
+// transaction never fails half way on a lock upgrade.
+func dsn(path string, writer bool) string {
+	q := url.Values{}
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous(FULL)")
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "foreign_keys(1)")
+	if writer {
+		q.Set("_txlock", "immediate")
+	} else {
+		q.Add("_pragma", "query_only(1)")
+	}
+	return "file:" + path + "?" + q.Encode()
+}
+
+// Path is the database file's path.
+func (db *DB) Path() string { return db.path }
+
+// Read is the read-only connection pool. Reads see every write whose
+// Update has returned.
+func (db *DB) Read() *sql.DB { return db.read }
+
+// View runs fn in a read-only transaction: one consistent snapshot.
+func (db *DB) View(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := db.read.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return fmt.Errorf("begin read: %w", err)
+	}
+	defer tx.Rollback()
+	return fn(tx)
+}
+
+// Update runs fn inside a write transaction and returns once that
+// transaction is durably committed (or failed). fn may share its commit
+// with other callers' writes, but runs in its own savepoint: if fn returns
+// an error, only fn's changes are rolled back and that error is returned.
+//
+// fn runs on the writer goroutine: it must be quick and must not call the
+// network or Update. It may run only once. ctx is checked before fn is
+// queued; once queued, Update waits for the commit so that the caller
+// always knows whether its write is on disk.
+func (db *DB) Update(ctx context.Context, fn func(*sql.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	req := &writeReq{fn: fn, done: make(chan error, 1)}
+	select {
+	case db.reqs <- req:
+	case <-db.quit:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return <-req.done
+}
+
+// Close stops the writer after the commit in progress and closes both
+// pools. Update calls after Close return ErrClosed.
+func (db *DB) Close() error {
+	var err error
+	db.once.Do(func() {
+		close(db.quit)
+		<-db.done
+		err = errors.Join(db.write.Close(), db.read.Close())
+	})
+	return err
+}
+
+func (db *DB) loop() {
+	defer close(db.done)
+	batch := make([]*writeReq, 0, maxBatch)
+	for {
+		select {
+		case r := <-db.reqs:
+			batch = append(batch[:0], r)
+		case <-db.quit:
+			return
+		}
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case r := <-db.reqs:
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		db.commit(batch)
+	}
+}
+
+// commit runs a batch in one transaction, each write in its own savepoint.
+func (db *DB) commit(batch []*writeReq) {
+	errs := make([]error, len(batch))
+	failAll := func(err error) {
+		for _, r := range batch {
+			r.done <- err
+		}
+	}
+	tx, err := db.write.Begin()
+	if err != nil {
+		failAll(fmt.Errorf("begin write: %w", err))
+		return
+	}
+	single := len(batch) == 1
+	for i, r := range batch {
+		if single {
+			errs[i] = call(r.fn, tx)
+			continue
+		}
+		if _, err := tx.Exec("SAVEPOINT w"); err != nil {
+			tx.Rollback()
+			failAll(fmt.Errorf("savepoint: %w", err))
+			return
+		}
+		errs[i] = call(r.fn, tx)
+		if errs[i] != nil {
+			// A failed statement may have aborted the whole transaction
+			// (disk full, I/O error): then nothing in the batch commits.
+			if _, err := tx.Exec("ROLLBACK TO w"); err != nil {
+				tx.Rollback()
+				failAll(fmt.Errorf("write aborted: %w (after %w)", err, errs[i]))
+				return
+			}
+		}
+		if _, err := tx.Exec("RELEASE w"); err != nil {
+			tx.Rollback()
+			failAll(fmt.Errorf("release savepoint: %w", err))
+			return
+		}
+	}
+	if single && errs[0] != nil {
+		tx.Rollback()
+		batch[0].done <- errs[0]
+		return
+	}
+	if err := tx.Commit(); err != nil {
+		failAll(fmt.Errorf("commit: %w", err))
+		return
+	}
+	for i, r := range batch {
+		r.done <- errs[i]
+	}
+}
+
+// call runs fn, turning a panic into an error so one bad write cannot kill
+// the writer that every terminal depends on.
+func call(fn func(*sql.Tx) error, tx *sql.Tx) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("write panicked: %v", p)
+		}
+	}()
+	return fn(tx)
+}
+
+// Apply brings the schema of db up to date, one transaction per migration
+// file, so that a failed migration leaves the previous version intact.
+func Apply(ctx context.Context, db *sql.DB) error {
+	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)`); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	list, err := List()
+	if err != nil {
+		return err
+	}
+	for _, m := range list {
+		if err := applyOne(ctx, db, m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func applyOne(ctx context.Context, db *sql.DB, m Migration) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("migrate %s: %w", m.Name, err)
+	}
+	defer tx.Rollback()
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version = ?`, m.Version).Scan(&n); err != nil {
+		return fmt.Errorf("migrate %s: %w", m.Name, err)
+	}
+	if n > 0 {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
+		return fmt.Errorf("migrate %s: %w", m.Name, err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`,
+		m.Version, m.Name, FormatTime(time.Now())); err != nil {
+		return fmt.Errorf("migrate %s: %w", m.Name, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("migrate %s: %w", m.Name, err)
+	}
+	return nil
+}
+
+// Migration is one embedded schema change.
+type Migration struct {
+	Version int
+	Name    string
+	SQL     string
+}
+
+// List returns the embedded migrations in version order. File names start
+// with their version number: 0001_init.sql.
+func List() ([]Migration, error) {
+	entries, err := fs.Glob(files, "*.sql")
+	if err != nil {
+		return nil, err
+	}
+	var out []Migration
+	seen := map[int]string{}
+	for _, name := range entries {
+		num, _, ok := strings.Cut(name, "_")
+		v, err := strconv.Atoi(num)
+		if !ok || err != nil || v <= 0 {
+			return nil, fmt.Errorf("migration %s: name must start with a version number", name)
+		}
+		if prev, dup := seen[v]; dup {
+			return nil, fmt.Errorf("migrations %s and %s share version %d", prev, name, v)
+		}
+		seen[v] = name
+		b, err := files.ReadFile(name)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, Migration{Version: v, Name: name, SQL: string(b)})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Version < out[j].Version })
+	return out, nil
+}
+
+// timeLayout has a fixed width so that stored times sort as text.
+const timeLayout = "2006-01-02T15:04:05.000000000Z"
+
+// FormatTime is how every time is stored: UTC, fixed width, sortable.
+func FormatTime(t time.Time) string { return t.UTC().Format(timeLayout) }
+
+// ParseTime reads a time written by FormatTime (or any RFC 3339 time).
+func ParseTime(s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	return time.Parse(time.RFC3339Nano, s)
+}

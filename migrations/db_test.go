@@ -1,0 +1,156 @@
+package migrations_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"storepay/migrations"
+)
+
+func MustOpen(tb testing.TB) *migrations.DB {
+	tb.Helper()
+	db, err := migrations.Open(context.Background(), filepath.Join(tb.TempDir(), "storepay.db"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { db.Close() })
+	return db
+}
+
+func TestOpenAppliesMigrationsOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sub", "storepay.db")
+	for i := 0; i < 2; i++ {
+		db, err := migrations.Open(context.Background(), path)
+		if err != nil {
+			t.Fatalf("open %d: %v", i, err)
+		}
+		var n int
+		if err := db.Read().QueryRow(`SELECT count(*) FROM schema_migrations`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		list, _ := migrations.List()
+		if n != len(list) {
+			t.Fatalf("open %d: %d migrations recorded, want %d", i, n, len(list))
+		}
+		var mode, sync string
+		db.Read().QueryRow(`PRAGMA journal_mode`).Scan(&mode)
+		db.Read().QueryRow(`PRAGMA synchronous`).Scan(&sync)
+		if mode != "wal" || sync != "2" {
+			t.Fatalf("journal_mode=%s synchronous=%s, want wal and 2 (FULL)", mode, sync)
+		}
+		db.Close()
+	}
+}
+
+func TestReadPoolIsReadOnly(t *testing.T) {
+	db := MustOpen(t)
+	if _, err := db.Read().Exec(`INSERT INTO heartbeat (id, at) VALUES (1, 'x')`); err == nil {
+		t.Fatal("write through the read pool succeeded")
+	}
+}
+
+// A failing write in a shared commit rolls back only itself.
+func TestUpdateIsolatesFailuresInABatch(t *testing.T) {
+	db := MustOpen(t)
+	ctx := context.Background()
+	boom := errors.New("boom")
+	var wg sync.WaitGroup
+	errs := make([]error, 200)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = db.Update(ctx, func(tx *sql.Tx) error {
+				if _, err := tx.Exec(`INSERT INTO devices (id, name, role, token_hash, created_at) VALUES (?, ?, 'terminal', ?, 'now')`,
+					fmt.Sprint("d", i), fmt.Sprint("n", i), fmt.Sprint("h", i)); err != nil {
+					return err
+				}
+				if i%3 == 0 {
+					return boom
+				}
+				if i%7 == 0 {
+					panic("bad write")
+				}
+				return nil
+			})
+		}()
+	}
+	wg.Wait()
+	want := 0
+	for i, err := range errs {
+		switch {
+		case i%3 == 0:
+			if !errors.Is(err, boom) {
+				t.Fatalf("write %d: err = %v, want boom", i, err)
+			}
+		case i%7 == 0:
+			if err == nil {
+				t.Fatalf("write %d: panic not reported", i)
+			}
+		default:
+			if err != nil {
+				t.Fatalf("write %d: %v", i, err)
+			}
+			want++
+		}
+	}
+	var got int
+	db.Read().QueryRow(`SELECT count(*) FROM devices`).Scan(&got)
+	if got != want {
+		t.Fatalf("%d rows committed, want %d", got, want)
+	}
+}
+
+func TestUpdateIsDurableAcrossReopen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "storepay.db")
+	db, err := migrations.Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(context.Background(), func(tx *sql.Tx) error {
+		_, err := tx.Exec(`INSERT INTO heartbeat (id, at) VALUES (1, 'then')`)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if err := db.Update(context.Background(), func(*sql.Tx) error { return nil }); !errors.Is(err, migrations.ErrClosed) {
+		t.Fatalf("update after close: %v, want ErrClosed", err)
+	}
+	db2, err := migrations.Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db2.Close()
+	var at string
+	if err := db2.Read().QueryRow(`SELECT at FROM heartbeat`).Scan(&at); err != nil || at != "then" {
+		t.Fatalf("after reopen: at=%q err=%v", at, err)
+	}
+}
+
+func BenchmarkUpdateParallel(b *testing.B) {
+	db := MustOpen(b)
+	b.SetParallelism(32)
+	var mu sync.Mutex
+	n := 0
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			mu.Lock()
+			n++
+			i := n
+			mu.Unlock()
+			if err := db.Update(context.Background(), func(tx *sql.Tx) error {
+				_, err := tx.Exec(`INSERT INTO devices (id, name, role, token_hash, created_at) VALUES (?, ?, 'terminal', ?, 'now')`,
+					fmt.Sprint("d", i), fmt.Sprint("n", i), fmt.Sprint("h", i))
+				return err
+			}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
