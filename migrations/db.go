@@ -32,13 +32,13 @@ const maxBatch = 256
 // DB is storepay's database: one writer connection owned by a goroutine
 // that group-commits, and a pool of read-only connections.
 type DB struct {
-	path   string
-	write  *sql.DB
-	read   *sql.DB
-	reqs   chan *writeReq // unbuffered: a send succeeds only when the writer takes it
-	quit   chan struct{}
-	done   chan struct{}
-	once   sync.Once
+	path  string
+	write *sql.DB
+	read  *sql.DB
+	reqs  chan *writeReq // unbuffered: a send succeeds only when the writer takes it
+	quit  chan struct{}
+	done  chan struct{}
+	once  sync.Once
 }
 
 type writeReq struct {
