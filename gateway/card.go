@@ -1,0 +1,183 @@
+package gateway
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hkdf"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Card validation errors. Their messages never contain the card number.
+var (
+	ErrInvalidCard = errors.New("card number is not valid")
+	ErrExpiredCard = errors.New("card has expired")
+)
+
+// Validate checks the card number (digits only, 12 to 19 long, Luhn) and
+// that the card has not expired by now (a card is valid through the last
+// day of its expiry month).
+func (c Card) Validate(now time.Time) error {
+	if !LuhnValid(c.PAN) {
+		return ErrInvalidCard
+	}
+	if c.ExpMonth < 1 || c.ExpMonth > 12 || c.ExpYear < 2000 || c.ExpYear > 2100 {
+		return ErrInvalidCard
+	}
+	now = now.UTC()
+	if c.ExpYear < now.Year() || (c.ExpYear == now.Year() && c.ExpMonth < int(now.Month())) {
+		return ErrExpiredCard
+	}
+	return nil
+}
+
+// LuhnValid reports whether pan is 12 to 19 digits with a valid Luhn check
+// digit.
+func LuhnValid(pan string) bool {
+	if len(pan) < 12 || len(pan) > 19 {
+		return false
+	}
+	sum := 0
+	double := false
+	for i := len(pan) - 1; i >= 0; i-- {
+		d := int(pan[i] - '0')
+		if d < 0 || d > 9 {
+			return false
+		}
+		if double {
+			d *= 2
+			if d > 9 {
+				d -= 9
+			}
+		}
+		sum += d
+		double = !double
+	}
+	return sum%10 == 0
+}
+
+// Brand names the card scheme from the number's leading digits, or
+// "unknown".
+func (c Card) Brand() string {
+	p := c.PAN
+	switch {
+	case strings.HasPrefix(p, "4"):
+		return "visa"
+	case hasPrefixRange(p, 2, 51, 55) || hasPrefixRange(p, 4, 2221, 2720):
+		return "mastercard"
+	case strings.HasPrefix(p, "34") || strings.HasPrefix(p, "37"):
+		return "amex"
+	case strings.HasPrefix(p, "6011") || strings.HasPrefix(p, "65") || hasPrefixRange(p, 3, 644, 649):
+		return "discover"
+	case hasPrefixRange(p, 4, 3528, 3589):
+		return "jcb"
+	}
+	return "unknown"
+}
+
+func hasPrefixRange(p string, n, lo, hi int) bool {
+	if len(p) < n {
+		return false
+	}
+	v := 0
+	for _, ch := range p[:n] {
+		v = v*10 + int(ch-'0')
+	}
+	return v >= lo && v <= hi
+}
+
+// Vault seals card data for the short time storepay must hold it (a bank
+// call in flight, a payment waiting in store-and-forward) and computes the
+// keyed fingerprint that identifies a card without revealing it.
+//
+// Both keys are derived with HKDF from the store's card key
+// (STOREPAY_CARD_KEY), so one secret serves both purposes without one
+// key doing two jobs.
+type Vault struct {
+	aead  cipher.AEAD
+	fpKey []byte
+}
+
+// ParseCardKey decodes a card key: exactly 64 hex digits (AES-256).
+func ParseCardKey(s string) ([]byte, error) {
+	s = strings.TrimSpace(s)
+	if len(s) != 64 {
+		return nil, fmt.Errorf("card key must be 64 hex digits (32 bytes), got %d characters", len(s))
+	}
+	key, err := hex.DecodeString(s)
+	if err != nil {
+		return nil, errors.New("card key must be 64 hex digits (32 bytes): it is not hex")
+	}
+	return key, nil
+}
+
+// NewVault builds a vault from a 32-byte card key.
+func NewVault(key []byte) (*Vault, error) {
+	if len(key) != 32 {
+		return nil, fmt.Errorf("card key must be 32 bytes, got %d", len(key))
+	}
+	encKey, err := hkdf.Key(sha256.New, key, nil, "storepay card encryption v1", 32)
+	if err != nil {
+		return nil, err
+	}
+	fpKey, err := hkdf.Key(sha256.New, key, nil, "storepay card fingerprint v1", 32)
+	if err != nil {
+		return nil, err
+	}
+	block, err := aes.NewCipher(encKey)
+	if err != nil {
+		return nil, err
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, err
+	}
+	return &Vault{aead: aead, fpKey: fpKey}, nil
+}
+
+// Seal encrypts c with AES-256-GCM. The ciphertext is bound to id (the
+// payment id): it cannot be moved to another record.
+func (v *Vault) Seal(id string, c Card) ([]byte, error) {
+	plain, err := json.Marshal(c)
+	if err != nil {
+		return nil, err
+	}
+	nonce := make([]byte, v.aead.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, err
+	}
+	return v.aead.Seal(nonce, nonce, plain, []byte(id)), nil
+}
+
+// Open decrypts what Seal sealed for id.
+func (v *Vault) Open(id string, sealed []byte) (Card, error) {
+	n := v.aead.NonceSize()
+	if len(sealed) < n {
+		return Card{}, errors.New("open card: sealed data too short")
+	}
+	plain, err := v.aead.Open(nil, sealed[:n], sealed[n:], []byte(id))
+	if err != nil {
+		return Card{}, errors.New("open card: wrong key or corrupted data")
+	}
+	var c Card
+	if err := json.Unmarshal(plain, &c); err != nil {
+		return Card{}, errors.New("open card: corrupted data")
+	}
+	return c, nil
+}
+
+// Fingerprint identifies a card number without revealing it: an HMAC under
+// a key only this store holds, so it cannot be reversed by trying every
+// number.
+func (v *Vault) Fingerprint(pan string) string {
+	m := hmac.New(sha256.New, v.fpKey)
+	m.Write([]byte(pan))
+	return hex.EncodeToString(m.Sum(nil)[:16])
+}

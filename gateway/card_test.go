@@ -1,0 +1,92 @@
+package gateway_test
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"storepay/gateway"
+)
+
+const pan = "4242424242424242"
+
+func TestCardValidate(t *testing.T) {
+	now := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name string
+		card gateway.Card
+		want error
+	}{
+		{"Valid", gateway.Card{PAN: pan, ExpMonth: 12, ExpYear: 2030}, nil},
+		{"ValidThroughExpiryMonth", gateway.Card{PAN: pan, ExpMonth: 11, ExpYear: 2026}, nil},
+		{"Expired", gateway.Card{PAN: pan, ExpMonth: 10, ExpYear: 2026}, gateway.ErrExpiredCard},
+		{"BadLuhn", gateway.Card{PAN: "4242424242424241", ExpMonth: 12, ExpYear: 2030}, gateway.ErrInvalidCard},
+		{"Letters", gateway.Card{PAN: "42424242424242a2", ExpMonth: 12, ExpYear: 2030}, gateway.ErrInvalidCard},
+		{"TooShort", gateway.Card{PAN: "42", ExpMonth: 12, ExpYear: 2030}, gateway.ErrInvalidCard},
+		{"BadMonth", gateway.Card{PAN: pan, ExpMonth: 13, ExpYear: 2030}, gateway.ErrInvalidCard},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.card.Validate(now); !errors.Is(got, tc.want) {
+				t.Fatalf("Validate = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestCardNeverPrintsPAN(t *testing.T) {
+	c := gateway.Card{PAN: pan, ExpMonth: 12, ExpYear: 2030}
+	var b strings.Builder
+	slog.New(slog.NewJSONHandler(&b, nil)).Info("x", "card", c)
+	for _, s := range []string{fmt.Sprint(c), fmt.Sprintf("%v %+v %#v %s", c, c, c, c), b.String()} {
+		if strings.Contains(s, pan) {
+			t.Fatalf("PAN leaked: %s", s)
+		}
+		if !strings.Contains(s, "4242") {
+			t.Fatalf("last4 missing: %s", s)
+		}
+	}
+	if c.Brand() != "visa" || (gateway.Card{PAN: "5555555555554444"}).Brand() != "mastercard" {
+		t.Fatal("brand detection")
+	}
+}
+
+func TestVault(t *testing.T) {
+	key, err := gateway.ParseCardKey(strings.Repeat("ab", 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := gateway.NewVault(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := gateway.Card{PAN: pan, ExpMonth: 12, ExpYear: 2030}
+	sealed, err := v.Seal("pay_1", c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(sealed), pan) {
+		t.Fatal("sealed data holds the PAN in clear")
+	}
+	got, err := v.Open("pay_1", sealed)
+	if err != nil || got != c {
+		t.Fatalf("Open = %v, %v", got, err)
+	}
+	if _, err := v.Open("pay_2", sealed); err == nil {
+		t.Fatal("ciphertext opened under another record's id")
+	}
+	other, _ := gateway.NewVault(make([]byte, 32))
+	if _, err := other.Open("pay_1", sealed); err == nil {
+		t.Fatal("ciphertext opened with another key")
+	}
+	if v.Fingerprint(pan) != v.Fingerprint(pan) || v.Fingerprint(pan) == other.Fingerprint(pan) || strings.Contains(v.Fingerprint(pan), "4242") {
+		t.Fatal("fingerprint must be stable, keyed and opaque")
+	}
+	for _, bad := range []string{"", "abc", strings.Repeat("zz", 32), strings.Repeat("ab", 31)} {
+		if _, err := gateway.ParseCardKey(bad); err == nil {
+			t.Errorf("ParseCardKey(%q) accepted", bad)
+		}
+	}
+}
