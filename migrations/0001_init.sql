@@ -51,6 +51,7 @@ CREATE TABLE payments (
     gateway          TEXT NOT NULL DEFAULT '',
     amount           INTEGER NOT NULL,
     tip_amount       INTEGER NOT NULL DEFAULT 0,
+    authorized_amount INTEGER NOT NULL DEFAULT 0,
     captured_amount  INTEGER NOT NULL DEFAULT 0,
     refunded_amount  INTEGER NOT NULL DEFAULT 0,
     currency         TEXT NOT NULL,
@@ -61,13 +62,20 @@ CREATE TABLE payments (
     card_brand       TEXT NOT NULL DEFAULT '',
     card_last4       TEXT NOT NULL DEFAULT '',
     card_fingerprint TEXT NOT NULL DEFAULT '',
+    -- AES-256-GCM sealed card, held only while an authorization is
+    -- unresolved (so that a same-key retry can resend the same request),
+    -- erased in the transaction that records the outcome.
+    card_sealed      BLOB,
     terminal_id      TEXT NOT NULL,
     op_key           TEXT UNIQUE,
     pending_op       TEXT NOT NULL DEFAULT '',
     pending_amount   INTEGER NOT NULL DEFAULT 0,
     pending_tip      INTEGER NOT NULL DEFAULT 0,
     pending_key      TEXT NOT NULL DEFAULT '',
+    pending_op_key   TEXT NOT NULL DEFAULT '', -- the request that started it
     pending_since    TEXT NOT NULL DEFAULT '',
+    resolve_attempts INTEGER NOT NULL DEFAULT 0,
+    resolve_after    TEXT NOT NULL DEFAULT '',
     last_error       TEXT NOT NULL DEFAULT '',
     created_at       TEXT NOT NULL,
     updated_at       TEXT NOT NULL

@@ -1,0 +1,671 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/failsafe-go/failsafe-go"
+	"github.com/failsafe-go/failsafe-go/bulkhead"
+	"github.com/failsafe-go/failsafe-go/circuitbreaker"
+	"github.com/failsafe-go/failsafe-go/ratelimiter"
+	"github.com/failsafe-go/failsafe-go/retrypolicy"
+	"github.com/failsafe-go/failsafe-go/timeout"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// BankSpec configures one bank of the router.
+type BankSpec struct {
+	Name string
+	// Endpoints are the bank's failover URLs, tried in turn.
+	Endpoints []Endpoint
+	Policy    Policy
+}
+
+// Router sends each call to a bank: authorizations to the first bank, in
+// priority order, whose breaker admits them; every other call to the bank
+// that holds the payment. Each bank sits behind its own failsafe-go
+// policies, composed per call as
+//
+//	bulkhead → rate limit → Retry(CircuitBreaker(Timeout(attempt)))
+//
+// The bulkhead and the rate limit come first so that a bank at its limit
+// sends an authorization to the next bank at once instead of queueing it.
+// The retry is outside the breaker so that every attempt counts towards
+// the bank's failure rate and a breaker that opens mid-call stops the
+// retries; the timeout is innermost, per attempt, and reaches the adapter
+// through the attempt's context.
+//
+// Retries reuse the request's idempotency key and rotate through the
+// bank's URLs. A call moves to the next bank only when the bank provably
+// did nothing; once any attempt's outcome is unknown, only an answer from
+// the same bank ends the call, and failing that the call returns
+// KindUnknown pinned to that bank.
+type Router struct {
+	banks  []*bank
+	byName map[string]*bank
+	log    *slog.Logger
+
+	mu       sync.Mutex
+	watchers []func(bank string)
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+var _ interface {
+	Authorize(context.Context, AuthRequest, string, func(string) error) (Authorization, string, error)
+} = (*Router)(nil)
+
+// NewRouter builds a router over banks, in priority order.
+func NewRouter(banks []BankSpec, log *slog.Logger) (*Router, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	r := &Router{byName: map[string]*bank{}, log: log}
+	for _, spec := range banks {
+		if spec.Name == "" || len(spec.Endpoints) == 0 {
+			return nil, fmt.Errorf("bank %q: a name and at least one endpoint are required", spec.Name)
+		}
+		if r.byName[spec.Name] != nil {
+			return nil, fmt.Errorf("bank %q configured twice", spec.Name)
+		}
+		b := newBank(spec, r)
+		r.banks = append(r.banks, b)
+		r.byName[spec.Name] = b
+	}
+	return r, nil
+}
+
+// Start starts the health probes. Close stops them.
+func (r *Router) Start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	for _, b := range r.banks {
+		if b.pol.ProbeInterval < 0 {
+			continue
+		}
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			b.probeLoop(ctx)
+		}()
+	}
+}
+
+// Close stops the health probes and waits for them.
+func (r *Router) Close() {
+	if r.cancel != nil {
+		r.cancel()
+	}
+	r.wg.Wait()
+}
+
+// OnAvailable registers fn to be called (in its own goroutine) whenever a
+// bank starts admitting traffic again: its breaker half-opens or closes,
+// or a manager enables it. Store-and-forward uses it to resume at once.
+func (r *Router) OnAvailable(fn func(bank string)) {
+	r.mu.Lock()
+	r.watchers = append(r.watchers, fn)
+	r.mu.Unlock()
+}
+
+func (r *Router) notifyAvailable(name string) {
+	r.mu.Lock()
+	ws := append([]func(string){}, r.watchers...)
+	r.mu.Unlock()
+	for _, fn := range ws {
+		go fn(name)
+	}
+}
+
+// Banks returns the configured bank names in priority order.
+func (r *Router) Banks() []string {
+	out := make([]string, len(r.banks))
+	for i, b := range r.banks {
+		out[i] = b.name
+	}
+	return out
+}
+
+// Preferred returns the bank an authorization would go to now, or "" when
+// no bank admits traffic.
+func (r *Router) Preferred() string {
+	for _, b := range r.banks {
+		if b.admits() {
+			return b.name
+		}
+	}
+	return ""
+}
+
+// Authorize sends req to the first bank that admits it. See
+// orders.Bank for the pin contract.
+func (r *Router) Authorize(ctx context.Context, req AuthRequest, pinned string, pin func(bank string) error) (Authorization, string, error) {
+	var lastErr error = &Error{Kind: KindUnavailable, Err: errors.New("no bank is configured")}
+	var tried []string
+	for _, b := range r.banks {
+		if why := b.refuses(); why != "" {
+			lastErr = b.unavailable(why)
+			continue
+		}
+		if b.name != pinned && pin != nil {
+			if err := pin(b.name); err != nil {
+				return Authorization{}, "", &Error{Kind: KindUnavailable, Gateway: b.name, Err: fmt.Errorf("record bank before calling it: %w", err)}
+			}
+			pinned = b.name
+		}
+		res, err := b.call(ctx, "authorize", true, func(ctx context.Context, ep Endpoint) (any, error) {
+			return ep.Authorize(ctx, req)
+		})
+		if err == nil {
+			if len(tried) > 0 {
+				failovers.Add(ctx, 1, metric.WithAttributes(attribute.String("from", tried[0]), attribute.String("to", b.name)))
+			}
+			return res.(Authorization), b.name, nil
+		}
+		if e := AsError(err); e == nil || !e.NothingDone() || e.Kind == KindRejected {
+			return Authorization{}, b.name, err
+		}
+		r.log.Warn("bank did nothing, failing over", "gateway", b.name, "reference", req.Reference, "err", err)
+		tried = append(tried, b.name)
+		lastErr = err
+	}
+	return Authorization{}, "", lastErr
+}
+
+func (r *Router) pinned(name string) (*bank, error) {
+	b := r.byName[name]
+	if b == nil {
+		return nil, &Error{Kind: KindUnavailable, Gateway: name, Err: errors.New("no such bank is configured")}
+	}
+	return b, nil
+}
+
+// AuthorizeAt repeats an authorization at one bank with the same key.
+func (r *Router) AuthorizeAt(ctx context.Context, name string, req AuthRequest) (Authorization, error) {
+	res, err := r.at(ctx, name, "authorize", func(ctx context.Context, ep Endpoint) (any, error) { return ep.Authorize(ctx, req) })
+	if err != nil {
+		return Authorization{}, err
+	}
+	return res.(Authorization), nil
+}
+
+// Capture captures an authorization at the bank that holds it.
+func (r *Router) Capture(ctx context.Context, name string, req CaptureRequest) (Authorization, error) {
+	res, err := r.at(ctx, name, "capture", func(ctx context.Context, ep Endpoint) (any, error) { return ep.Capture(ctx, req) })
+	if err != nil {
+		return Authorization{}, err
+	}
+	return res.(Authorization), nil
+}
+
+// Reverse reverses an authorization at the bank that holds it.
+func (r *Router) Reverse(ctx context.Context, name string, req ReverseRequest) ([]Authorization, error) {
+	res, err := r.at(ctx, name, "reverse", func(ctx context.Context, ep Endpoint) (any, error) { return ep.Reverse(ctx, req) })
+	if err != nil {
+		return nil, err
+	}
+	return res.([]Authorization), nil
+}
+
+// Refund refunds at the bank that holds the authorization.
+func (r *Router) Refund(ctx context.Context, name string, req RefundRequest) (Refund, error) {
+	res, err := r.at(ctx, name, "refund", func(ctx context.Context, ep Endpoint) (any, error) { return ep.Refund(ctx, req) })
+	if err != nil {
+		return Refund{}, err
+	}
+	return res.(Refund), nil
+}
+
+// Find looks up what a bank holds under a reference or key.
+func (r *Router) Find(ctx context.Context, name string, by Lookup) ([]Authorization, error) {
+	res, err := r.at(ctx, name, "lookup", func(ctx context.Context, ep Endpoint) (any, error) { return ep.Find(ctx, by) })
+	if err != nil {
+		return nil, err
+	}
+	return res.([]Authorization), nil
+}
+
+// Settlement fetches a bank's settlement report for a business date.
+func (r *Router) Settlement(ctx context.Context, name, date string) ([]byte, error) {
+	res, err := r.at(ctx, name, "settlement", func(ctx context.Context, ep Endpoint) (any, error) { return ep.Settlement(ctx, date) })
+	if err != nil {
+		return nil, err
+	}
+	return res.([]byte), nil
+}
+
+func (r *Router) at(ctx context.Context, name, op string, fn func(context.Context, Endpoint) (any, error)) (any, error) {
+	b, err := r.pinned(name)
+	if err != nil {
+		return nil, err
+	}
+	if why := b.refuses(); why != "" && b.disabled.Load() {
+		return nil, b.unavailable(why)
+	}
+	return b.call(ctx, op, false, fn)
+}
+
+// bank is one bank with its policies and what the router has seen of it.
+type bank struct {
+	name     string
+	eps      []Endpoint
+	pol      Policy
+	router   *Router
+	breaker  circuitbreaker.CircuitBreaker[any]
+	bulkhead bulkhead.Bulkhead[any]
+	limiter  ratelimiter.RateLimiter[any] // nil: no cap
+	timeout  timeout.Timeout[any]
+
+	preferred atomic.Int32 // index of the URL that answered last
+	disabled  atomic.Bool  // a 401: the API key is wrong
+	coolUntil atomic.Int64 // unix nanos; a 429's Retry-After
+
+	mu          sync.Mutex
+	lastErr     string
+	lastErrAt   time.Time
+	consecutive int
+	outcomes    [100]bool // ring of recent attempt outcomes, true = answered
+	nOutcomes   int
+	probeFails  int
+}
+
+func newBank(spec BankSpec, r *Router) *bank {
+	pol := DefaultPolicy(spec.Policy)
+	b := &bank{name: spec.Name, eps: spec.Endpoints, pol: pol, router: r}
+	attrs := metric.WithAttributes(attribute.String("gateway", b.name))
+	b.breaker = circuitbreaker.NewBuilder[any]().
+		HandleIf(func(_ any, err error) bool { return bankFailure(err) }).
+		WithFailureRateThreshold(pol.BreakerFailureRate, pol.BreakerMinCalls, pol.BreakerWindow).
+		WithDelay(pol.BreakerDelay).
+		WithSuccessThreshold(pol.BreakerSuccesses).
+		OnStateChanged(func(e circuitbreaker.StateChangedEvent) {
+			to := stateName(e.NewState)
+			breakerTransitions.Add(context.Background(), 1, metric.WithAttributes(
+				attribute.String("gateway", b.name), attribute.String("to", to)))
+			lvl := slog.LevelInfo
+			if e.NewState == circuitbreaker.OpenState {
+				lvl = slog.LevelWarn
+			}
+			r.log.Log(context.Background(), lvl, "circuit breaker changed state", "gateway", b.name,
+				"from", stateName(e.OldState), "to", to)
+			if e.NewState != circuitbreaker.OpenState {
+				r.notifyAvailable(b.name)
+			}
+		}).
+		Build()
+	b.bulkhead = bulkhead.NewBuilder[any](uint(pol.MaxConcurrent)).Build()
+	if pol.RatePerSecond > 0 {
+		// A smooth limiter spaces calls evenly: N per second, no bursts.
+		b.limiter = ratelimiter.NewSmoothBuilderWithMaxRate[any](time.Duration(float64(time.Second) / pol.RatePerSecond)).Build()
+	}
+	b.timeout = timeout.NewBuilder[any](pol.AttemptTimeout).Build()
+	_ = attrs
+	return b
+}
+
+// bankFailure reports whether an attempt's error says the bank is
+// unhealthy: no answer, or an answer that it could not do the work. A 4xx
+// is the bank working; a 429 and a 401 are handled on their own.
+func bankFailure(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, timeout.ErrExceeded) {
+		return true
+	}
+	e := AsError(err)
+	if e == nil {
+		return !errors.Is(err, context.Canceled)
+	}
+	switch e.Kind {
+	case KindUnknown, KindNotSent, KindNotProcessed:
+		return true
+	}
+	return false
+}
+
+func stateName(s circuitbreaker.State) string {
+	switch s {
+	case circuitbreaker.OpenState:
+		return "open"
+	case circuitbreaker.HalfOpenState:
+		return "half_open"
+	}
+	return "closed"
+}
+
+func (b *bank) unavailable(why string) *Error {
+	return &Error{Kind: KindUnavailable, Gateway: b.name, Err: errors.New(why)}
+}
+
+// refuses says why the bank takes no new authorizations now, or "".
+func (b *bank) refuses() string {
+	switch {
+	case b.disabled.Load():
+		return "disabled after a 401 from the bank: check its API key"
+	case time.Now().UnixNano() < b.coolUntil.Load():
+		return "the bank asked for a pause (429 Retry-After)"
+	case b.breaker.IsOpen() && b.breaker.RemainingDelay() > 0:
+		return "circuit breaker open"
+	}
+	return ""
+}
+
+func (b *bank) admits() bool { return b.refuses() == "" }
+
+// callState follows one call's attempts at one bank.
+type callState struct {
+	attempts    int
+	sawUnknown  bool
+	nothingDone int
+	last        error // the last attempt's classified error
+}
+
+// call runs fn at the bank under its policies. canFailOver says the caller
+// has another bank to go to: then a full bulkhead or rate limit, or every
+// URL doing nothing, ends the call at once. Otherwise (a payment pinned
+// here) it waits for a permit and retries up to MaxAttempts.
+func (b *bank) call(ctx context.Context, op string, canFailOver bool, fn func(context.Context, Endpoint) (any, error)) (any, error) {
+	if canFailOver {
+		if !b.bulkhead.TryAcquirePermit() {
+			return nil, b.unavailable("bulkhead full: too many calls in flight")
+		}
+		if b.limiter != nil && !b.limiter.TryAcquirePermit() {
+			b.bulkhead.ReleasePermit()
+			return nil, b.unavailable("rate limit reached")
+		}
+	} else {
+		if err := b.bulkhead.AcquirePermit(ctx); err != nil {
+			return nil, b.unavailable("bulkhead full: " + err.Error())
+		}
+		if b.limiter != nil {
+			if err := b.limiter.AcquirePermit(ctx); err != nil {
+				b.bulkhead.ReleasePermit()
+				return nil, b.unavailable("rate limit: " + err.Error())
+			}
+		}
+	}
+	defer b.bulkhead.ReleasePermit()
+
+	st := &callState{}
+	n := len(b.eps)
+	retry := retrypolicy.NewBuilder[any]().
+		HandleIf(func(_ any, err error) bool { return err != nil }).
+		AbortIf(func(_ any, err error) bool { return st.abort(err, n, canFailOver) }).
+		ReturnLastFailure().
+		WithMaxAttempts(b.pol.MaxAttempts).
+		WithBackoff(b.pol.BackoffMin, b.pol.BackoffMax).
+		WithJitterFactor(0.25).
+		Build()
+	start := int(b.preferred.Load())
+	res, err := failsafe.With[any](retry, b.breaker, b.timeout).WithContext(ctx).
+		GetWithExecution(func(exec failsafe.Execution[any]) (any, error) {
+			i := (start + st.attempts) % n
+			st.attempts++
+			return b.attempt(exec.Context(), op, i, st, fn)
+		})
+	return res, b.finish(ctx, st, res, err)
+}
+
+// attempt is one HTTP attempt at one URL, with its span and metrics.
+func (b *bank) attempt(ctx context.Context, op string, i int, st *callState, fn func(context.Context, Endpoint) (any, error)) (any, error) {
+	ep := b.eps[i]
+	ctx, span := tracer.Start(ctx, "bank "+op, trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("gateway", b.name), attribute.String("url", ep.URL()),
+			attribute.Int("attempt", st.attempts)))
+	defer span.End()
+	t0 := time.Now()
+	res, err := fn(ctx, ep)
+	elapsed := time.Since(t0)
+	if err != nil && AsError(err) == nil {
+		// Anything unclassified is unknown: the safe side.
+		err = &Error{Kind: KindUnknown, Gateway: b.name, URL: ep.URL(), Err: err}
+	}
+	outcome := "ok"
+	if e := AsError(err); e != nil {
+		if e.Gateway == "" {
+			e.Gateway = b.name
+		}
+		outcome = e.Kind.String()
+		span.SetStatus(codes.Error, e.Error())
+		if e.Kind == KindUnknown {
+			st.sawUnknown = true
+		}
+	}
+	span.SetAttributes(attribute.String("outcome", outcome))
+	st.last = err
+	attrs := metric.WithAttributes(attribute.String("gateway", b.name), attribute.String("op", op), attribute.String("outcome", outcome))
+	attempts.Add(ctx, 1, attrs)
+	latency.Record(ctx, elapsed.Seconds(), metric.WithAttributes(attribute.String("gateway", b.name), attribute.String("op", op)))
+	b.observe(i, err)
+	return res, err
+}
+
+// abort decides whether the retry policy stops after err.
+func (st *callState) abort(err error, urls int, canFailOver bool) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, circuitbreaker.ErrOpen) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	if errors.Is(err, timeout.ErrExceeded) {
+		err = st.last
+	}
+	e := AsError(err)
+	if e == nil {
+		return false
+	}
+	switch e.Kind {
+	case KindRejected, KindUnauthorized:
+		return true
+	case KindRateLimited:
+		return !st.sawUnknown
+	case KindNotSent, KindNotProcessed, KindUnavailable:
+		st.nothingDone++
+		return canFailOver && !st.sawUnknown && st.nothingDone >= urls
+	}
+	return false // unknown: repeat with the same key
+}
+
+// finish turns the policies' result into the call's classified error.
+func (b *bank) finish(ctx context.Context, st *callState, res any, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, timeout.ErrExceeded) && st.last != nil {
+		err = st.last
+	}
+	e := AsError(err)
+	switch {
+	case e != nil && e.Kind == KindRejected:
+		return e // a definitive answer, even after an unknown attempt
+	case e != nil && e.Kind == KindUnauthorized:
+		b.disable(e)
+	case e != nil && e.Kind == KindRateLimited:
+		wait := min(max(e.RetryAfter, time.Second), b.pol.MaxRetryAfter)
+		b.coolUntil.Store(time.Now().Add(wait).UnixNano())
+	}
+	if st.sawUnknown {
+		return &Error{Kind: KindUnknown, Gateway: b.name, Err: fmt.Errorf("outcome unknown after %d attempts: %w", st.attempts, err)}
+	}
+	if e != nil {
+		return e
+	}
+	if errors.Is(err, circuitbreaker.ErrOpen) {
+		return b.unavailable("circuit breaker open")
+	}
+	if st.attempts == 0 {
+		return &Error{Kind: KindUnavailable, Gateway: b.name, Err: err}
+	}
+	return &Error{Kind: KindUnknown, Gateway: b.name, Err: err}
+}
+
+func (b *bank) disable(e *Error) {
+	if b.disabled.Swap(true) {
+		return
+	}
+	unauthorizedAlerts.Add(context.Background(), 1, metric.WithAttributes(attribute.String("gateway", b.name)))
+	b.router.log.Error("ALERT: bank rejected storepay's credentials (401); bank disabled until its API key is fixed and storepay restarted or a manager enables it",
+		"gateway", b.name, "url", e.URL)
+}
+
+// observe records an attempt's outcome for the gateways view.
+func (b *bank) observe(i int, err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	ok := err == nil
+	if e := AsError(err); e != nil && e.Kind == KindRejected {
+		ok = true // the bank answered
+	}
+	b.outcomes[b.nOutcomes%len(b.outcomes)] = ok
+	b.nOutcomes++
+	if ok {
+		b.consecutive = 0
+		b.preferred.Store(int32(i))
+		return
+	}
+	b.consecutive++
+	b.lastErr, b.lastErrAt = err.Error(), time.Now()
+	if e := AsError(err); e != nil && e.Kind == KindNotSent && len(b.eps) > 1 {
+		b.preferred.Store(int32((i + 1) % len(b.eps)))
+	}
+}
+
+// Enable puts a disabled bank back into service and closes its breaker:
+// the manager's action after fixing the bank's API key.
+func (r *Router) Enable(name string) error {
+	b, err := r.pinned(name)
+	if err != nil {
+		return err
+	}
+	b.disabled.Store(false)
+	b.coolUntil.Store(0)
+	b.breaker.Close()
+	r.log.Info("bank enabled", "gateway", name)
+	r.notifyAvailable(name)
+	return nil
+}
+
+// Disable takes a bank out of service until Enable: a manager's action.
+func (r *Router) Disable(name string) error {
+	b, err := r.pinned(name)
+	if err != nil {
+		return err
+	}
+	b.disabled.Store(true)
+	r.log.Warn("bank disabled by a manager", "gateway", name)
+	return nil
+}
+
+// Status is what the router knows of one bank, for GET /v1/gateways.
+type Status struct {
+	Name                string    `json:"name"`
+	State               string    `json:"state"` // closed, open, half_open, disabled
+	URL                 string    `json:"url"`
+	URLs                []string  `json:"urls"`
+	LastError           string    `json:"last_error"`
+	LastErrorAt         time.Time `json:"last_error_at,omitzero"`
+	ConsecutiveFailures int       `json:"consecutive_failures"`
+	// SuccessRate is the share of the last (up to 100) attempts the bank
+	// answered; -1 before any attempt.
+	SuccessRate float64 `json:"success_rate"`
+	Attempts    int     `json:"recent_attempts"`
+}
+
+// Statuses returns every bank's status, in priority order.
+func (r *Router) Statuses() []Status {
+	out := make([]Status, 0, len(r.banks))
+	for _, b := range r.banks {
+		out = append(out, b.status())
+	}
+	return out
+}
+
+func (b *bank) state() string {
+	if b.disabled.Load() {
+		return "disabled"
+	}
+	return stateName(b.breaker.State())
+}
+
+func (b *bank) status() Status {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := Status{Name: b.name, State: b.state(), URL: b.eps[int(b.preferred.Load())%len(b.eps)].URL(),
+		LastError: b.lastErr, LastErrorAt: b.lastErrAt, ConsecutiveFailures: b.consecutive, SuccessRate: -1}
+	for _, ep := range b.eps {
+		s.URLs = append(s.URLs, ep.URL())
+	}
+	n := min(b.nOutcomes, len(b.outcomes))
+	if n > 0 {
+		good := 0
+		for i := 0; i < n; i++ {
+			if b.outcomes[i] {
+				good++
+			}
+		}
+		s.SuccessRate, s.Attempts = float64(good)/float64(n), n
+	}
+	return s
+}
+
+// probeLoop asks the bank's /v1/health now and then. failsafe-go changes a
+// breaker's state only when a call comes, so without probes an idle store
+// would show a recovered bank as open for minutes, and would learn of an
+// outage only from a customer's payment.
+func (b *bank) probeLoop(ctx context.Context) {
+	t := time.NewTicker(b.pol.ProbeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if b.disabled.Load() {
+			continue
+		}
+		b.probe(ctx)
+	}
+}
+
+func (b *bank) probe(ctx context.Context) {
+	healthy := -1
+	for i, ep := range b.eps {
+		pctx, cancel := context.WithTimeout(ctx, min(b.pol.AttemptTimeout, 2*time.Second))
+		err := ep.Health(pctx)
+		cancel()
+		if err == nil {
+			healthy = i
+			break
+		}
+	}
+	b.mu.Lock()
+	if healthy >= 0 {
+		b.probeFails = 0
+	} else {
+		b.probeFails++
+	}
+	fails := b.probeFails
+	b.mu.Unlock()
+	switch {
+	case healthy >= 0 && b.breaker.IsOpen():
+		// Let the next real call through as a trial.
+		b.breaker.HalfOpen()
+	case healthy == 0:
+		b.preferred.Store(0) // back to the primary URL once it answers
+	case healthy < 0 && fails >= 2 && !b.breaker.IsOpen():
+		b.router.log.Warn("bank health probe failed on every URL; opening its breaker", "gateway", b.name)
+		b.breaker.Open()
+	}
+}

@@ -1,0 +1,270 @@
+package orders
+
+import (
+	"context"
+	"database/sql"
+	"time"
+
+	"storepay/gateway"
+)
+
+// CaptureRequest captures an authorized payment.
+type CaptureRequest struct {
+	PaymentID string
+	OpKey     string
+	// Amount is the part of the order this payment covers; default the
+	// authorized amount. The bank captures Amount + TipAmount.
+	Amount    *int64
+	TipAmount int64
+}
+
+// Capture captures an authorized payment, with an optional tip. Errors:
+// payment_not_found (404); payment_not_authorized, payment_in_progress
+// (409); invalid_amount, amount_exceeds_authorization,
+// capture_exceeds_authorization and bank rejections (422);
+// bank_unavailable (503).
+func (s *Service) Capture(ctx context.Context, req CaptureRequest) (Payment, error) {
+	return s.startBankOp(ctx, req.PaymentID, req.OpKey, func(tx *sql.Tx, p *Payment, now time.Time) (bool, error) {
+		if p.Status != Authorized {
+			return false, errf(KindConflict, "payment_not_authorized", "payment %s is %s; only an authorized payment can be captured", p.ID, p.Status)
+		}
+		amount := p.Amount
+		if req.Amount != nil {
+			amount = *req.Amount
+		}
+		if amount <= 0 || req.TipAmount < 0 || req.TipAmount > maxAmount {
+			return false, errf(KindInvalid, "invalid_amount", "amount must be positive and tip_amount not negative")
+		}
+		if amount > p.Amount {
+			return false, errf(KindInvalid, "amount_exceeds_authorization", "amount %d exceeds the authorized %d", amount, p.Amount)
+		}
+		// The acquirer lets a capture exceed the authorization by 20% (tips).
+		if (amount+req.TipAmount)*5 > p.AuthorizedAmount*6 {
+			return false, errf(KindInvalid, "capture_exceeds_authorization",
+				"amount + tip_amount %d exceeds 120%% of the authorized %d", amount+req.TipAmount, p.AuthorizedAmount)
+		}
+		s.startOp(p, opCapture, p.ID+":capture", req.OpKey, amount, req.TipAmount, now)
+		return true, nil
+	})
+}
+
+// Void cancels a payment before it settles: a cash payment is handed
+// back, a stored one leaves the queue, a card payment is reversed at its
+// bank. Voiding a voided payment is a no-op. Errors: payment_not_found
+// (404); payment_not_voidable, payment_settled, payment_in_progress (409);
+// bank_unavailable (503).
+func (s *Service) Void(ctx context.Context, id, opKey string) (Payment, error) {
+	return s.startBankOp(ctx, id, opKey, func(tx *sql.Tx, p *Payment, now time.Time) (bool, error) {
+		from := p.Status
+		switch {
+		case p.Status == Voided:
+			return false, nil
+		case p.Status == Stored:
+			return false, s.voidStored(tx, p, now)
+		case p.Method == Cash && p.Status == Captured:
+			p.Status = Voided
+			return false, save(tx, p, from, "cash handed back", now)
+		case p.Method == Card && (p.Status == Authorized || p.Status == Captured):
+			s.startOp(p, opVoid, p.ID+":void", opKey, 0, 0, now)
+			return true, nil
+		}
+		return false, errf(KindConflict, "payment_not_voidable", "payment %s is %s and cannot be voided", p.ID, p.Status)
+	})
+}
+
+// Refund refunds part or all of a captured payment. Errors:
+// payment_not_found (404); payment_not_captured, payment_in_progress
+// (409); invalid_amount, refund_exceeds_capture (422); bank_unavailable
+// (503).
+func (s *Service) Refund(ctx context.Context, id, opKey string, amount int64) (Payment, error) {
+	return s.startBankOp(ctx, id, opKey, func(tx *sql.Tx, p *Payment, now time.Time) (bool, error) {
+		if p.Status != Captured && p.Status != PartiallyRefunded {
+			return false, errf(KindConflict, "payment_not_captured", "payment %s is %s; only a captured payment can be refunded", p.ID, p.Status)
+		}
+		if amount <= 0 {
+			return false, errf(KindInvalid, "invalid_amount", "a refund amount must be positive")
+		}
+		if left := p.CapturedAmount - p.RefundedAmount; amount > left {
+			return false, errf(KindInvalid, "refund_exceeds_capture", "amount %d exceeds the %d captured and not yet refunded", amount, left)
+		}
+		r := Refund{ID: newID("rfd_"), PaymentID: p.ID, Amount: amount, Status: "pending", CreatedAt: now}
+		if p.Method == Cash {
+			r.Status = "refunded"
+		}
+		if _, err := tx.Exec(`INSERT INTO refunds (id, payment_id, amount, status, op_key, created_at, updated_at)
+			VALUES (?,?,?,?,?,?,?)`, r.ID, p.ID, amount, r.Status, nullable(""), ts(now), ts(now)); err != nil {
+			return false, err
+		}
+		if p.Method == Cash {
+			from := p.Status
+			applyRefund(p, amount)
+			p.pendingOpKey = opKey
+			return false, save(tx, p, from, "cash refund "+r.ID, now)
+		}
+		s.startOp(p, opRefund, r.ID, opKey, amount, 0, now)
+		return true, nil
+	})
+}
+
+func applyRefund(p *Payment, amount int64) {
+	p.RefundedAmount += amount
+	if p.RefundedAmount >= p.CapturedAmount {
+		p.Status = Refunded
+	} else {
+		p.Status = PartiallyRefunded
+	}
+}
+
+// startBankOp writes an operation ahead (prepare decides, inside the
+// write transaction, whether there is a bank call to make) and runs it.
+// A repeat of the request that started or finished the current operation
+// resumes it or returns its result.
+func (s *Service) startBankOp(ctx context.Context, id, opKey string, prepare func(*sql.Tx, *Payment, time.Time) (bool, error)) (Payment, error) {
+	now := s.now()
+	var p Payment
+	call := false
+	err := s.DB.Update(ctx, func(tx *sql.Tx) error {
+		var err error
+		if p, err = getPayment(tx, id); err != nil {
+			return err
+		}
+		repeat := opKey != "" && p.pendingOpKey == opKey
+		if p.PendingOp != "" && p.PendingOp != opReverse {
+			if repeat {
+				call = true
+				return nil
+			}
+			return errInProgress
+		}
+		if repeat {
+			return nil // this very request already finished
+		}
+		from := p.Status
+		if call, err = prepare(tx, &p, now); err != nil || !call {
+			if err == nil {
+				_, err = settleOrder(tx, p.OrderID, now)
+			}
+			return err
+		}
+		return save(tx, &p, from, "", now)
+	})
+	if err != nil || !call {
+		return p, err
+	}
+	if !s.own(p.ID) {
+		return Payment{}, errInProgress
+	}
+	defer s.release(p.ID)
+	return s.runOp(ctx, p.ID, false)
+}
+
+// runOp makes the bank call of a payment's pending capture, void or
+// refund and records its outcome. The caller owns the payment.
+func (s *Service) runOp(ctx context.Context, id string, resolving bool) (Payment, error) {
+	p, err := s.Payment(ctx, id)
+	if err != nil {
+		return Payment{}, err
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opBudget())
+	defer cancel()
+	var (
+		auth gateway.Authorization
+		rf   gateway.Refund
+	)
+	switch p.PendingOp {
+	case opCapture:
+		auth, err = s.Bank.Capture(ctx, p.Gateway, gateway.CaptureRequest{Key: p.pendingKey,
+			AuthorizationID: p.BankAuthID, Amount: p.pendingAmount + p.pendingTip})
+	case opVoid:
+		_, err = s.Bank.Reverse(ctx, p.Gateway, gateway.ReverseRequest{Key: p.pendingKey, AuthorizationID: p.BankAuthID})
+	case opRefund:
+		rf, err = s.Bank.Refund(ctx, p.Gateway, gateway.RefundRequest{Key: p.pendingKey,
+			AuthorizationID: p.BankAuthID, Amount: p.pendingAmount, Reference: p.pendingKey})
+	default:
+		return p, nil
+	}
+	if resolving || p.resolveAttempts > 0 {
+		// An earlier attempt may have reached the bank.
+		err = unresolved(err, p.Gateway)
+	}
+	return s.finishOp(ctx, p, auth, rf, err, resolving)
+}
+
+func (s *Service) finishOp(ctx context.Context, started Payment, auth gateway.Authorization, rf gateway.Refund, callErr error, resolving bool) (Payment, error) {
+	now := s.now()
+	op := started.PendingOp
+	var p Payment
+	var result error
+	err := s.DB.Update(ctx, func(tx *sql.Tx) error {
+		result = nil
+		var err error
+		if p, err = getPayment(tx, started.ID); err != nil {
+			return err
+		}
+		if p.PendingOp != op || p.pendingKey != started.pendingKey {
+			return nil // finished meanwhile
+		}
+		from := p.Status
+		refundStatus := ""
+		e := gateway.AsError(callErr)
+		switch {
+		case callErr == nil:
+			switch op {
+			case opCapture:
+				p.Status, p.Amount, p.TipAmount = Captured, p.pendingAmount, p.pendingTip
+				p.CapturedAmount = auth.CapturedAmount
+				if p.CapturedAmount == 0 {
+					p.CapturedAmount = p.pendingAmount + p.pendingTip
+				}
+			case opVoid:
+				p.Status = Voided
+			case opRefund:
+				applyRefund(&p, p.pendingAmount)
+				refundStatus = "refunded"
+			}
+			p.LastError = ""
+			p.clearOp()
+		case e != nil && e.Kind == gateway.KindRejected:
+			p.LastError = callErr.Error()
+			refundStatus = "failed"
+			p.clearOp()
+			result = rejection(op, e)
+		case gateway.NothingDone(callErr) && !resolving:
+			p.LastError = callErr.Error()
+			refundStatus = "failed"
+			p.clearOp()
+			result = errf(KindUnavailable, "bank_unavailable", "no bank could be reached; nothing was done, try again")
+		default:
+			p.LastError = callErr.Error()
+			s.backoff(&p, now)
+			result = &Error{Kind: KindUnavailable, Code: "bank_unavailable",
+				Message: "the bank did not confirm; storepay keeps retrying it with the same key", Transient: true}
+		}
+		if refundStatus != "" && op == opRefund {
+			if _, err := tx.Exec(`UPDATE refunds SET status=?, bank_refund_id=?, updated_at=? WHERE id=?`,
+				refundStatus, rf.ID, ts(now), started.pendingKey); err != nil {
+				return err
+			}
+		}
+		if err := save(tx, &p, from, op, now); err != nil {
+			return err
+		}
+		_, err = settleOrder(tx, p.OrderID, now)
+		return err
+	})
+	if err != nil {
+		return Payment{}, err
+	}
+	s.log().Info("payment operation", "payment_id", p.ID, "op", op, "status", p.Status, "pending_op", p.PendingOp, "err", callErr)
+	if result != nil {
+		return p, result
+	}
+	return p, nil
+}
+
+func rejection(op string, e *gateway.Error) error {
+	if op == opVoid && e.Code == "already_settled" {
+		return errf(KindConflict, "payment_settled", "the bank has settled this payment; refund it instead")
+	}
+	return errf(KindInvalid, rejectedCode(e), "the bank rejected the %s (%s)", op, rejectedCode(e))
+}

@@ -1,0 +1,178 @@
+package orders
+
+import (
+	"context"
+	"database/sql"
+	"math/rand/v2"
+	"time"
+
+	"storepay/gateway"
+)
+
+// neverSentGrace is how long an authorization that never reached a bank
+// (storepay stopped between writing it ahead and calling the bank) waits
+// for its terminal to repeat the request before it is declined.
+const neverSentGrace = time.Minute
+
+func jitter(n int64) int64 {
+	if n <= 0 {
+		return 0
+	}
+	return rand.Int64N(n)
+}
+
+// Resolve runs one resolution pass over every payment with a bank call
+// written ahead that no live request in this process owns: after a crash
+// those are all of them. Each is repeated at its bank with the same key
+// (or looked up) until the bank gives a definitive answer; one that the
+// bank does not answer now is retried later with backoff. It returns how
+// many payments are still unresolved.
+func (s *Service) Resolve(ctx context.Context) (int, error) {
+	now := s.now()
+	ps, err := queryPayments(readQ{ctx, s.DB.Read()}, `WHERE pending_op <> '' ORDER BY pending_since`)
+	if err != nil {
+		return 0, err
+	}
+	remaining := 0
+	for _, p := range ps {
+		if ctx.Err() != nil {
+			return remaining, ctx.Err()
+		}
+		if p.resolveAfter.After(now) || !s.own(p.ID) {
+			remaining++
+			continue
+		}
+		q, err := s.resolveOne(ctx, p, now)
+		s.release(p.ID)
+		if err != nil {
+			s.log().Warn("resolve payment", "payment_id", p.ID, "op", p.PendingOp, "err", err)
+		}
+		if q.PendingOp != "" || err != nil {
+			remaining++
+		}
+	}
+	return remaining, nil
+}
+
+func (s *Service) resolveOne(ctx context.Context, p Payment, now time.Time) (Payment, error) {
+	// Re-read: a live request may have finished it since the list was read.
+	p, err := s.Payment(ctx, p.ID)
+	if err != nil || p.PendingOp == "" {
+		return p, err
+	}
+	resolutions.Add(ctx, 1, opAttr(p.PendingOp))
+	switch p.PendingOp {
+	case opAuthorize:
+		if p.Gateway == "" {
+			if now.Sub(p.pendingSince) < neverSentGrace {
+				return p, nil
+			}
+			return s.declineNeverSent(ctx, p)
+		}
+		card, err := s.Vault.Open(p.ID, p.sealed)
+		if err != nil {
+			return p, err
+		}
+		ctx, cancel := context.WithTimeout(ctx, s.authBudget())
+		defer cancel()
+		auth, err := s.Bank.AuthorizeAt(ctx, p.Gateway, s.authRequest(p, card))
+		return s.recordAuth(ctx, p.ID, PreferOnline, auth, p.Gateway, unresolved(err, p.Gateway), true)
+	case opReverse:
+		return s.reverseUnknown(ctx, p)
+	default:
+		return s.runOp(ctx, p.ID, true)
+	}
+}
+
+// declineNeverSent ends an authorization that was written ahead but never
+// sent to any bank: nothing was charged, and its terminal, which never
+// heard an answer, did not come back for it.
+func (s *Service) declineNeverSent(ctx context.Context, p Payment) (Payment, error) {
+	now := s.now()
+	err := s.DB.Update(ctx, func(tx *sql.Tx) error {
+		cur, err := getPayment(tx, p.ID)
+		if err != nil || cur.PendingOp != opAuthorize || cur.Gateway != "" {
+			return err
+		}
+		from := cur.Status
+		cur.Status, cur.DeclineCode, cur.sealed = Declined, "not_processed", nil
+		cur.clearOp()
+		if err := save(tx, &cur, from, "never sent to a bank", now); err != nil {
+			return err
+		}
+		p = cur
+		_, err = settleOrder(tx, cur.OrderID, now)
+		return err
+	})
+	return p, err
+}
+
+// reverseUnknown resolves a payment the terminal heard as declined while
+// its bank's answer was unknown: repeat the authorization with the same
+// key to learn the answer, and reverse it if it was an approval.
+func (s *Service) reverseUnknown(ctx context.Context, p Payment) (Payment, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.opBudget())
+	defer cancel()
+	var err error
+	var auth gateway.Authorization
+	if card, openErr := s.Vault.Open(p.ID, p.sealed); openErr == nil {
+		auth, err = s.Bank.AuthorizeAt(ctx, p.Gateway, s.authRequest(p, card))
+		err = unresolved(err, p.Gateway)
+		if err == nil && auth.Status == gateway.StatusApproved {
+			_, err = s.Bank.Reverse(ctx, p.Gateway, gateway.ReverseRequest{Key: p.ID + ":reverse", AuthorizationID: auth.ID})
+		}
+	} else {
+		// No card to repeat the request with: reverse by reference.
+		_, err = s.Bank.Reverse(ctx, p.Gateway, gateway.ReverseRequest{Key: p.ID + ":reverse", Reference: p.ID})
+	}
+	done := err == nil || gateway.AsError(err) != nil && gateway.AsError(err).Kind == gateway.KindRejected
+	now := s.now()
+	uerr := s.DB.Update(ctx, func(tx *sql.Tx) error {
+		cur, gerr := getPayment(tx, p.ID)
+		if gerr != nil || cur.PendingOp != opReverse {
+			return gerr
+		}
+		detail := ""
+		if done {
+			cur.sealed = nil
+			cur.clearOp()
+			cur.LastError = ""
+			if auth.Status == gateway.StatusApproved {
+				detail = "approval " + auth.ID + " reversed after an unknown outcome"
+				cur.BankAuthID = auth.ID
+			}
+			if detail != "" {
+				if err := insertEvent(tx, cur.ID, cur.Status, cur.Status, detail, now); err != nil {
+					return err
+				}
+			}
+		} else {
+			cur.LastError = err.Error()
+			s.backoff(&cur, now)
+		}
+		p = cur
+		return save(tx, &cur, cur.Status, "", now)
+	})
+	if uerr != nil {
+		return p, uerr
+	}
+	return p, nil
+}
+
+// RunResolver resolves pending payments now and then every interval until
+// ctx ends. An interval of 0 runs only the first pass.
+func (s *Service) RunResolver(ctx context.Context, interval time.Duration) {
+	for {
+		if _, err := s.Resolve(ctx); err != nil && ctx.Err() == nil {
+			s.log().Error("resolve pass", "err", err)
+		}
+		if interval <= 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(interval):
+		}
+	}
+}

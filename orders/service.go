@@ -1,0 +1,367 @@
+package orders
+
+import (
+	"context"
+	"database/sql"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"storepay/gateway"
+	"storepay/migrations"
+)
+
+// Bank is what orders needs from the banks. gateway.Router implements it.
+// Every error is classified as a *gateway.Error (see gateway.NothingDone).
+type Bank interface {
+	// Authorize sends req to the first bank that admits it, moving to the
+	// next bank only when a bank provably did nothing. Before its first
+	// attempt at any bank other than pinned it calls pin(bank) and goes on
+	// only if pin returns nil, so that the bank that may hold the payment
+	// is on disk before it is called. It returns the deciding bank's name.
+	Authorize(ctx context.Context, req gateway.AuthRequest, pinned string, pin func(bank string) error) (gateway.Authorization, string, error)
+	// AuthorizeAt repeats an authorization at one bank with the same key:
+	// how an unknown outcome is resolved.
+	AuthorizeAt(ctx context.Context, bank string, req gateway.AuthRequest) (gateway.Authorization, error)
+	Capture(ctx context.Context, bank string, req gateway.CaptureRequest) (gateway.Authorization, error)
+	Reverse(ctx context.Context, bank string, req gateway.ReverseRequest) ([]gateway.Authorization, error)
+	Refund(ctx context.Context, bank string, req gateway.RefundRequest) (gateway.Refund, error)
+}
+
+// Service runs orders and payments. Create it with its fields set; the
+// zero values of the optional ones are safe defaults.
+type Service struct {
+	DB    *migrations.DB
+	Bank  Bank
+	Vault *gateway.Vault
+	// Offline, when set, lets card payments be accepted without a bank
+	// (store-and-forward). Without it, a payment no bank decides is
+	// declined with bank_unavailable.
+	Offline Offline
+	Log     *slog.Logger
+	Now     func() time.Time
+	// AuthBudget bounds the whole online decision of a card payment; the
+	// contract promises a decision within 30 s. Default 25 s.
+	AuthBudget time.Duration
+	// OpBudget bounds a capture, void or refund at the bank. Default 20 s.
+	OpBudget time.Duration
+
+	mu    sync.Mutex
+	owned map[string]bool // payments whose bank call runs in this process now
+}
+
+func (s *Service) now() time.Time {
+	if s.Now != nil {
+		return s.Now().UTC()
+	}
+	return time.Now().UTC()
+}
+
+func (s *Service) log() *slog.Logger {
+	if s.Log != nil {
+		return s.Log
+	}
+	return slog.Default()
+}
+
+func (s *Service) authBudget() time.Duration {
+	if s.AuthBudget > 0 {
+		return s.AuthBudget
+	}
+	return 25 * time.Second
+}
+
+func (s *Service) opBudget() time.Duration {
+	if s.OpBudget > 0 {
+		return s.OpBudget
+	}
+	return 20 * time.Second
+}
+
+// own marks a payment as being worked on by this process. Only one
+// goroutine at a time may call a bank for a payment: the request that
+// started the operation, or the resolver.
+func (s *Service) own(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.owned == nil {
+		s.owned = map[string]bool{}
+	}
+	if s.owned[id] {
+		return false
+	}
+	s.owned[id] = true
+	return true
+}
+
+func (s *Service) release(id string) {
+	s.mu.Lock()
+	delete(s.owned, id)
+	s.mu.Unlock()
+}
+
+func newID(prefix string) string {
+	return prefix + strings.ReplaceAll(uuid.Must(uuid.NewV7()).String(), "-", "")
+}
+
+// NewOrder is a request to open an order.
+type NewOrder struct {
+	Channel    Channel
+	Currency   string
+	Lines      []Line
+	TerminalID string
+	// OpKey identifies the request (device and Idempotency-Key): a repeat
+	// returns the order the first one created.
+	OpKey string
+}
+
+// Limits that keep every sum far inside int64.
+const (
+	maxLines    = 500
+	maxQuantity = 1_000_000
+	maxAmount   = 1_000_000_000_000 // per unit or per payment, minor units
+)
+
+// CreateOrder opens an order. Errors: invalid_request (400) for missing
+// or out-of-range fields, invalid_currency (422).
+func (s *Service) CreateOrder(ctx context.Context, req NewOrder) (Order, error) {
+	switch req.Channel {
+	case WalkIn, Phone, OnlinePickup:
+	default:
+		return Order{}, errf(KindBadRequest, "invalid_request", "channel must be walk_in, phone or online_pickup")
+	}
+	if !ValidCurrency(req.Currency) {
+		return Order{}, errf(KindInvalid, "invalid_currency", "currency %q is not an ISO 4217 code", req.Currency)
+	}
+	if len(req.Lines) == 0 || len(req.Lines) > maxLines {
+		return Order{}, errf(KindBadRequest, "invalid_request", "an order has 1 to %d lines", maxLines)
+	}
+	var total int64
+	for i, l := range req.Lines {
+		if strings.TrimSpace(l.SKU) == "" {
+			return Order{}, errf(KindBadRequest, "invalid_request", "lines[%d].sku is required", i)
+		}
+		if l.Quantity < 1 || l.Quantity > maxQuantity {
+			return Order{}, errf(KindBadRequest, "invalid_request", "lines[%d].quantity must be 1 to %d", i, maxQuantity)
+		}
+		if l.UnitAmount < 0 || l.UnitAmount > maxAmount {
+			return Order{}, errf(KindBadRequest, "invalid_request", "lines[%d].unit_amount must be 0 to %d", i, int64(maxAmount))
+		}
+		total += l.Quantity * l.UnitAmount
+	}
+	if total <= 0 {
+		return Order{}, errf(KindInvalid, "invalid_amount", "the order's total must be positive")
+	}
+	now := s.now()
+	o := Order{ID: newID("ord_"), Status: OrderOpen, Channel: req.Channel, Currency: req.Currency,
+		Lines: req.Lines, TotalAmount: total, TerminalID: req.TerminalID, CreatedAt: now, UpdatedAt: now}
+	err := s.DB.Update(ctx, func(tx *sql.Tx) error {
+		if req.OpKey != "" {
+			var id string
+			err := tx.QueryRow(`SELECT id FROM orders WHERE op_key = ?`, req.OpKey).Scan(&id)
+			if err == nil {
+				o, err = getOrder(tx, id)
+				return err
+			}
+			if err != sql.ErrNoRows {
+				return err
+			}
+		}
+		return insertOrder(tx, o, req.OpKey)
+	})
+	if err != nil {
+		return Order{}, err
+	}
+	return o, nil
+}
+
+// Order returns an order with its payments. Errors: order_not_found.
+func (s *Service) Order(ctx context.Context, id string) (Order, error) {
+	var o Order
+	err := s.DB.View(ctx, func(tx *sql.Tx) error {
+		var err error
+		if o, err = getOrder(tx, id); err != nil {
+			return err
+		}
+		o.Payments, err = queryPayments(tx, `WHERE order_id = ? ORDER BY created_at, id`, id)
+		return err
+	})
+	return o, err
+}
+
+// Deliver hands a paid order to the customer. Delivering a delivered order
+// again is a no-op. Errors: order_not_found, order_not_paid (409).
+func (s *Service) Deliver(ctx context.Context, id string) (Order, error) {
+	var o Order
+	err := s.DB.Update(ctx, func(tx *sql.Tx) error {
+		var err error
+		if o, err = getOrder(tx, id); err != nil {
+			return err
+		}
+		switch o.Status {
+		case OrderDelivered:
+			return nil
+		case OrderPaid:
+		default:
+			return errf(KindConflict, "order_not_paid", "order %s is %s; only a paid order can be delivered", id, o.Status)
+		}
+		o.Status, o.UpdatedAt = OrderDelivered, s.now()
+		_, err = tx.Exec(`UPDATE orders SET status=?, updated_at=? WHERE id=?`, o.Status, ts(o.UpdatedAt), id)
+		return err
+	})
+	if err != nil {
+		return Order{}, err
+	}
+	return s.Order(ctx, id)
+}
+
+// Cancel cancels an order that has not been delivered and voids what it
+// can: cash is handed back at once, stored payments leave the
+// store-and-forward queue, card payments are reversed at their bank (by
+// the resolver later if the bank does not answer now). Cancelling a
+// cancelled order is a no-op. Errors: order_not_found, order_delivered
+// (409), payment_in_progress (409, transient).
+func (s *Service) Cancel(ctx context.Context, id string) (Order, error) {
+	var voids []string
+	err := s.DB.Update(ctx, func(tx *sql.Tx) error {
+		voids = nil
+		o, err := getOrder(tx, id)
+		if err != nil {
+			return err
+		}
+		switch o.Status {
+		case OrderCancelled:
+			return nil
+		case OrderDelivered:
+			return errf(KindConflict, "order_delivered", "order %s was delivered; refund its payments instead", id)
+		}
+		ps, err := queryPayments(tx, `WHERE order_id = ?`, id)
+		if err != nil {
+			return err
+		}
+		now := s.now()
+		for i := range ps {
+			p := &ps[i]
+			if p.Status == Pending || (p.PendingOp != "" && p.PendingOp != opReverse) {
+				return errInProgress
+			}
+		}
+		for i := range ps {
+			p := &ps[i]
+			from := p.Status
+			switch {
+			case p.Method == Cash && p.Status == Captured:
+				p.Status = Voided
+				if err := save(tx, p, from, "order cancelled: cash handed back", now); err != nil {
+					return err
+				}
+			case p.Status == Stored:
+				if err := s.voidStored(tx, p, now); err != nil {
+					return err
+				}
+			case p.Method == Card && (p.Status == Authorized || p.Status == Captured):
+				s.startOp(p, opVoid, p.ID+":void", "", 0, 0, now)
+				if err := save(tx, p, from, "", now); err != nil {
+					return err
+				}
+				voids = append(voids, p.ID)
+			}
+		}
+		if _, err := tx.Exec(`UPDATE orders SET status=?, updated_at=? WHERE id=?`, OrderCancelled, ts(now), id); err != nil {
+			return err
+		}
+		_, err = settleOrder(tx, id, now)
+		return err
+	})
+	if err != nil {
+		return Order{}, err
+	}
+	for _, pid := range voids {
+		if !s.own(pid) {
+			continue // the resolver has it
+		}
+		_, err := s.runOp(ctx, pid, false)
+		s.release(pid)
+		if err != nil {
+			s.log().Warn("void on cancel left to the resolver", "payment_id", pid, "err", err)
+		}
+	}
+	return s.Order(ctx, id)
+}
+
+// Payment returns one payment. Errors: payment_not_found.
+func (s *Service) Payment(ctx context.Context, id string) (Payment, error) {
+	return getPayment(readQ{ctx, s.DB.Read()}, id)
+}
+
+// PaymentFilter selects payments; empty fields match everything.
+type PaymentFilter struct {
+	TerminalID string
+	Status     Status
+	OrderID    string
+	Last4      string
+	Limit      int
+}
+
+// Payments lists payments newest first (at most Limit, default 100).
+func (s *Service) Payments(ctx context.Context, f PaymentFilter) ([]Payment, error) {
+	var where []string
+	var args []any
+	for _, c := range []struct{ col, val string }{
+		{"terminal_id", f.TerminalID}, {"status", string(f.Status)}, {"order_id", f.OrderID}, {"card_last4", f.Last4},
+	} {
+		if c.val != "" {
+			where = append(where, c.col+" = ?")
+			args = append(args, c.val)
+		}
+	}
+	q := ""
+	if len(where) > 0 {
+		q = "WHERE " + strings.Join(where, " AND ")
+	}
+	if f.Limit <= 0 || f.Limit > 1000 {
+		f.Limit = 100
+	}
+	args = append(args, f.Limit)
+	return queryPayments(readQ{ctx, s.DB.Read()}, q+" ORDER BY created_at DESC, id DESC LIMIT ?", args...)
+}
+
+// Events returns a payment's status history, oldest first.
+func (s *Service) Events(ctx context.Context, paymentID string) ([]Event, error) {
+	rows, err := s.DB.Read().QueryContext(ctx, `SELECT from_status, to_status, detail, at FROM payment_events
+		WHERE payment_id = ? ORDER BY seq`, paymentID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Event
+	for rows.Next() {
+		var e Event
+		var at string
+		if err := rows.Scan(&e.From, &e.To, &e.Detail, &at); err != nil {
+			return nil, err
+		}
+		e.At = parseTS(at)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// Refunds returns a payment's refunds, oldest first.
+func (s *Service) Refunds(ctx context.Context, paymentID string) ([]Refund, error) {
+	return getRefunds(readQ{ctx, s.DB.Read()}, paymentID)
+}
+
+// readQ adapts the read pool to queryer with a context.
+type readQ struct {
+	ctx context.Context
+	db  *sql.DB
+}
+
+func (r readQ) QueryRow(q string, args ...any) *sql.Row { return r.db.QueryRowContext(r.ctx, q, args...) }
+func (r readQ) Query(q string, args ...any) (*sql.Rows, error) {
+	return r.db.QueryContext(r.ctx, q, args...)
+}

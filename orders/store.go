@@ -1,0 +1,236 @@
+package orders
+
+import (
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"storepay/migrations"
+)
+
+// queryer is what both *sql.Tx and *sql.DB offer: reads work inside a
+// write transaction and from the read pool alike.
+type queryer interface {
+	QueryRow(query string, args ...any) *sql.Row
+	Query(query string, args ...any) (*sql.Rows, error)
+}
+
+func ts(t time.Time) string { return migrations.FormatTime(t) }
+
+func parseTS(s string) time.Time {
+	t, _ := migrations.ParseTime(s)
+	return t
+}
+
+func nullable(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+const orderCols = `id, status, channel, currency, lines, total_amount, paid_amount, terminal_id, created_at, updated_at`
+
+func scanOrder(row interface{ Scan(...any) error }) (Order, error) {
+	var o Order
+	var lines, created, updated string
+	err := row.Scan(&o.ID, &o.Status, &o.Channel, &o.Currency, &lines, &o.TotalAmount, &o.PaidAmount,
+		&o.TerminalID, &created, &updated)
+	if err != nil {
+		return Order{}, err
+	}
+	if err := json.Unmarshal([]byte(lines), &o.Lines); err != nil {
+		return Order{}, fmt.Errorf("order %s lines: %w", o.ID, err)
+	}
+	o.CreatedAt, o.UpdatedAt = parseTS(created), parseTS(updated)
+	return o, nil
+}
+
+func getOrder(q queryer, id string) (Order, error) {
+	o, err := scanOrder(q.QueryRow(`SELECT `+orderCols+` FROM orders WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Order{}, errf(KindNotFound, "order_not_found", "no order %s", id)
+	}
+	return o, err
+}
+
+func insertOrder(tx *sql.Tx, o Order, opKey string) error {
+	_, err := tx.Exec(`INSERT INTO orders (`+orderCols+`, op_key) VALUES (?,?,?,?,?,?,?,?,?,?,?)`,
+		o.ID, o.Status, o.Channel, o.Currency, mustJSON(o.Lines), o.TotalAmount, o.PaidAmount,
+		o.TerminalID, ts(o.CreatedAt), ts(o.UpdatedAt), nullable(opKey))
+	return err
+}
+
+const paymentCols = `id, order_id, method, status, mode, gateway, amount, tip_amount, authorized_amount,
+	captured_amount, refunded_amount, currency, capture, auth_code, decline_code, bank_auth_id,
+	card_brand, card_last4, card_fingerprint, card_sealed, terminal_id, coalesce(op_key, ''),
+	pending_op, pending_amount, pending_tip, pending_key, pending_op_key, pending_since,
+	resolve_attempts, resolve_after, last_error, created_at, updated_at`
+
+func scanPayment(row interface{ Scan(...any) error }) (Payment, error) {
+	var p Payment
+	var since, after, created, updated string
+	err := row.Scan(&p.ID, &p.OrderID, &p.Method, &p.Status, &p.Mode, &p.Gateway, &p.Amount, &p.TipAmount,
+		&p.AuthorizedAmount, &p.CapturedAmount, &p.RefundedAmount, &p.Currency, &p.Capture, &p.AuthCode,
+		&p.DeclineCode, &p.BankAuthID, &p.CardBrand, &p.CardLast4, &p.Fingerprint, &p.sealed, &p.TerminalID,
+		&p.opKey, &p.PendingOp, &p.pendingAmount, &p.pendingTip, &p.pendingKey, &p.pendingOpKey, &since,
+		&p.resolveAttempts, &after, &p.LastError, &created, &updated)
+	if err != nil {
+		return Payment{}, err
+	}
+	p.pendingSince, p.resolveAfter = parseTS(since), parseTS(after)
+	p.CreatedAt, p.UpdatedAt = parseTS(created), parseTS(updated)
+	return p, nil
+}
+
+func getPayment(q queryer, id string) (Payment, error) {
+	p, err := scanPayment(q.QueryRow(`SELECT `+paymentCols+` FROM payments WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Payment{}, errf(KindNotFound, "payment_not_found", "no payment %s", id)
+	}
+	return p, err
+}
+
+// paymentByOpKey finds the payment a request created, if it did.
+func paymentByOpKey(q queryer, opKey string) (Payment, bool, error) {
+	if opKey == "" {
+		return Payment{}, false, nil
+	}
+	p, err := scanPayment(q.QueryRow(`SELECT `+paymentCols+` FROM payments WHERE op_key = ?`, opKey))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Payment{}, false, nil
+	}
+	return p, err == nil, err
+}
+
+func queryPayments(q queryer, where string, args ...any) ([]Payment, error) {
+	rows, err := q.Query(`SELECT `+paymentCols+` FROM payments `+where, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []Payment{}
+	for rows.Next() {
+		p, err := scanPayment(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+func insertPayment(tx *sql.Tx, p Payment) error {
+	_, err := tx.Exec(`INSERT INTO payments (`+paymentCols+`) VALUES (`+strings.Repeat("?,", 32)+`?)`,
+		p.ID, p.OrderID, p.Method, p.Status, p.Mode, p.Gateway, p.Amount, p.TipAmount, p.AuthorizedAmount,
+		p.CapturedAmount, p.RefundedAmount, p.Currency, p.Capture, p.AuthCode, p.DeclineCode, p.BankAuthID,
+		p.CardBrand, p.CardLast4, p.Fingerprint, p.sealed, p.TerminalID, nullable(p.opKey),
+		p.PendingOp, p.pendingAmount, p.pendingTip, p.pendingKey, p.pendingOpKey, tsOrEmpty(p.pendingSince),
+		p.resolveAttempts, tsOrEmpty(p.resolveAfter), p.LastError, ts(p.CreatedAt), ts(p.UpdatedAt))
+	if err != nil {
+		return err
+	}
+	return insertEvent(tx, p.ID, "", p.Status, "created", p.CreatedAt)
+}
+
+func tsOrEmpty(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return ts(t)
+}
+
+// save writes every mutable field of p. It is the one place a payment's
+// status changes: a change must be allowed by [transitions] and is
+// recorded as an event in the same transaction.
+func save(tx *sql.Tx, p *Payment, from Status, detail string, now time.Time) error {
+	if from != p.Status {
+		if !allowed(from, p.Status) {
+			return fmt.Errorf("payment %s: illegal transition %s → %s", p.ID, from, p.Status)
+		}
+		if err := insertEvent(tx, p.ID, from, p.Status, detail, now); err != nil {
+			return err
+		}
+	}
+	p.UpdatedAt = now
+	_, err := tx.Exec(`UPDATE payments SET status=?, mode=?, gateway=?, amount=?, tip_amount=?, authorized_amount=?,
+		captured_amount=?, refunded_amount=?, auth_code=?, decline_code=?, bank_auth_id=?, card_sealed=?,
+		pending_op=?, pending_amount=?, pending_tip=?, pending_key=?, pending_op_key=?, pending_since=?,
+		resolve_attempts=?, resolve_after=?, last_error=?, updated_at=? WHERE id=?`,
+		p.Status, p.Mode, p.Gateway, p.Amount, p.TipAmount, p.AuthorizedAmount, p.CapturedAmount,
+		p.RefundedAmount, p.AuthCode, p.DeclineCode, p.BankAuthID, p.sealed, p.PendingOp, p.pendingAmount,
+		p.pendingTip, p.pendingKey, p.pendingOpKey, tsOrEmpty(p.pendingSince), p.resolveAttempts,
+		tsOrEmpty(p.resolveAfter), p.LastError, ts(now), p.ID)
+	return err
+}
+
+func allowed(from, to Status) bool {
+	for _, s := range transitions[from] {
+		if s == to {
+			return true
+		}
+	}
+	return false
+}
+
+func insertEvent(tx *sql.Tx, paymentID string, from, to Status, detail string, at time.Time) error {
+	_, err := tx.Exec(`INSERT INTO payment_events (payment_id, from_status, to_status, detail, at) VALUES (?,?,?,?,?)`,
+		paymentID, from, to, detail, ts(at))
+	return err
+}
+
+// settleOrder recomputes an order's paid amount from its payments and
+// moves it between open and paid accordingly.
+func settleOrder(tx *sql.Tx, orderID string, now time.Time) (Order, error) {
+	o, err := getOrder(tx, orderID)
+	if err != nil {
+		return Order{}, err
+	}
+	ps, err := queryPayments(tx, `WHERE order_id = ?`, orderID)
+	if err != nil {
+		return Order{}, err
+	}
+	var paid int64
+	for _, p := range ps {
+		if p.Status.live() {
+			paid += p.Amount
+		}
+	}
+	status := o.Status
+	switch {
+	case status == OrderOpen && paid >= o.TotalAmount:
+		status = OrderPaid
+	case status == OrderPaid && paid < o.TotalAmount:
+		status = OrderOpen
+	}
+	if paid == o.PaidAmount && status == o.Status {
+		return o, nil
+	}
+	o.PaidAmount, o.Status, o.UpdatedAt = paid, status, now
+	_, err = tx.Exec(`UPDATE orders SET paid_amount=?, status=?, updated_at=? WHERE id=?`, paid, status, ts(now), orderID)
+	return o, err
+}
+
+const refundCols = `id, payment_id, amount, status, bank_refund_id, created_at`
+
+func getRefunds(q queryer, paymentID string) ([]Refund, error) {
+	rows, err := q.Query(`SELECT `+refundCols+` FROM refunds WHERE payment_id = ? ORDER BY created_at`, paymentID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Refund
+	for rows.Next() {
+		var r Refund
+		var created string
+		if err := rows.Scan(&r.ID, &r.PaymentID, &r.Amount, &r.Status, &r.BankRefundID, &created); err != nil {
+			return nil, err
+		}
+		r.CreatedAt = parseTS(created)
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
