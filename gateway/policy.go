@@ -8,37 +8,37 @@ import "time"
 // inside the contract's 30 seconds.
 type Policy struct {
 	// AttemptTimeout cuts off one HTTP attempt. Default 6s.
-	AttemptTimeout time.Duration `json:"attempt_timeout"`
+	AttemptTimeout time.Duration
 	// MaxAttempts bounds the attempts at one bank for one call, counting
 	// same-key retries of an unknown outcome and URL failover. Default 4.
-	MaxAttempts int `json:"max_attempts"`
+	MaxAttempts int
 	// BackoffMin and BackoffMax bound the exponential backoff (with 25%
 	// jitter) between attempts. Defaults 100ms and 2s.
-	BackoffMin time.Duration `json:"backoff_min"`
-	BackoffMax time.Duration `json:"backoff_max"`
+	BackoffMin time.Duration
+	BackoffMax time.Duration
 	// The circuit breaker opens when at least BreakerFailureRate of the
 	// calls in the last BreakerWindow failed, once BreakerMinCalls calls
 	// were seen; it stays open BreakerDelay, then lets trial calls through
 	// and closes after BreakerSuccesses successes. Defaults 0.5, 5, 30s,
 	// 10s and 2.
-	BreakerFailureRate float64       `json:"breaker_failure_rate"`
-	BreakerMinCalls    uint          `json:"breaker_min_calls"`
-	BreakerWindow      time.Duration `json:"breaker_window"`
-	BreakerDelay       time.Duration `json:"breaker_delay"`
-	BreakerSuccesses   uint          `json:"breaker_successes"`
+	BreakerFailureRate float64
+	BreakerMinCalls    uint
+	BreakerWindow      time.Duration
+	BreakerDelay       time.Duration
+	BreakerSuccesses   uint
 	// MaxConcurrent is the bulkhead: calls in flight at this bank at once;
 	// a call beyond it goes to the next bank. Default 64.
-	MaxConcurrent int `json:"max_concurrent"`
+	MaxConcurrent int
 	// RatePerSecond caps new calls per second to this bank (0: no cap);
 	// calls over the cap go to the next bank instead of queueing.
-	RatePerSecond float64 `json:"rate_per_second"`
+	RatePerSecond float64
 	// ProbeInterval is how often the bank's /v1/health is probed, so that
 	// an idle store notices an outage and a recovery. Default 5s; negative
 	// switches probing off.
-	ProbeInterval time.Duration `json:"probe_interval"`
+	ProbeInterval time.Duration
 	// MaxRetryAfter caps how long a bank's 429 Retry-After keeps traffic
 	// away from it. Default 60s.
-	MaxRetryAfter time.Duration `json:"max_retry_after"`
+	MaxRetryAfter time.Duration
 }
 
 // DefaultPolicy returns p with every zero field set to its default.

@@ -134,7 +134,11 @@ func (s *Service) startBankOp(ctx context.Context, id, opKey string, prepare fun
 				call = true
 				return nil
 			}
-			return errInProgress
+			if p.Status != Pending {
+				return errInProgress
+			}
+			// An authorization still running: prepare refuses by status
+			// (payment_not_authorized for a capture, as the contract says).
 		}
 		if repeat {
 			return nil // this very request already finished

@@ -124,7 +124,7 @@ func queryPayments(q queryer, where string, args ...any) ([]Payment, error) {
 }
 
 func insertPayment(tx *sql.Tx, p Payment) error {
-	_, err := tx.Exec(`INSERT INTO payments (`+paymentCols+`) VALUES (`+strings.Repeat("?,", 32)+`?)`,
+	_, err := tx.Exec(`INSERT INTO payments (`+strings.Replace(paymentCols, "coalesce(op_key, '')", "op_key", 1)+`) VALUES (`+strings.Repeat("?,", 32)+`?)`,
 		p.ID, p.OrderID, p.Method, p.Status, p.Mode, p.Gateway, p.Amount, p.TipAmount, p.AuthorizedAmount,
 		p.CapturedAmount, p.RefundedAmount, p.Currency, p.Capture, p.AuthCode, p.DeclineCode, p.BankAuthID,
 		p.CardBrand, p.CardLast4, p.Fingerprint, p.sealed, p.TerminalID, nullable(p.opKey),

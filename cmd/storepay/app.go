@@ -1,0 +1,165 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+
+	"storepay/devices"
+	"storepay/gateway"
+	"storepay/gateway/acquirer"
+	"storepay/migrations"
+	"storepay/orders"
+	"storepay/web"
+)
+
+// App is one running storepay: the database, the banks, the services and
+// the HTTP server, wired together. Tests start it on 127.0.0.1:0.
+type App struct {
+	Config  Config
+	Log     *slog.Logger
+	DB      *migrations.DB
+	Router  *gateway.Router
+	Orders  *orders.Service
+	Devices *devices.Registry
+	Web     *web.Server
+
+	server *http.Server
+	ln     net.Listener
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// OpenApp opens the database (applying migrations), checks every secret
+// the config names, and builds the services. Nothing runs until Start.
+func OpenApp(ctx context.Context, cfg Config, getenv func(string) string, log *slog.Logger) (*App, error) {
+	rawKey := getenv(cfg.CardKeyEnv)
+	if rawKey == "" {
+		return nil, fmt.Errorf("card key: environment variable %s is not set; it must hold 64 hex digits (make one with: openssl rand -hex 32)", cfg.CardKeyEnv)
+	}
+	key, err := gateway.ParseCardKey(rawKey)
+	if err != nil {
+		return nil, fmt.Errorf("card key: environment variable %s: %w", cfg.CardKeyEnv, err)
+	}
+	vault, err := gateway.NewVault(key)
+	if err != nil {
+		return nil, fmt.Errorf("card key: %w", err)
+	}
+	metrics, err := setupTelemetry(getenv)
+	if err != nil {
+		return nil, err
+	}
+	httpClient := acquirer.NewHTTPClient()
+	httpClient.Transport = otelhttp.NewTransport(httpClient.Transport)
+	var specs []gateway.BankSpec
+	for i, g := range cfg.Gateways {
+		apiKey := getenv(g.APIKeyEnv)
+		if apiKey == "" {
+			return nil, fmt.Errorf("config: gateways[%d].api_key_env: environment variable %s is not set", i, g.APIKeyEnv)
+		}
+		spec := gateway.BankSpec{Name: g.Name, Policy: g.policy()}
+		for _, u := range g.URLs {
+			spec.Endpoints = append(spec.Endpoints, acquirer.New(acquirer.Config{BaseURL: u, APIKey: apiKey,
+				MerchantID: g.MerchantID, Gateway: g.Name, HTTPClient: httpClient}))
+		}
+		specs = append(specs, spec)
+	}
+	router, err := gateway.NewRouter(specs, log)
+	if err != nil {
+		return nil, fmt.Errorf("config: gateways: %w", err)
+	}
+	db, err := migrations.Open(ctx, cfg.Database)
+	if err != nil {
+		return nil, fmt.Errorf("database %s: %w", cfg.Database, err)
+	}
+	a := &App{Config: cfg, Log: log, DB: db, Router: router}
+	a.Devices = &devices.Registry{DB: db}
+	a.Orders = &orders.Service{DB: db, Bank: router, Vault: vault, Log: log, AuthBudget: cfg.PaymentBudget.Duration}
+	a.Web = web.New(web.Config{DB: db, Orders: a.Orders, Devices: a.Devices, Router: router, Metrics: metrics, Log: log})
+	return a, nil
+}
+
+var _ orders.Bank = (*gateway.Router)(nil)
+
+// Start serves HTTP on ln and starts the background work: bank health
+// probes, the resolver of unresolved payments (its first pass is the
+// recovery pass after a crash), and the pruning of idempotency records.
+func (a *App) Start(ln net.Listener) {
+	ctx, cancel := context.WithCancel(context.Background())
+	a.cancel, a.ln = cancel, ln
+	a.Router.Start()
+	resolveEvery := a.Config.ResolveInterval.Duration
+	if resolveEvery <= 0 {
+		resolveEvery = 5 * time.Second
+	}
+	a.wg.Add(2)
+	go func() {
+		defer a.wg.Done()
+		a.Orders.RunResolver(ctx, resolveEvery)
+	}()
+	go func() {
+		defer a.wg.Done()
+		a.prune(ctx)
+	}()
+	a.server = &http.Server{Handler: a.Web.Handler(), ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second,
+		ErrorLog: slog.NewLogLogger(a.Log.Handler(), slog.LevelWarn)}
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		if err := a.server.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.Log.Error("http server stopped", "err", err)
+		}
+	}()
+	a.Log.Info("storepay serving", "store_id", a.Config.StoreID, "addr", ln.Addr().String(),
+		"gateways", strings.Join(a.Router.Banks(), ","))
+}
+
+// URL is the base URL the app serves on.
+func (a *App) URL() string { return "http://" + a.ln.Addr().String() }
+
+func (a *App) prune(ctx context.Context) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		if n, err := a.Web.Prune(ctx); err != nil && ctx.Err() == nil {
+			a.Log.Warn("prune idempotency records", "err", err)
+		} else if n > 0 {
+			a.Log.Info("pruned idempotency records", "count", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Close stops taking requests, lets the ones in flight (payments
+// included) finish within ctx, stops the background work and closes the
+// database.
+func (a *App) Close(ctx context.Context) error {
+	var errs []error
+	if a.server != nil {
+		if err := a.server.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("drain requests: %w", err))
+		}
+	}
+	if a.cancel != nil {
+		a.cancel()
+	}
+	a.wg.Wait()
+	a.Router.Close()
+	if err := a.DB.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,217 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"storepay/gateway"
+)
+
+// Config is storepay's configuration file (JSON). The contract's keys
+// come first; the rest are storepay's own, all optional with safe
+// defaults (see the README).
+type Config struct {
+	StoreID    string          `json:"store_id"`
+	Listen     string          `json:"listen"`
+	Database   string          `json:"database"`
+	CardKeyEnv string          `json:"card_key_env"`
+	Gateways   []GatewayConfig `json:"gateways"`
+	Offline    OfflineConfig   `json:"offline"`
+
+	// LogLevel is debug, info (default), warn or error.
+	LogLevel string `json:"log_level,omitzero"`
+	// ShutdownTimeout bounds the drain of in-flight requests on SIGTERM.
+	ShutdownTimeout Duration `json:"shutdown_timeout,omitzero"`
+	// ResolveInterval is how often payments with an unresolved bank call
+	// are retried. Default 5s.
+	ResolveInterval Duration `json:"resolve_interval,omitzero"`
+	// PaymentBudget bounds a card payment's online decision (the contract
+	// promises a decision within 30s). Default 25s.
+	PaymentBudget Duration `json:"payment_budget,omitzero"`
+}
+
+// GatewayConfig is one bank, in priority order.
+type GatewayConfig struct {
+	Name       string   `json:"name"`
+	Protocol   string   `json:"protocol"`
+	URLs       []string `json:"urls"`
+	MerchantID string   `json:"merchant_id"`
+	APIKeyEnv  string   `json:"api_key_env"`
+
+	AttemptTimeout     Duration `json:"attempt_timeout,omitzero"`
+	MaxAttempts        int      `json:"max_attempts,omitzero"`
+	BackoffMin         Duration `json:"backoff_min,omitzero"`
+	BackoffMax         Duration `json:"backoff_max,omitzero"`
+	BreakerFailureRate float64  `json:"breaker_failure_rate,omitzero"`
+	BreakerMinCalls    int      `json:"breaker_min_calls,omitzero"`
+	BreakerWindow      Duration `json:"breaker_window,omitzero"`
+	BreakerDelay       Duration `json:"breaker_delay,omitzero"`
+	BreakerSuccesses   int      `json:"breaker_successes,omitzero"`
+	MaxConcurrent      int      `json:"max_concurrent,omitzero"`
+	RatePerSecond      float64  `json:"rate_per_second,omitzero"`
+	ProbeInterval      Duration `json:"probe_interval,omitzero"`
+	MaxRetryAfter      Duration `json:"max_retry_after,omitzero"`
+}
+
+// OfflineConfig are the store-and-forward rules.
+type OfflineConfig struct {
+	FloorLimit int64    `json:"floor_limit"`
+	TotalLimit int64    `json:"total_limit"`
+	MaxAge     Duration `json:"max_age"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("72h").
+type Duration struct{ time.Duration }
+
+// UnmarshalJSON reads "1m30s"-style strings.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return errors.New(`must be a duration string such as "30s" or "72h"`)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a duration (use e.g. \"30s\" or \"72h\")", s)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalJSON writes the duration string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
+
+// Defaults for keys the file may leave out.
+const (
+	defaultCardKeyEnv = "STOREPAY_CARD_KEY"
+	defaultFloorLimit = 10000
+	defaultTotalLimit = 500000
+	defaultMaxAge     = 72 * time.Hour
+)
+
+// LoadConfig reads and validates a config file. Its errors name the key.
+func LoadConfig(path string) (Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	return ParseConfig(b)
+}
+
+// ParseConfig parses and validates a config file's bytes.
+func ParseConfig(b []byte) (Config, error) {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return Config{}, fmt.Errorf("config: not a JSON object: %w", err)
+	}
+	for _, key := range []string{"store_id", "listen", "database", "gateways"} {
+		if _, ok := raw[key]; !ok {
+			return Config{}, fmt.Errorf("config: %s: required key is missing", key)
+		}
+	}
+	// Defaults first: decoding leaves keys the file omits untouched.
+	c := Config{CardKeyEnv: defaultCardKeyEnv,
+		Offline: OfflineConfig{FloorLimit: defaultFloorLimit, TotalLimit: defaultTotalLimit, MaxAge: Duration{defaultMaxAge}}}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return Config{}, configDecodeError(err)
+	}
+	if err := c.validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+func configDecodeError(err error) error {
+	var typeErr *json.UnmarshalTypeError
+	if errors.As(err, &typeErr) {
+		return fmt.Errorf("config: %s: must be %s", typeErr.Field, typeErr.Type.String())
+	}
+	if msg, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		return fmt.Errorf("config: %s: unknown key", strings.Trim(msg, `"`))
+	}
+	// A Duration's own error: json wraps it without the field in older
+	// forms, so say which keys take durations.
+	return fmt.Errorf("config: %w", err)
+}
+
+func (c *Config) validate() error {
+	if strings.TrimSpace(c.StoreID) == "" {
+		return errors.New("config: store_id: must not be empty")
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("config: listen: %q is not host:port", c.Listen)
+	}
+	if strings.TrimSpace(c.Database) == "" {
+		return errors.New("config: database: must not be empty")
+	}
+	if strings.TrimSpace(c.CardKeyEnv) == "" {
+		return errors.New("config: card_key_env: must name an environment variable")
+	}
+	if len(c.Gateways) == 0 {
+		return errors.New("config: gateways: at least one gateway is required")
+	}
+	names := map[string]bool{}
+	for i, g := range c.Gateways {
+		at := fmt.Sprintf("gateways[%d]", i)
+		switch {
+		case strings.TrimSpace(g.Name) == "":
+			return fmt.Errorf("config: %s.name: must not be empty", at)
+		case names[g.Name]:
+			return fmt.Errorf("config: %s.name: %q is used twice", at, g.Name)
+		case g.Protocol != "acquirer-json":
+			return fmt.Errorf("config: %s.protocol: %q is not supported (use \"acquirer-json\")", at, g.Protocol)
+		case len(g.URLs) == 0:
+			return fmt.Errorf("config: %s.urls: at least one URL is required", at)
+		case strings.TrimSpace(g.MerchantID) == "":
+			return fmt.Errorf("config: %s.merchant_id: must not be empty", at)
+		case strings.TrimSpace(g.APIKeyEnv) == "":
+			return fmt.Errorf("config: %s.api_key_env: must name an environment variable", at)
+		case g.MaxAttempts < 0 || g.BreakerMinCalls < 0 || g.BreakerSuccesses < 0 || g.MaxConcurrent < 0 || g.RatePerSecond < 0:
+			return fmt.Errorf("config: %s: limits must not be negative", at)
+		case g.BreakerFailureRate < 0 || g.BreakerFailureRate > 1:
+			return fmt.Errorf("config: %s.breaker_failure_rate: must be between 0 and 1", at)
+		}
+		names[g.Name] = true
+		for j, u := range g.URLs {
+			p, err := url.Parse(u)
+			if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+				return fmt.Errorf("config: %s.urls[%d]: %q is not an http(s) URL", at, j, u)
+			}
+		}
+	}
+	switch {
+	case c.Offline.FloorLimit < 0:
+		return errors.New("config: offline.floor_limit: must not be negative")
+	case c.Offline.TotalLimit < 0:
+		return errors.New("config: offline.total_limit: must not be negative")
+	case c.Offline.MaxAge.Duration <= 0:
+		return errors.New("config: offline.max_age: must be positive")
+	}
+	switch c.LogLevel {
+	case "", "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("config: log_level: %q is not debug, info, warn or error", c.LogLevel)
+	}
+	return nil
+}
+
+// policy maps a gateway's optional knobs onto the router's policy.
+func (g GatewayConfig) policy() gateway.Policy {
+	return gateway.Policy{
+		AttemptTimeout: g.AttemptTimeout.Duration, MaxAttempts: g.MaxAttempts,
+		BackoffMin: g.BackoffMin.Duration, BackoffMax: g.BackoffMax.Duration,
+		BreakerFailureRate: g.BreakerFailureRate, BreakerMinCalls: uint(g.BreakerMinCalls),
+		BreakerWindow: g.BreakerWindow.Duration, BreakerDelay: g.BreakerDelay.Duration,
+		BreakerSuccesses: uint(g.BreakerSuccesses), MaxConcurrent: g.MaxConcurrent,
+		RatePerSecond: g.RatePerSecond, ProbeInterval: g.ProbeInterval.Duration,
+		MaxRetryAfter: g.MaxRetryAfter.Duration,
+	}
+}

@@ -1,0 +1,159 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"storepay/devices"
+	"storepay/gateway/banksim"
+	"storepay/orders"
+)
+
+// runDemo runs storepay on this machine with nothing set up: a database in
+// ./storepay-demo, two simulated banks in this process, an enrolled
+// terminal and manager, and an open order to pay.
+func runDemo(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("dir", "storepay-demo", "`folder` for the demo's database, config and card key")
+	listen := fs.String("listen", "127.0.0.1:8080", "`address` to serve on (a free port is used if it is taken)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(*dir, 0o700); err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	cardKey, err := demoCardKey(filepath.Join(*dir, "card.key"))
+	if err != nil {
+		return err
+	}
+
+	// Two banks, each with its own API key, on free loopback ports.
+	env := map[string]string{"STOREPAY_CARD_KEY": cardKey}
+	var gws []GatewayConfig
+	var banks []string
+	for i, name := range []string{"bank-a", "bank-b"} {
+		key := randomHex(16)
+		sim := banksim.New(banksim.Config{APIKey: key, MerchantID: "store-042", Logger: newLogger(io.Discard, "error")})
+		defer sim.Close()
+		u, err := sim.Listen("127.0.0.1:0")
+		if err != nil {
+			return fmt.Errorf("demo: start %s: %w", name, err)
+		}
+		admin, err := sim.ListenAdmin("127.0.0.1:0")
+		if err != nil {
+			return fmt.Errorf("demo: start %s admin: %w", name, err)
+		}
+		envName := fmt.Sprintf("BANK_%c_KEY", 'A'+i)
+		env[envName] = key
+		gws = append(gws, GatewayConfig{Name: name, Protocol: "acquirer-json", URLs: []string{u},
+			MerchantID: "store-042", APIKeyEnv: envName})
+		banks = append(banks, fmt.Sprintf("  %s  %s  (admin, fault injection: %s)", name, u, admin))
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		ln, err = net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return fmt.Errorf("demo: listen: %w", err)
+		}
+	}
+	cfg := Config{StoreID: "store-042", Listen: ln.Addr().String(), Database: filepath.Join(*dir, "storepay.db"),
+		CardKeyEnv: "STOREPAY_CARD_KEY", Gateways: gws,
+		Offline: OfflineConfig{FloorLimit: defaultFloorLimit, TotalLimit: defaultTotalLimit, MaxAge: Duration{defaultMaxAge}}}
+	if err := writeDemoConfig(filepath.Join(*dir, "storepay.json"), cfg); err != nil {
+		return err
+	}
+	lookup := func(k string) string {
+		if v, ok := env[k]; ok {
+			return v
+		}
+		return getenv(k)
+	}
+	log := newLogger(stderr, "info")
+	app, err := OpenApp(ctx, cfg, lookup, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	terminal, err := app.Devices.Enroll(ctx, "lane-1", devices.RoleTerminal)
+	if err != nil {
+		app.Close(context.Background())
+		return err
+	}
+	manager, err := app.Devices.Enroll(ctx, "manager", devices.RoleManager)
+	if err != nil {
+		app.Close(context.Background())
+		return err
+	}
+	order, err := app.Orders.CreateOrder(ctx, orders.NewOrder{Channel: orders.WalkIn, Currency: "USD", TerminalID: "lane-1",
+		Lines: []orders.Line{{SKU: "LATTE-L", Description: "Latte large", Quantity: 2, UnitAmount: 450}}})
+	if err != nil {
+		app.Close(context.Background())
+		return err
+	}
+	app.Start(ln)
+	base := app.URL()
+	fmt.Fprintf(stdout, `
+storepay demo is running (Ctrl-C stops it).
+
+  API          %[1]s/v1   (OpenAPI: %[1]s/openapi.json)
+  console      %[1]s/console
+  metrics      %[1]s/metrics
+  data         %[2]s
+
+simulated banks:
+%[3]s
+
+  terminal token (lane-1):  %[4]s
+  manager token:            %[5]s
+
+An open order %[6]s for 9.00 USD is waiting. Pay it by card:
+
+curl -s -X POST %[1]s/v1/orders/%[6]s/payments \
+  -H 'Authorization: Bearer %[4]s' \
+  -H 'Idempotency-Key: demo-pay-1' -H 'Content-Type: application/json' \
+  -d '{"method":"card","amount":900,"tip_amount":0,"capture":true,"card":{"pan":"4242424242424242","exp_month":12,"exp_year":2030}}'
+
+`, base, *dir, strings.Join(banks, "\n"), terminal, manager, order.ID)
+	<-ctx.Done()
+	return shutdown(app, cfg, log)
+}
+
+// demoCardKey keeps the demo's card key beside its database, so that a
+// second run can still open what the first one sealed.
+func demoCardKey(path string) (string, error) {
+	if b, err := os.ReadFile(path); err == nil {
+		return strings.TrimSpace(string(b)), nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("demo: card key: %w", err)
+	}
+	key := randomHex(32)
+	if err := os.WriteFile(path, []byte(key+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("demo: card key: %w", err)
+	}
+	return key, nil
+}
+
+func writeDemoConfig(path string, cfg Config) error {
+	b, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o600)
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,206 @@
+// Command storepay is the store's payment service. See the README for the
+// commands; run does the work, main only maps its error to an exit code.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"storepay/devices"
+	"storepay/migrations"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(exitCode(err, os.Stderr))
+}
+
+// exitError carries a command's exit code.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func exitCode(err error, stderr io.Writer) int {
+	if err == nil {
+		return 0
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.err != nil && ee.err.Error() != "" {
+			fmt.Fprintln(stderr, "storepay:", ee.err)
+		}
+		return ee.code
+	}
+	fmt.Fprintln(stderr, "storepay:", err)
+	return 1
+}
+
+const usage = `usage: storepay <command> [flags]
+
+commands:
+  serve --config F                 run the service until SIGINT/SIGTERM
+  demo [--dir D] [--listen A]      run everything locally with two simulated banks
+  migrate --config F               bring the database schema up to date
+  devices enroll --config F --name N --role terminal|manager
+                                   register a device; prints its bearer token
+`
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return &exitError{code: 2, err: errors.New("no command given")}
+	}
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "serve":
+		return runServe(ctx, rest, getenv, stderr)
+	case "demo":
+		return runDemo(ctx, rest, getenv, stdout, stderr)
+	case "migrate":
+		return runMigrate(ctx, rest, stdout, stderr)
+	case "devices":
+		if len(rest) == 0 || rest[0] != "enroll" {
+			fmt.Fprint(stderr, usage)
+			return &exitError{code: 2, err: errors.New("devices: the only subcommand is enroll")}
+		}
+		return runEnroll(ctx, rest[1:], stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprint(stderr, usage)
+		return &exitError{code: 2, err: fmt.Errorf("unknown command %q", cmd)}
+	}
+}
+
+// configFlag parses a command's flags, requiring --config.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	if fs.NArg() > 0 {
+		return &exitError{code: 2, err: fmt.Errorf("%s: unexpected arguments %q", fs.Name(), fs.Args())}
+	}
+	return nil
+}
+
+func loadConfigFlag(path string) (Config, error) {
+	if path == "" {
+		return Config{}, &exitError{code: 2, err: errors.New("--config is required")}
+	}
+	return LoadConfig(path)
+}
+
+func newLogger(w io.Writer, level string) *slog.Logger {
+	var lvl slog.Level
+	lvl.UnmarshalText([]byte(level))
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: lvl}))
+}
+
+func runServe(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "config `file` (JSON)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := loadConfigFlag(*path)
+	if err != nil {
+		return err
+	}
+	log := newLogger(stderr, cfg.LogLevel)
+	app, err := OpenApp(ctx, cfg, getenv, log)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		app.Close(context.Background())
+		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	app.Start(ln)
+	<-ctx.Done()
+	return shutdown(app, cfg, log)
+}
+
+func shutdown(app *App, cfg Config, log *slog.Logger) error {
+	timeout := cfg.ShutdownTimeout.Duration
+	if timeout <= 0 {
+		timeout = 35 * time.Second // a card decision takes at most 30s
+	}
+	log.Info("shutting down: finishing requests in flight", "timeout", timeout.String())
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := app.Close(ctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	log.Info("stopped cleanly")
+	return nil
+}
+
+func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "config `file` (JSON)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := loadConfigFlag(*path)
+	if err != nil {
+		return err
+	}
+	db, err := migrations.Open(ctx, cfg.Database)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	defer db.Close()
+	list, _ := migrations.List()
+	fmt.Fprintf(stdout, "database %s is at schema version %d\n", cfg.Database, list[len(list)-1].Version)
+	return nil
+}
+
+func runEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("devices enroll", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "config `file` (JSON)")
+	name := fs.String("name", "", "device `name`: the terminal_id recorded on its payments")
+	role := fs.String("role", "", "terminal or manager")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *name == "" || *role == "" {
+		return &exitError{code: 2, err: errors.New("devices enroll: --name and --role are required")}
+	}
+	cfg, err := loadConfigFlag(*path)
+	if err != nil {
+		return err
+	}
+	db, err := migrations.Open(ctx, cfg.Database)
+	if err != nil {
+		return fmt.Errorf("enroll: %w", err)
+	}
+	defer db.Close()
+	token, err := (&devices.Registry{DB: db}).Enroll(ctx, *name, devices.Role(*role))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, token)
+	return nil
+}

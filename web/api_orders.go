@@ -1,0 +1,232 @@
+package web
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/go-chi/chi/v5"
+
+	"storepay/gateway"
+	"storepay/orders"
+)
+
+type lineRequest struct {
+	SKU         string `json:"sku"`
+	Description string `json:"description"`
+	Quantity    *int64 `json:"quantity"`
+	UnitAmount  *int64 `json:"unit_amount"`
+}
+
+type orderRequest struct {
+	Channel  string        `json:"channel"`
+	Currency string        `json:"currency"`
+	Lines    []lineRequest `json:"lines"`
+}
+
+func (s *Server) createOrder(w http.ResponseWriter, r *http.Request) {
+	var req orderRequest
+	if err := decode(w, r, &req); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	lines := make([]orders.Line, len(req.Lines))
+	for i, l := range req.Lines {
+		if l.Quantity == nil || l.UnitAmount == nil {
+			s.fail(w, r, problem(http.StatusBadRequest, "invalid_request", "every line needs quantity and unit_amount"))
+			return
+		}
+		lines[i] = orders.Line{SKU: l.SKU, Description: l.Description, Quantity: *l.Quantity, UnitAmount: *l.UnitAmount}
+	}
+	o, err := s.orders.CreateOrder(r.Context(), orders.NewOrder{Channel: orders.Channel(req.Channel), Currency: req.Currency,
+		Lines: lines, TerminalID: info(r).Device.Name, OpKey: info(r).OpKey})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Location", "/v1/orders/"+o.ID)
+	writeJSON(w, http.StatusCreated, o)
+}
+
+func (s *Server) getOrder(w http.ResponseWriter, r *http.Request) {
+	o, err := s.orders.Order(r.Context(), chi.URLParam(r, "id"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, o)
+}
+
+// decodeEmpty accepts an empty body or an empty JSON object.
+func decodeEmpty(w http.ResponseWriter, r *http.Request) error {
+	if r.ContentLength == 0 {
+		return nil
+	}
+	var v struct{}
+	return decode(w, r, &v)
+}
+
+func (s *Server) deliverOrder(w http.ResponseWriter, r *http.Request) {
+	if err := decodeEmpty(w, r); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	o, err := s.orders.Deliver(r.Context(), chi.URLParam(r, "id"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, o)
+}
+
+func (s *Server) cancelOrder(w http.ResponseWriter, r *http.Request) {
+	if err := decodeEmpty(w, r); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	o, err := s.orders.Cancel(r.Context(), chi.URLParam(r, "id"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, o)
+}
+
+type cardRequest struct {
+	PAN      string `json:"pan"`
+	ExpMonth int    `json:"exp_month"`
+	ExpYear  int    `json:"exp_year"`
+}
+
+type paymentRequest struct {
+	Method          string       `json:"method"`
+	Amount          *int64       `json:"amount"`
+	TipAmount       int64        `json:"tip_amount"`
+	Capture         *bool        `json:"capture"`
+	Currency        string       `json:"currency"`
+	Card            *cardRequest `json:"card"`
+	OfflineBehavior string       `json:"offline_behavior"`
+}
+
+func (s *Server) createPayment(w http.ResponseWriter, r *http.Request) {
+	var req paymentRequest
+	if err := decode(w, r, &req); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if req.Amount == nil {
+		s.fail(w, r, problem(http.StatusBadRequest, "invalid_request", "amount is required"))
+		return
+	}
+	pr := orders.PayRequest{OrderID: chi.URLParam(r, "id"), TerminalID: info(r).Device.Name, OpKey: info(r).OpKey,
+		Method: orders.Method(req.Method), Amount: *req.Amount, TipAmount: req.TipAmount, Capture: req.Capture,
+		Currency: req.Currency, OfflineBehavior: orders.OfflineBehavior(req.OfflineBehavior)}
+	if req.Card != nil {
+		pr.Card = &gateway.Card{PAN: req.Card.PAN, ExpMonth: req.Card.ExpMonth, ExpYear: req.Card.ExpYear}
+	}
+	p, err := s.orders.Pay(r.Context(), pr)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Location", "/v1/payments/"+p.ID)
+	writeJSON(w, http.StatusCreated, p)
+}
+
+func (s *Server) getPayment(w http.ResponseWriter, r *http.Request) {
+	p, err := s.orders.Payment(r.Context(), chi.URLParam(r, "id"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, p)
+}
+
+var paymentStatuses = map[string]bool{}
+
+func init() {
+	for _, st := range []orders.Status{orders.Pending, orders.Authorized, orders.Captured, orders.Declined, orders.Stored,
+		orders.Voided, orders.Refunded, orders.PartiallyRefunded, orders.DeclinedAfterForward} {
+		paymentStatuses[string(st)] = true
+	}
+}
+
+func (s *Server) listPayments(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	f := orders.PaymentFilter{TerminalID: q.Get("terminal_id"), Status: orders.Status(q.Get("status")),
+		OrderID: q.Get("order_id"), Last4: q.Get("last4")}
+	if st := q.Get("status"); st != "" && !paymentStatuses[st] {
+		s.fail(w, r, problem(http.StatusBadRequest, "invalid_request", "status "+strconv.Quote(st)+" is not a payment status"))
+		return
+	}
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > 1000 {
+			s.fail(w, r, problem(http.StatusBadRequest, "invalid_request", "limit must be 1 to 1000"))
+			return
+		}
+		f.Limit = n
+	}
+	ps, err := s.orders.Payments(r.Context(), f)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"data": ps})
+}
+
+type captureRequest struct {
+	Amount    *int64 `json:"amount"`
+	TipAmount int64  `json:"tip_amount"`
+}
+
+func (s *Server) capturePayment(w http.ResponseWriter, r *http.Request) {
+	var req captureRequest
+	if r.ContentLength != 0 {
+		if err := decode(w, r, &req); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
+	p, err := s.orders.Capture(r.Context(), orders.CaptureRequest{PaymentID: chi.URLParam(r, "id"), OpKey: info(r).OpKey,
+		Amount: req.Amount, TipAmount: req.TipAmount})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, p)
+}
+
+func (s *Server) voidPayment(w http.ResponseWriter, r *http.Request) {
+	if err := decodeEmpty(w, r); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	p, err := s.orders.Void(r.Context(), chi.URLParam(r, "id"), info(r).OpKey)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, p)
+}
+
+type refundRequest struct {
+	Amount *int64 `json:"amount"`
+}
+
+func (s *Server) refundPayment(w http.ResponseWriter, r *http.Request) {
+	var req refundRequest
+	if err := decode(w, r, &req); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if req.Amount == nil {
+		s.fail(w, r, problem(http.StatusBadRequest, "invalid_request", "amount is required"))
+		return
+	}
+	p, err := s.orders.Refund(r.Context(), chi.URLParam(r, "id"), info(r).OpKey, *req.Amount)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, p)
+}

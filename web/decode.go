@@ -1,0 +1,70 @@
+package web
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+)
+
+// maxBody is the largest request body storepay reads.
+const maxBody = 1 << 20
+
+// decode reads exactly one JSON object into v: at most 1 MiB, no unknown
+// fields, no trailing data. Its errors are problems that name the field
+// but never echo a value (a value might be a card number).
+func decode(w http.ResponseWriter, r *http.Request, v any) error {
+	body := http.MaxBytesReader(w, r.Body, maxBody)
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return decodeProblem(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return problem(http.StatusBadRequest, "invalid_json", "the body must hold a single JSON object")
+	}
+	return nil
+}
+
+func decodeProblem(err error) *Problem {
+	var tooBig *http.MaxBytesError
+	var typeErr *json.UnmarshalTypeError
+	var syntaxErr *json.SyntaxError
+	switch {
+	case errors.As(err, &tooBig):
+		return problem(http.StatusBadRequest, "body_too_large", fmt.Sprintf("the body exceeds %d bytes", maxBody))
+	case errors.As(err, &typeErr):
+		field := typeErr.Field
+		if field == "" {
+			field = "the body"
+		}
+		return problem(http.StatusBadRequest, "invalid_json", fmt.Sprintf("%s must be %s", field, jsonType(typeErr.Type.Kind().String())))
+	case errors.As(err, &syntaxErr):
+		return problem(http.StatusBadRequest, "invalid_json", fmt.Sprintf("malformed JSON at byte %d", syntaxErr.Offset))
+	case errors.Is(err, io.EOF):
+		return problem(http.StatusBadRequest, "invalid_json", "the body is empty; a JSON object is required")
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return problem(http.StatusBadRequest, "invalid_json", "the body ends in the middle of a JSON value")
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return problem(http.StatusBadRequest, "unknown_field", strings.TrimPrefix(err.Error(), "json: ")+" is not part of this request")
+	}
+	return problem(http.StatusBadRequest, "invalid_json", "the body is not valid JSON for this request")
+}
+
+func jsonType(kind string) string {
+	switch kind {
+	case "int", "int64", "int32", "uint", "uint64":
+		return "an integer"
+	case "string":
+		return "a string"
+	case "bool":
+		return "true or false"
+	case "slice":
+		return "an array"
+	case "struct", "map", "ptr":
+		return "an object"
+	}
+	return "a " + kind
+}

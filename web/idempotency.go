@@ -1,0 +1,262 @@
+package web
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"storepay/migrations"
+)
+
+// Idempotency, as the contract and the IETF Idempotency-Key draft say:
+//
+//   - every terminal POST carries a key (bare or an RFC 8941 sf-string);
+//   - the key is scoped to the calling device and bound to a hash of the
+//     request (method, path, canonical JSON body);
+//   - before the handler runs the key is claimed durably; after it, the
+//     answer is stored durably before it is sent, so a repeat gets the
+//     very same status and body even after a restart;
+//   - a repeat while the first still runs gets 409 (this process is the
+//     store's only storepay, so "still running" is known in memory);
+//   - a claim whose request died with the process is run again: the
+//     domain resumes what that request had started instead of starting
+//     anew (orders recognise their OpKey).
+//
+// 5xx answers and transient conflicts are not stored: the same request
+// may succeed later.
+
+// IdempotencyTTL is how long answers are kept for replay (at least 72h,
+// as the contract promises).
+const IdempotencyTTL = 72 * time.Hour
+
+type idemStore struct {
+	db      *migrations.DB
+	mu      sync.Mutex
+	running map[string]bool
+}
+
+func newIdemStore(db *migrations.DB) *idemStore {
+	return &idemStore{db: db, running: map[string]bool{}}
+}
+
+type idemRecord struct {
+	hash        string
+	status      int
+	contentType string
+	location    string
+	body        []byte
+}
+
+func (s *idemStore) lock(k string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.running[k] {
+		return false
+	}
+	s.running[k] = true
+	return true
+}
+
+func (s *idemStore) unlock(k string) {
+	s.mu.Lock()
+	delete(s.running, k)
+	s.mu.Unlock()
+}
+
+// claim returns the stored record for the key, or claims the key for hash
+// (found false).
+func (s *idemStore) claim(ctx context.Context, device, key, hash string, now time.Time) (rec idemRecord, found bool, err error) {
+	err = s.db.Update(ctx, func(tx *sql.Tx) error {
+		err := tx.QueryRow(`SELECT request_hash, status_code, content_type, location, body FROM idempotency
+			WHERE device_id = ? AND key = ?`, device, key).Scan(&rec.hash, &rec.status, &rec.contentType, &rec.location, &rec.body)
+		if err == nil {
+			found = true
+			return nil
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		_, err = tx.Exec(`INSERT INTO idempotency (device_id, key, request_hash, created_at) VALUES (?, ?, ?, ?)`,
+			device, key, hash, migrations.FormatTime(now))
+		return err
+	})
+	return rec, found, err
+}
+
+func (s *idemStore) complete(ctx context.Context, device, key string, rec idemRecord) error {
+	return s.db.Update(ctx, func(tx *sql.Tx) error {
+		_, err := tx.Exec(`UPDATE idempotency SET status_code = ?, content_type = ?, location = ?, body = ?
+			WHERE device_id = ? AND key = ?`, rec.status, rec.contentType, rec.location, rec.body, device, key)
+		return err
+	})
+}
+
+// prune deletes records older than the TTL.
+func (s *idemStore) prune(ctx context.Context, now time.Time) (int64, error) {
+	var n int64
+	err := s.db.Update(ctx, func(tx *sql.Tx) error {
+		res, err := tx.Exec(`DELETE FROM idempotency WHERE created_at < ?`, migrations.FormatTime(now.Add(-IdempotencyTTL)))
+		if err == nil {
+			n, err = res.RowsAffected()
+		}
+		return err
+	})
+	return n, err
+}
+
+// parseIdempotencyKey accepts a bare key or a quoted sf-string; both are
+// the same key. It returns the key and whether it is valid: 1 to 255
+// printable ASCII characters.
+func parseIdempotencyKey(v string) (string, bool) {
+	v = strings.TrimSpace(v)
+	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+		inner := v[1 : len(v)-1]
+		var b strings.Builder
+		for i := 0; i < len(inner); i++ {
+			c := inner[i]
+			if c == '\\' {
+				i++
+				if i == len(inner) || (inner[i] != '"' && inner[i] != '\\') {
+					return "", false
+				}
+				c = inner[i]
+			} else if c == '"' {
+				return "", false
+			}
+			b.WriteByte(c)
+		}
+		v = b.String()
+	}
+	if len(v) < 1 || len(v) > 255 {
+		return "", false
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] < 0x20 || v[i] > 0x7e {
+			return "", false
+		}
+	}
+	return v, true
+}
+
+// requestHash binds a key to what was asked: method, path and the body as
+// canonical JSON (so that key order or spacing do not matter).
+func requestHash(method, path string, body []byte) string {
+	h := sha256.New()
+	h.Write([]byte(method + " " + path + "\n"))
+	var v any
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	if err := dec.Decode(&v); err == nil {
+		if canon, err := json.Marshal(v); err == nil {
+			body = canon
+		}
+	}
+	h.Write(body)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// idempotent wraps a terminal POST handler.
+func (s *Server) idempotent(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		vals := r.Header.Values("Idempotency-Key")
+		if len(vals) == 0 {
+			writeProblem(w, r, problem(http.StatusBadRequest, "idempotency_key_required", "every POST needs an Idempotency-Key header"))
+			return
+		}
+		key, ok := parseIdempotencyKey(vals[0])
+		if len(vals) > 1 || !ok {
+			writeProblem(w, r, problem(http.StatusBadRequest, "invalid_idempotency_key", "Idempotency-Key must be one value of 1 to 255 printable ASCII characters"))
+			return
+		}
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+		if err != nil {
+			writeProblem(w, r, decodeProblem(err))
+			return
+		}
+		ri := info(r)
+		dev := ri.Device.ID
+		lockKey := dev + "\x00" + key
+		if !s.idem.lock(lockKey) {
+			writeProblem(w, r, problem(http.StatusConflict, "idempotency_key_in_use", "a request with this Idempotency-Key is still running; retry shortly"))
+			return
+		}
+		defer s.idem.unlock(lockKey)
+		hash := requestHash(r.Method, r.URL.Path, body)
+		rec, found, err := s.idem.claim(r.Context(), dev, key, hash, s.now())
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		if found && rec.hash != hash {
+			writeProblem(w, r, problem(http.StatusUnprocessableEntity, "idempotency_key_reuse", "this Idempotency-Key was used for a different request"))
+			return
+		}
+		if found && rec.status != 0 {
+			idemReplays.Add(r.Context(), 1)
+			if rec.contentType != "" {
+				w.Header().Set("Content-Type", rec.contentType)
+			}
+			if rec.location != "" {
+				w.Header().Set("Location", rec.location)
+			}
+			w.Header().Set("Idempotent-Replayed", "true")
+			w.WriteHeader(rec.status)
+			w.Write(rec.body)
+			return
+		}
+		// New, or claimed by a request that died with the process: run it.
+		ri.OpKey = dev + ":" + key
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		rw := &recorder{header: http.Header{}}
+		next.ServeHTTP(rw, r)
+		if rw.status == 0 {
+			rw.status = http.StatusOK
+		}
+		if rw.status < 500 && !ri.NoStore {
+			err := s.idem.complete(context.WithoutCancel(r.Context()), dev, key, idemRecord{status: rw.status,
+				contentType: rw.header.Get("Content-Type"), location: rw.header.Get("Location"), body: rw.body.Bytes()})
+			if err != nil {
+				// The outcome itself is on disk; a repeat will find it
+				// through the domain and answer the same.
+				s.log.Error("store idempotent answer", "request_id", ri.ID, "err", err)
+			}
+		}
+		for k, v := range rw.header {
+			w.Header()[k] = v
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(rw.body.Len()))
+		w.WriteHeader(rw.status)
+		w.Write(rw.body.Bytes())
+	})
+}
+
+// recorder buffers a handler's answer so it can be stored before it is
+// sent.
+type recorder struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (r *recorder) Header() http.Header { return r.header }
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.body.Write(b)
+}
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+}

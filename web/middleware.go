@@ -1,0 +1,163 @@
+package web
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"storepay/devices"
+)
+
+// reqInfo is what the middleware learns of a request. It is put in the
+// context once, first, and filled in place afterwards, so that no
+// middleware behind otelhttp has to replace the request (which would lose
+// the route pattern in traces and metrics).
+type reqInfo struct {
+	ID      string
+	Device  devices.Device
+	Authed  bool
+	Route   string
+	OpKey   string // device id + Idempotency-Key, for the domain
+	NoStore bool   // the answer must not be stored for idempotent replay
+}
+
+type infoKey struct{}
+
+func info(r *http.Request) *reqInfo {
+	if ri, ok := r.Context().Value(infoKey{}).(*reqInfo); ok {
+		return ri
+	}
+	return &reqInfo{}
+}
+
+// maxRequestID caps an inbound X-Request-Id: a client must not be able to
+// flood the logs through it.
+const maxRequestID = 128
+
+func validRequestID(id string) bool {
+	if id == "" || len(id) > maxRequestID {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] < 0x21 || id[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// requestInfo gives every request an id (the client's X-Request-Id when it
+// sent a sane one), echoes it on the response, and logs the request when
+// it ends.
+func (s *Server) requestInfo(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ri := &reqInfo{ID: r.Header.Get("X-Request-Id")}
+		if !validRequestID(ri.ID) {
+			ri.ID = "req_" + strings.ReplaceAll(uuid.NewString(), "-", "")
+		}
+		w.Header().Set("X-Request-Id", ri.ID)
+		sw := &statusWriter{ResponseWriter: w}
+		start := time.Now()
+		defer func() {
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler {
+					panic(p)
+				}
+				s.log.Error("panic serving request", "request_id", ri.ID, "panic", p, "stack", string(debug.Stack()))
+				if sw.status == 0 {
+					writeProblem(sw, r.WithContext(context.WithValue(r.Context(), infoKey{}, ri)),
+						problem(http.StatusInternalServerError, "internal_error", "an internal error occurred"))
+				}
+			}
+			if r.URL.Path == "/healthz" || r.URL.Path == "/metrics" {
+				return
+			}
+			lvl := slog.LevelInfo
+			if sw.status >= 500 {
+				lvl = slog.LevelWarn
+			}
+			attrs := []any{"request_id", ri.ID, "method", r.Method, "path", r.URL.Path, "route", ri.Route,
+				"status", sw.status, "duration_ms", time.Since(start).Milliseconds()}
+			if ri.Authed {
+				attrs = append(attrs, "device", ri.Device.Name)
+			}
+			s.log.Log(r.Context(), lvl, "http request", attrs...)
+		}()
+		next.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), infoKey{}, ri)))
+	})
+}
+
+// statusWriter remembers the status written.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// authenticate requires a valid bearer token on every request it guards.
+func (s *Server) authenticate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ri := info(r)
+		ri.Route = r.Pattern
+		token, ok := bearer(r)
+		if !ok {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="storepay"`)
+			writeProblem(w, r, problem(http.StatusUnauthorized, "unauthorized", "an Authorization: Bearer token is required"))
+			return
+		}
+		d, err := s.devices.Authenticate(r.Context(), token)
+		if errors.Is(err, devices.ErrUnknownToken) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="storepay", error="invalid_token"`)
+			writeProblem(w, r, problem(http.StatusUnauthorized, "unauthorized", "the bearer token is not known"))
+			return
+		}
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		ri.Device, ri.Authed = d, true
+		next.ServeHTTP(w, r)
+	})
+}
+
+func bearer(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	scheme, token, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	token = strings.TrimSpace(token)
+	return token, token != ""
+}
+
+// managerOnly refuses terminal tokens (403).
+func (s *Server) managerOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if info(r).Device.Role != devices.RoleManager {
+			writeProblem(w, r, problem(http.StatusForbidden, "forbidden", "this route needs a manager token"))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}

@@ -1,0 +1,94 @@
+package web
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"storepay/migrations"
+	"storepay/orders"
+)
+
+// Problem is an RFC 9457 problem document. Detail is safe to show a
+// terminal: it never carries a card number or an internal error.
+type Problem struct {
+	Type      string `json:"type"`
+	Title     string `json:"title"`
+	Status    int    `json:"status"`
+	Detail    string `json:"detail"`
+	Code      string `json:"code"`
+	RequestID string `json:"request_id,omitempty"`
+}
+
+func problem(status int, code, detail string) *Problem {
+	return &Problem{Type: "urn:storepay:problem:" + code, Title: http.StatusText(status), Status: status, Detail: detail, Code: code}
+}
+
+func writeProblem(w http.ResponseWriter, r *http.Request, p *Problem) {
+	p.RequestID = info(r).ID
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(p.Status)
+	json.NewEncoder(w).Encode(p)
+}
+
+var kindStatus = map[orders.Kind]int{
+	orders.KindInvalid:     http.StatusUnprocessableEntity,
+	orders.KindBadRequest:  http.StatusBadRequest,
+	orders.KindNotFound:    http.StatusNotFound,
+	orders.KindConflict:    http.StatusConflict,
+	orders.KindUnavailable: http.StatusServiceUnavailable,
+}
+
+// fail answers err. A domain error becomes its problem; anything else is
+// logged with the request id and answered 500 (or 503 when the database
+// refused the write) without its details.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if de := orders.AsError(err); de != nil {
+		if de.Transient {
+			info(r).NoStore = true
+		}
+		writeProblem(w, r, problem(kindStatus[de.Kind], de.Code, de.Message))
+		return
+	}
+	var p *Problem
+	if errors.As(err, &p) {
+		writeProblem(w, r, p)
+		return
+	}
+	info(r).NoStore = true
+	s.log.Error("request failed", "request_id", info(r).ID, "method", r.Method, "path", r.URL.Path, "err", err)
+	if storageFault(err) {
+		writeProblem(w, r, problem(http.StatusServiceUnavailable, "storage_unavailable",
+			"storepay could not write to its database; nothing was changed. Retry with the same Idempotency-Key."))
+		return
+	}
+	writeProblem(w, r, problem(http.StatusInternalServerError, "internal_error",
+		"an internal error occurred; see the server log for request "+info(r).ID))
+}
+
+// storageFault reports whether err came from the database refusing a
+// write (disk full, I/O error, read-only file, closed).
+func storageFault(err error) bool {
+	if errors.Is(err, migrations.ErrClosed) {
+		return true
+	}
+	msg := strings.ToLower(err.Error())
+	for _, s := range []string{"disk", "full", "i/o", "readonly", "read-only", "begin write", "commit"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	if err := json.NewEncoder(w).Encode(v); err != nil {
+		slog.Debug("write response", "err", err)
+	}
+}
+
+func (p *Problem) Error() string { return p.Code + ": " + p.Detail }

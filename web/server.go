@@ -1,0 +1,137 @@
+package web
+
+import (
+	"context"
+	"database/sql"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+
+	"storepay/devices"
+	"storepay/gateway"
+	"storepay/migrations"
+	"storepay/orders"
+)
+
+// Config is what the web layer serves.
+type Config struct {
+	DB      *migrations.DB
+	Orders  *orders.Service
+	Devices *devices.Registry
+	Router  *gateway.Router
+	// Metrics serves /metrics (the Prometheus exporter's handler).
+	Metrics http.Handler
+	Log     *slog.Logger
+	Now     func() time.Time
+}
+
+// Server holds the HTTP handlers.
+type Server struct {
+	db      *migrations.DB
+	orders  *orders.Service
+	devices *devices.Registry
+	router  *gateway.Router
+	metrics http.Handler
+	log     *slog.Logger
+	nowFn   func() time.Time
+	idem    *idemStore
+}
+
+// New builds the server.
+func New(c Config) *Server {
+	s := &Server{db: c.DB, orders: c.Orders, devices: c.Devices, router: c.Router, metrics: c.Metrics,
+		log: c.Log, nowFn: c.Now, idem: newIdemStore(c.DB)}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.metrics == nil {
+		s.metrics = http.NotFoundHandler()
+	}
+	return s
+}
+
+func (s *Server) now() time.Time {
+	if s.nowFn != nil {
+		return s.nowFn()
+	}
+	return time.Now()
+}
+
+// Handler returns every route storepay serves, registered here top to
+// bottom.
+func (s *Server) Handler() http.Handler {
+	r := chi.NewRouter()
+	r.Use(s.requestInfo)
+	// otelhttp must be the last r.Use: chi sets the route pattern on the
+	// request that otelhttp hands on, which then names spans and metrics.
+	r.Use(otelhttp.NewMiddleware("storepay", otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string {
+		if r.Pattern != "" {
+			return r.Method + " " + r.Pattern
+		}
+		return r.Method
+	})))
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		writeProblem(w, r, problem(http.StatusNotFound, "not_found", "no such route"))
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		writeProblem(w, r, problem(http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed here"))
+	})
+
+	// Operations: no token.
+	r.Get("/healthz", s.healthz)
+	r.Get("/readyz", s.readyz)
+	r.Method(http.MethodGet, "/metrics", s.metrics)
+	r.Get("/openapi.json", s.openapi)
+
+	r.Group(func(r chi.Router) {
+		r.Use(s.authenticate)
+
+		// Terminal API.
+		r.With(s.idempotent).Post("/v1/orders", s.createOrder)
+		r.Get("/v1/orders/{id}", s.getOrder)
+		r.With(s.idempotent).Post("/v1/orders/{id}/deliver", s.deliverOrder)
+		r.With(s.idempotent).Post("/v1/orders/{id}/cancel", s.cancelOrder)
+		r.With(s.idempotent).Post("/v1/orders/{id}/payments", s.createPayment)
+		r.Get("/v1/payments", s.listPayments)
+		r.Get("/v1/payments/{id}", s.getPayment)
+		r.With(s.idempotent).Post("/v1/payments/{id}/capture", s.capturePayment)
+		r.With(s.idempotent).Post("/v1/payments/{id}/void", s.voidPayment)
+		r.With(s.idempotent).Post("/v1/payments/{id}/refunds", s.refundPayment)
+
+		// Manager API.
+		r.Group(func(r chi.Router) {
+			r.Use(s.managerOnly)
+			r.Get("/v1/gateways", s.listGateways)
+			r.Post("/v1/gateways/{name}/enable", s.enableGateway)
+			r.Post("/v1/gateways/{name}/disable", s.disableGateway)
+		})
+	})
+	return r
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// readyz proves the database takes a durable write.
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	defer cancel()
+	err := s.db.Update(ctx, func(tx *sql.Tx) error {
+		_, err := tx.Exec(`INSERT INTO heartbeat (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at = excluded.at`,
+			migrations.FormatTime(s.now()))
+		return err
+	})
+	if err != nil {
+		s.log.Warn("not ready: database write failed", "err", err)
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": "the database does not take writes"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// Prune deletes idempotency records past their time to live.
+func (s *Server) Prune(ctx context.Context) (int64, error) { return s.idem.prune(ctx, s.now()) }
