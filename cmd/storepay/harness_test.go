@@ -149,7 +149,10 @@ func (s *store) restart() {
 
 type testWriter struct{ t testing.TB }
 
-func (w testWriter) Write(b []byte) (int, error) { w.t.Log(strings.TrimSpace(string(b))); return len(b), nil }
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(b)))
+	return len(b), nil
+}
 
 // resp is an HTTP answer with its JSON body decoded.
 type resp struct {
@@ -215,8 +218,10 @@ func (s *store) call(method, path, token, key string, body any) resp {
 	return r
 }
 
-func (s *store) post(path string, body any) resp { return s.call("POST", path, s.terminal, "auto", body) }
-func (s *store) get(path string) resp          { return s.call("GET", path, s.terminal, "", nil) }
+func (s *store) post(path string, body any) resp {
+	return s.call("POST", path, s.terminal, "auto", body)
+}
+func (s *store) get(path string) resp { return s.call("GET", path, s.terminal, "", nil) }
 
 func must(t testing.TB, r resp, status int) resp {
 	t.Helper()

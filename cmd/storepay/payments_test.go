@@ -193,7 +193,9 @@ func TestCaptureBeforeAuthorizationFinished(t *testing.T) {
 	b.sim.SetFaults("", banksim.Faults{Latency: &banksim.Latency{Fixed: 3 * time.Second}})
 	id := s.order(1000)
 	done := make(chan resp)
-	go func() { done <- s.post("/v1/orders/"+id+"/payments", cardBody(1000, visa, map[string]any{"capture": false})) }()
+	go func() {
+		done <- s.post("/v1/orders/"+id+"/payments", cardBody(1000, visa, map[string]any{"capture": false}))
+	}()
 	var pid string
 	waitFor(t, "the payment to be written ahead", 5*time.Second, func() bool {
 		ps := s.get("/v1/payments?status=pending")
