@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"storepay/devices"
+	"storepay/gateway"
 	"storepay/gateway/banksim"
 )
 
@@ -214,6 +215,7 @@ func (s *store) call(method, path, token, key string, body any) resp {
 	defer res.Body.Close()
 	raw, _ := io.ReadAll(res.Body)
 	r := resp{status: res.StatusCode, header: res.Header, raw: raw}
+	checkAgainstOpenAPI(s.t, req, res.StatusCode, res.Header, raw)
 	json.Unmarshal(raw, &r.body)
 	return r
 }
@@ -270,3 +272,15 @@ func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func mustVault(t testing.TB) *gateway.Vault {
+	t.Helper()
+	key, _ := gateway.ParseCardKey(testCardKey)
+	v, err := gateway.NewVault(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func testCard() gateway.Card { return gateway.Card{PAN: visa, ExpMonth: 12, ExpYear: 2030} }

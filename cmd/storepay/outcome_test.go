@@ -1,0 +1,131 @@
+package main
+
+import (
+	"database/sql"
+	"testing"
+	"time"
+
+	"storepay/gateway/banksim"
+	"storepay/migrations"
+)
+
+// The bank charges, then the connection dies: storepay repeats the
+// request with the same key, learns the approval, and the card is charged
+// once.
+func TestLostResponseIsResolvedBySameKeyRetry(t *testing.T) {
+	b := startBank(t, "bank-a", 1)
+	s := startStore(t, []*bank{b})
+	b.sim.SetFaults("", banksim.Faults{DropAfterApply: &banksim.Fault{Next: 1}})
+	id := s.order(900)
+	r := must(t, s.post("/v1/orders/"+id+"/payments", cardBody(900, visa, nil)), 201)
+	if r.str("status") != "captured" {
+		t.Fatalf("payment: %s", r)
+	}
+	l := b.sim.Ledger()
+	if n := l.ChargesFor(r.str("id")); n != 1 {
+		t.Fatalf("charged %d times", n)
+	}
+	if calls := l.Calls(b.urls[0], "POST /v1/authorizations"); calls < 2 {
+		t.Fatalf("expected a same-key retry, bank saw %d authorization requests", calls)
+	}
+}
+
+// No bank reachable and the terminal requires an online decision:
+// declined with bank_unavailable, nothing charged, nothing left to resolve.
+func TestBankRefusingConnectionsDeclines(t *testing.T) {
+	b := startBank(t, "bank-a", 1)
+	s := startStore(t, []*bank{b})
+	b.sim.SetFaults("", banksim.Faults{Refuse: true})
+	id := s.order(900)
+	r := must(t, s.post("/v1/orders/"+id+"/payments", cardBody(900, visa, map[string]any{"offline_behavior": "require_online"})), 201)
+	if r.str("status") != "declined" || r.str("decline_code") != "bank_unavailable" {
+		t.Fatalf("payment: %s", r)
+	}
+	if p := s.get("/v1/payments/" + r.str("id")); p.str("pending_op") != "" {
+		t.Fatalf("a payment no bank saw must not wait for resolution: %s", p)
+	}
+}
+
+// The bank swallows the request: the outcome is unknown. The terminal
+// hears declined; storepay keeps the payment pinned to that bank and, when
+// the bank answers again, repeats the request with the same key and
+// reverses the approval it finds. The card ends up not charged.
+func TestUnknownOutcomeDeclinedThenReversed(t *testing.T) {
+	b := startBank(t, "bank-a", 1)
+	s := startStore(t, []*bank{b}, func(c *Config) {
+		c.Gateways[0].AttemptTimeout = Duration{200 * time.Millisecond}
+		c.Gateways[0].MaxAttempts = 2
+	})
+	b.sim.SetFaults("", banksim.Faults{Blackhole: &banksim.Fault{}})
+	id := s.order(900)
+	r := must(t, s.post("/v1/orders/"+id+"/payments", cardBody(900, visa, map[string]any{"offline_behavior": "require_online"})), 201)
+	if r.str("status") != "declined" || r.str("decline_code") != "bank_unavailable" {
+		t.Fatalf("payment: %s", r)
+	}
+	pid := r.str("id")
+	if p := s.get("/v1/payments/" + pid); p.str("pending_op") != "reverse" {
+		t.Fatalf("want a pending reversal: %s", p)
+	}
+	b.sim.ClearFaults()
+	waitFor(t, "the resolver to reverse the approval", 10*time.Second, func() bool {
+		return s.get("/v1/payments/"+pid).str("pending_op") == ""
+	})
+	l := b.sim.Ledger()
+	if n := l.ChargesFor(pid); n != 0 {
+		t.Fatalf("card still charged %d times", n)
+	}
+	reversed := 0
+	for _, a := range l.Authorizations {
+		if a.Reference == pid && a.Status == "reversed" {
+			reversed++
+		}
+	}
+	if reversed != 1 {
+		t.Fatalf("want the approval found by the same-key retry reversed; ledger: %+v", l.Authorizations)
+	}
+	if p := s.get("/v1/payments/" + pid); p.str("status") != "declined" {
+		t.Fatalf("final: %s", p)
+	}
+}
+
+// A payment written ahead whose process died before the outcome was
+// committed is resolved on start: a same-key retry at the pinned bank
+// returns the approval, and nothing is charged twice.
+func TestRecoveryPassResolvesPaymentsLeftInFlight(t *testing.T) {
+	b := startBank(t, "bank-a", 1)
+	s := startStore(t, []*bank{b})
+	id := s.order(900)
+	r := must(t, s.post("/v1/orders/"+id+"/payments", cardBody(900, visa, map[string]any{"capture": false})), 201)
+	pid := r.str("id")
+	s.close()
+	// Put the payment back where a crash between the bank's approval and
+	// the local commit leaves it: pending, pinned, card sealed.
+	db, err := migrations.Open(t.Context(), s.cfg.Database)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vault := mustVault(t)
+	sealed, _ := vault.Seal(pid, testCard())
+	err = db.Update(t.Context(), func(tx *sql.Tx) error {
+		_, err := tx.Exec(`UPDATE payments SET status='pending', pending_op='authorize', pending_key=id, card_sealed=?,
+			pending_since=?, auth_code='', bank_auth_id='' WHERE id=?`, sealed, migrations.FormatTime(time.Now()), pid)
+		if err == nil {
+			_, err = tx.Exec(`UPDATE orders SET status='open', paid_amount=0 WHERE id=?`, id)
+		}
+		return err
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.open()
+	waitFor(t, "the recovery pass", 10*time.Second, func() bool {
+		return s.get("/v1/payments/"+pid).str("status") == "authorized"
+	})
+	if n := b.sim.Ledger().ChargesFor(pid); n != 1 {
+		t.Fatalf("charged %d times", n)
+	}
+	if o := s.get("/v1/orders/" + id); o.str("status") != "paid" {
+		t.Fatalf("order after recovery: %s", o)
+	}
+}
