@@ -61,6 +61,7 @@ commands:
   migrate --config F               bring the database schema up to date
   devices enroll --config F --name N --role terminal|manager
                                    register a device; prints its bearer token
+  bench online [-n N] [-c C]       measure payments/s and latency on this machine
 `
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -81,6 +82,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return &exitError{code: 2, err: errors.New("devices: the only subcommand is enroll")}
 		}
 		return runEnroll(ctx, rest[1:], stdout, stderr)
+	case "bench":
+		return runBench(ctx, rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
