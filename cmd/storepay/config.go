@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"reflect"
+	"strconv"
 	"strings"
 	"time"
 
@@ -78,7 +80,8 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return fmt.Errorf("%q is not a duration (use e.g. \"30s\" or \"72h\")", s)
+		// A type error gets the key's path filled in by the decoder.
+		return &json.UnmarshalTypeError{Value: "string " + strconv.Quote(s), Type: reflect.TypeFor[Duration]()}
 	}
 	d.Duration = v
 	return nil
@@ -132,7 +135,11 @@ func ParseConfig(b []byte) (Config, error) {
 func configDecodeError(err error) error {
 	var typeErr *json.UnmarshalTypeError
 	if errors.As(err, &typeErr) {
-		return fmt.Errorf("config: %s: must be %s", typeErr.Field, typeErr.Type.String())
+		want := typeErr.Type.String()
+		if typeErr.Type == reflect.TypeFor[Duration]() {
+			want = `a duration such as "30s" or "72h"`
+		}
+		return fmt.Errorf("config: %s: must be %s", typeErr.Field, want)
 	}
 	if msg, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
 		return fmt.Errorf("config: %s: unknown key", strings.Trim(msg, `"`))
