@@ -155,7 +155,9 @@ func TestServeStopsCleanly(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	var out, errb lockedBuffer
-	go func() { done <- run(ctx, []string{"serve", "--config", path}, func(k string) string { return env[k] }, &out, &errb) }()
+	go func() {
+		done <- run(ctx, []string{"serve", "--config", path}, func(k string) string { return env[k] }, &out, &errb)
+	}()
 	waitFor(t, "serve to start", 10*time.Second, func() bool { return strings.Contains(errb.String(), "storepay serving") })
 	cancel()
 	if err := <-done; err != nil {
