@@ -211,7 +211,7 @@ type ledgerAuth struct {
 }
 
 type ledger struct {
-	Authorizations []ledgerAuth                 `json:"authorizations"`
+	Authorizations []ledgerAuth                `json:"authorizations"`
 	Requests       map[string]map[string]int64 `json:"requests"`
 }
 
@@ -396,8 +396,10 @@ func (s *store) call(method, path, token, key string, body any) resp {
 
 func (s *store) key() string { return fmt.Sprintf("k-%d-%d", time.Now().UnixNano(), s.seq.Add(1)) }
 
-func (s *store) post(path string, body any) resp { return s.call("POST", path, s.terminal, s.key(), body) }
-func (s *store) get(path string) resp          { return s.call("GET", path, s.terminal, "", nil) }
+func (s *store) post(path string, body any) resp {
+	return s.call("POST", path, s.terminal, s.key(), body)
+}
+func (s *store) get(path string) resp { return s.call("GET", path, s.terminal, "", nil) }
 
 func (s *store) order(total int64) string {
 	s.t.Helper()
