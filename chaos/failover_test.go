@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -45,6 +46,14 @@ func TestPrimaryDownThenBack(t *testing.T) {
 	}
 	if st := s.gateways()["bank-a"]["state"]; st != "open" {
 		t.Fatalf("bank-a breaker %v during the outage, want open", st)
+	}
+	m := string(s.call("GET", "/metrics", "", "", nil).raw)
+	for _, want := range []string{`storepay_gateway_failovers_total{from="bank-a"`, `storepay_gateway_breaker_transitions_total{gateway="bank-a"`,
+		`storepay_gateway_breaker_state{gateway="bank-a",`, `storepay_gateway_latency_seconds_bucket{gateway="bank-b"`,
+		`storepay_gateway_attempts_total{gateway="bank-a"`} {
+		if !strings.Contains(m, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
 	}
 	a.clear(t)
 	waitFor(t, "traffic to return to bank-a", 10*time.Second, func() bool {

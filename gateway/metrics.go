@@ -18,6 +18,8 @@ var (
 		metric.WithDescription("Authorizations decided by a bank after an earlier bank provably did nothing."))
 	breakerTransitions, _ = meter.Int64Counter("storepay.gateway.breaker.transitions",
 		metric.WithDescription("Circuit breaker state changes, by gateway and new state."))
+	breakerState, _ = meter.Int64ObservableGauge("storepay.gateway.breaker.state",
+		metric.WithDescription("1 for each bank's current state (closed, open, half_open, disabled), 0 for the others."))
 	unauthorizedAlerts, _ = meter.Int64Counter("storepay.gateway.unauthorized",
 		metric.WithDescription("ALERT: a bank answered 401 and was disabled."))
 )

@@ -56,8 +56,9 @@ type Router struct {
 	mu       sync.Mutex
 	watchers []func(bank string)
 
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
+	unregister func() error
 }
 
 var _ interface {
@@ -81,6 +82,23 @@ func NewRouter(banks []BankSpec, log *slog.Logger) (*Router, error) {
 		r.banks = append(r.banks, b)
 		r.byName[spec.Name] = b
 	}
+	reg, err := meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		for _, b := range r.banks {
+			st := b.state()
+			for _, name := range []string{"closed", "open", "half_open", "disabled"} {
+				v := int64(0)
+				if name == st {
+					v = 1
+				}
+				o.ObserveInt64(breakerState, v, metric.WithAttributes(attribute.String("gateway", b.name), attribute.String("state", name)))
+			}
+		}
+		return nil
+	}, breakerState)
+	if err != nil {
+		return nil, fmt.Errorf("gateway metrics: %w", err)
+	}
+	r.unregister = reg.Unregister
 	return r, nil
 }
 
@@ -106,6 +124,9 @@ func (r *Router) Close() {
 		r.cancel()
 	}
 	r.wg.Wait()
+	if r.unregister != nil {
+		r.unregister()
+	}
 }
 
 // OnAvailable registers fn to be called (in its own goroutine) whenever a
@@ -281,7 +302,6 @@ type bank struct {
 func newBank(spec BankSpec, r *Router) *bank {
 	pol := DefaultPolicy(spec.Policy)
 	b := &bank{name: spec.Name, eps: spec.Endpoints, pol: pol, router: r}
-	attrs := metric.WithAttributes(attribute.String("gateway", b.name))
 	b.breaker = circuitbreaker.NewBuilder[any]().
 		HandleIf(func(_ any, err error) bool { return bankFailure(err) }).
 		WithFailureRateThreshold(pol.BreakerFailureRate, pol.BreakerMinCalls, pol.BreakerWindow).
@@ -308,7 +328,6 @@ func newBank(spec BankSpec, r *Router) *bank {
 		b.limiter = ratelimiter.NewSmoothBuilderWithMaxRate[any](time.Duration(float64(time.Second) / pol.RatePerSecond)).Build()
 	}
 	b.timeout = timeout.NewBuilder[any](pol.AttemptTimeout).Build()
-	_ = attrs
 	return b
 }
 
