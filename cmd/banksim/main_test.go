@@ -1,0 +1,158 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// started is a banksim run by the test, with the URLs it printed.
+type started struct {
+	urls  []string
+	admin string
+	stop  context.CancelFunc
+	err   error         // run's result, once exited is closed
+	exit  chan struct{} // closed when run returned
+}
+
+// wait stops banksim and returns run's result.
+func (s *started) wait(t *testing.T) error {
+	t.Helper()
+	s.stop()
+	select {
+	case <-s.exit:
+		return s.err
+	case <-time.After(5 * time.Second):
+		t.Fatal("banksim did not stop")
+		return nil
+	}
+}
+
+// startRun runs banksim with args on free loopback ports and reads the URLs
+// it prints.
+func startRun(t *testing.T, args []string, env map[string]string) *started {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	out, w := io.Pipe()
+	s := &started{stop: cancel, exit: make(chan struct{})}
+	go func() {
+		s.err = run(ctx, args, func(k string) string { return env[k] }, w, io.Discard)
+		w.Close()
+		close(s.exit)
+	}()
+	t.Cleanup(func() { _ = s.wait(t) })
+
+	lines := make(chan string)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	timeout := time.After(5 * time.Second)
+	for s.admin == "" {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				<-s.exit
+				t.Fatalf("banksim exited: %v", s.err)
+			}
+			if url, ok := strings.CutPrefix(line, "banksim listening on "); ok {
+				s.urls = append(s.urls, url)
+			} else if url, ok := strings.CutPrefix(line, "banksim admin on "); ok {
+				s.admin = url
+			} else {
+				t.Fatalf("unexpected output %q", line)
+			}
+		case <-timeout:
+			t.Fatal("banksim printed no admin URL")
+		}
+	}
+	go func() {
+		for range lines { // drain
+		}
+	}()
+	return s
+}
+
+func get(t *testing.T, url, key string) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, body
+}
+
+func TestRun(t *testing.T) {
+	s := startRun(t, []string{"--listen", "127.0.0.1:0, 127.0.0.1:0", "--admin", "127.0.0.1:0"},
+		map[string]string{"BANKSIM_API_KEY": "sk_from_env"})
+	if len(s.urls) != 2 {
+		t.Fatalf("listener URLs = %v, want 2", s.urls)
+	}
+	for _, url := range s.urls {
+		if status, body := get(t, url+"/v1/health", "sk_from_env"); status != http.StatusOK {
+			t.Errorf("%s health = %d %s", url, status, body)
+		}
+	}
+	if status, _ := get(t, s.urls[0]+"/v1/health", "sk_wrong"); status != http.StatusUnauthorized {
+		t.Errorf("wrong key = %d, want 401", status)
+	}
+	status, body := get(t, s.admin+"/admin/ledger", "")
+	var ledger struct {
+		Requests map[string]map[string]int64
+	}
+	if err := json.Unmarshal(body, &ledger); status != http.StatusOK || err != nil {
+		t.Fatalf("ledger = %d %s", status, body)
+	}
+	if n := ledger.Requests[s.urls[1]]["GET /v1/health"]; n != 1 {
+		t.Errorf("health calls at the second URL = %d, want 1", n)
+	}
+
+	if err := s.wait(t); err != nil {
+		t.Errorf("run = %v, want a clean stop", err)
+	}
+}
+
+func TestRunFaultFlags(t *testing.T) {
+	s := startRun(t, []string{"--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--api-key", "sk_flag", "--not-processed", "1", "--rate-limit", "100"}, nil)
+	if status, body := get(t, s.urls[0]+"/v1/health", "sk_flag"); status != http.StatusServiceUnavailable || !strings.Contains(string(body), "not_processed") {
+		t.Errorf("health = %d %s, want 503 not_processed", status, body)
+	}
+	_, body := get(t, s.admin+"/admin/faults", "")
+	if !strings.Contains(string(body), `"not_processed":{`) || !strings.Contains(string(body), `"per_second":100`) {
+		t.Errorf("faults = %s", body)
+	}
+}
+
+func TestRunBadFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"--nope"},
+		{"--listen", "", "--admin", "127.0.0.1:0"},
+		{"--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--error-rate", "2"},
+		{"--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--log-level", "loud"},
+	} {
+		if err := run(t.Context(), args, func(string) string { return "" }, io.Discard, io.Discard); err == nil {
+			t.Errorf("run(%q) = nil, want an error", args)
+		}
+	}
+}
