@@ -180,8 +180,10 @@ func (s *Sim) authorize(c *call) answer {
 }
 
 // find answers GET /v1/authorizations?reference=R or ?idempotency_key=K.
-// A payment still being processed under that reference or key is 409: an
-// empty list would wrongly say the bank never saw it.
+// By key it lists the authorizations the key's request created or changed
+// (an authorization, capture or reversal; a refund or a rejected request
+// lists nothing). A payment still being processed under that reference or
+// key is 409: an empty list would wrongly say the bank never saw it.
 func (s *Sim) find(c *call) answer {
 	q := c.r.URL.Query()
 	ref, key := q.Get("reference"), q.Get("idempotency_key")

@@ -107,7 +107,7 @@ func New(cfg Config) *Sim {
 	}
 	s := &Sim{
 		cfg:     cfg,
-		now:     func() time.Time { return cfg.Now().UTC() },
+		now:     func() time.Time { return cfg.Now().UTC().Truncate(time.Millisecond) },
 		log:     cfg.Logger,
 		keys:    map[string]bool{cfg.APIKey: true},
 		done:    make(chan struct{}),
