@@ -306,7 +306,6 @@ func (c *Client) roundTrip(ctx context.Context, method, path, key string, payloa
 		return nil, c.fail(gateway.KindNotSent, 0, "", err)
 	}
 	req.Header.Set("Authorization", "Bearer "+c.cfg.APIKey)
-	req.Header.Set("Accept", "application/json")
 	if payload != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
