@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -85,6 +86,9 @@ func notFound(what string) answer {
 func rejected(code, msg string) answer {
 	return errorAnswer(http.StatusUnprocessableEntity, code, msg)
 }
+
+// errBodyTrailing is a body with more than one JSON value.
+var errBodyTrailing = errors.New("unexpected data after the JSON body")
 
 // decode reads a JSON body strictly: one value, no unknown fields. An
 // empty body decodes as {}.

@@ -2,7 +2,6 @@ package banksim
 
 import (
 	"encoding/json"
-	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -267,6 +266,3 @@ func peekReference(body []byte) string {
 	}
 	return v.Reference
 }
-
-// errBodyTrailing is a body with more than one JSON value.
-var errBodyTrailing = errors.New("unexpected data after the JSON body")
