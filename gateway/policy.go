@@ -7,7 +7,7 @@ import "time"
 // (see [DefaultPolicy]); the defaults keep a whole card decision well
 // inside the contract's 30 seconds.
 type Policy struct {
-	// AttemptTimeout cuts off one HTTP attempt. Default 6s.
+	// AttemptTimeout cuts off one HTTP attempt. Default 5s.
 	AttemptTimeout time.Duration
 	// MaxAttempts bounds the attempts at one bank for one call, counting
 	// same-key retries of an unknown outcome and URL failover. Default 4.
@@ -19,7 +19,7 @@ type Policy struct {
 	// The circuit breaker opens when at least BreakerFailureRate of the
 	// calls in the last BreakerWindow failed, once BreakerMinCalls calls
 	// were seen; it stays open BreakerDelay, then lets trial calls through
-	// and closes after BreakerSuccesses successes. Defaults 0.5, 5, 30s,
+	// and closes after BreakerSuccesses successes. Defaults 0.5, 5, 10s,
 	// 10s and 2.
 	BreakerFailureRate float64
 	BreakerMinCalls    uint
@@ -33,8 +33,9 @@ type Policy struct {
 	// calls over the cap go to the next bank instead of queueing.
 	RatePerSecond float64
 	// ProbeInterval is how often the bank's /v1/health is probed, so that
-	// an idle store notices an outage and a recovery. Default 5s; negative
-	// switches probing off.
+	// an idle store notices an outage and a recovery; a failed attempt
+	// also triggers a probe at once. Two failed probes in a row open the
+	// breaker. Default 2s; negative switches probing off.
 	ProbeInterval time.Duration
 	// MaxRetryAfter caps how long a bank's 429 Retry-After keeps traffic
 	// away from it. Default 60s.
@@ -48,12 +49,12 @@ func DefaultPolicy(p Policy) Policy {
 			*d = v
 		}
 	}
-	def(&p.AttemptTimeout, 6*time.Second)
+	def(&p.AttemptTimeout, 5*time.Second)
 	def(&p.BackoffMin, 100*time.Millisecond)
 	def(&p.BackoffMax, 2*time.Second)
-	def(&p.BreakerWindow, 30*time.Second)
+	def(&p.BreakerWindow, 10*time.Second)
 	def(&p.BreakerDelay, 10*time.Second)
-	def(&p.ProbeInterval, 5*time.Second)
+	def(&p.ProbeInterval, 2*time.Second)
 	def(&p.MaxRetryAfter, 60*time.Second)
 	if p.MaxAttempts <= 0 {
 		p.MaxAttempts = 4

@@ -290,6 +290,8 @@ type bank struct {
 	disabled  atomic.Bool  // a 401: the API key is wrong
 	coolUntil atomic.Int64 // unix nanos; a 429's Retry-After
 
+	kick chan struct{} // asks the prober to look now
+
 	mu          sync.Mutex
 	lastErr     string
 	lastErrAt   time.Time
@@ -301,7 +303,7 @@ type bank struct {
 
 func newBank(spec BankSpec, r *Router) *bank {
 	pol := DefaultPolicy(spec.Policy)
-	b := &bank{name: spec.Name, eps: spec.Endpoints, pol: pol, router: r}
+	b := &bank{name: spec.Name, eps: spec.Endpoints, pol: pol, router: r, kick: make(chan struct{}, 1)}
 	b.breaker = circuitbreaker.NewBuilder[any]().
 		HandleIf(func(_ any, err error) bool { return bankFailure(err) }).
 		WithFailureRateThreshold(pol.BreakerFailureRate, pol.BreakerMinCalls, pol.BreakerWindow).
@@ -466,6 +468,15 @@ func (b *bank) attempt(ctx context.Context, op string, i int, st *callState, fn 
 	attempts.Add(ctx, 1, attrs)
 	latency.Record(ctx, elapsed.Seconds(), metric.WithAttributes(attribute.String("gateway", b.name), attribute.String("op", op)))
 	b.observe(i, err)
+	if outcome == KindUnknown.String() || outcome == KindNotSent.String() {
+		// A failed attempt asks the prober for a second opinion now, so
+		// that a dead bank is taken out of rotation within seconds even
+		// when its failures are slow timeouts.
+		select {
+		case b.kick <- struct{}{}:
+		default:
+		}
+	}
 	return res, err
 }
 
@@ -650,6 +661,7 @@ func (b *bank) probeLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-b.kick:
 		}
 		if b.disabled.Load() {
 			continue
@@ -661,7 +673,7 @@ func (b *bank) probeLoop(ctx context.Context) {
 func (b *bank) probe(ctx context.Context) {
 	healthy := -1
 	for i, ep := range b.eps {
-		pctx, cancel := context.WithTimeout(ctx, min(b.pol.AttemptTimeout, 2*time.Second))
+		pctx, cancel := context.WithTimeout(ctx, min(b.pol.AttemptTimeout, time.Second))
 		err := ep.Health(pctx)
 		cancel()
 		if err == nil {

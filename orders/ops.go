@@ -3,6 +3,7 @@ package orders
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"time"
 
 	"storepay/gateway"
@@ -121,6 +122,12 @@ func applyRefund(p *Payment, amount int64) {
 // resumes it or returns its result.
 func (s *Service) startBankOp(ctx context.Context, id, opKey string, prepare func(*sql.Tx, *Payment, time.Time) (bool, error)) (Payment, error) {
 	now := s.now()
+	// Own the payment before writing the operation ahead: the resolver
+	// must never take a live request's operation for an orphan.
+	if !s.own(id) {
+		return Payment{}, s.busy(ctx, id, prepare)
+	}
+	defer s.release(id)
 	var p Payment
 	call := false
 	err := s.DB.Update(ctx, func(tx *sql.Tx) error {
@@ -155,12 +162,36 @@ func (s *Service) startBankOp(ctx context.Context, id, opKey string, prepare fun
 	if err != nil || !call {
 		return p, err
 	}
-	if !s.own(p.ID) {
-		return Payment{}, errInProgress
-	}
-	defer s.release(p.ID)
 	return s.runOp(ctx, p.ID, false)
 }
+
+// busy answers a request for a payment another goroutine is working on:
+// the refusal its status gives (a capture before the authorization has
+// finished is payment_not_authorized, as the contract says), else
+// payment_in_progress. prepare runs in a transaction that is always
+// rolled back.
+func (s *Service) busy(ctx context.Context, id string, prepare func(*sql.Tx, *Payment, time.Time) (bool, error)) error {
+	var refusal error
+	err := s.DB.Update(ctx, func(tx *sql.Tx) error {
+		p, err := getPayment(tx, id)
+		if err != nil {
+			return err
+		}
+		if _, err := prepare(tx, &p, s.now()); err != nil {
+			refusal = err
+		}
+		return errRollback
+	})
+	if refusal != nil {
+		return refusal
+	}
+	if err != nil && !errors.Is(err, errRollback) {
+		return err
+	}
+	return errInProgress
+}
+
+var errRollback = errors.New("rollback")
 
 // runOp makes the bank call of a payment's pending capture, void or
 // refund and records its outcome. The caller owns the payment.

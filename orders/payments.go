@@ -48,6 +48,11 @@ func (s *Service) Pay(ctx context.Context, req PayRequest) (Payment, error) {
 		return Payment{}, err
 	}
 	now := s.now()
+	// Own the new payment before its intent is committed, so that the
+	// resolver never mistakes it for one left behind by a crash.
+	id := newID("pay_")
+	s.own(id)
+	defer s.release(id)
 	var p Payment
 	resume := false
 	err := s.DB.Update(ctx, func(tx *sql.Tx) error {
@@ -73,7 +78,7 @@ func (s *Service) Pay(ctx context.Context, req PayRequest) (Payment, error) {
 		if req.Amount > balance {
 			return errf(KindInvalid, "amount_exceeds_balance", "amount %d exceeds the order's open balance %d", req.Amount, balance)
 		}
-		p = Payment{ID: newID("pay_"), OrderID: o.ID, Method: req.Method, Mode: ModeOnline,
+		p = Payment{ID: id, OrderID: o.ID, Method: req.Method, Mode: ModeOnline,
 			Amount: req.Amount, TipAmount: req.TipAmount, Currency: o.Currency, Capture: *req.Capture,
 			TerminalID: req.TerminalID, opKey: req.OpKey, CreatedAt: now, UpdatedAt: now}
 		if req.Method == Cash {
@@ -101,11 +106,11 @@ func (s *Service) Pay(ctx context.Context, req PayRequest) (Payment, error) {
 	if p.Method == Cash || (resume && p.PendingOp != opAuthorize) {
 		return p, nil
 	}
-	if !s.own(p.ID) {
-		return Payment{}, errInProgress
-	}
-	defer s.release(p.ID)
 	if resume {
+		if !s.own(p.ID) {
+			return Payment{}, errInProgress
+		}
+		defer s.release(p.ID)
 		// The first attempt of this request was cut off (a crash). If it
 		// reached a bank, only a same-key retry there may be sent.
 		var cur Payment

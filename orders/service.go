@@ -226,8 +226,12 @@ func (s *Service) Deliver(ctx context.Context, id string) (Order, error) {
 // (409), payment_in_progress (409, transient).
 func (s *Service) Cancel(ctx context.Context, id string) (Order, error) {
 	var voids []string
+	defer func() {
+		for _, pid := range voids {
+			s.release(pid)
+		}
+	}()
 	err := s.DB.Update(ctx, func(tx *sql.Tx) error {
-		voids = nil
 		o, err := getOrder(tx, id)
 		if err != nil {
 			return err
@@ -263,11 +267,15 @@ func (s *Service) Cancel(ctx context.Context, id string) (Order, error) {
 					return err
 				}
 			case p.Method == Card && (p.Status == Authorized || p.Status == Captured):
+				// Owned before the void is written ahead (see Pay).
+				if !s.own(p.ID) {
+					return errInProgress
+				}
+				voids = append(voids, p.ID)
 				s.startOp(p, opVoid, p.ID+":void", "", 0, 0, now)
 				if err := save(tx, p, from, "", now); err != nil {
 					return err
 				}
-				voids = append(voids, p.ID)
 			}
 		}
 		if _, err := tx.Exec(`UPDATE orders SET status=?, updated_at=? WHERE id=?`, OrderCancelled, ts(now), id); err != nil {
@@ -280,11 +288,7 @@ func (s *Service) Cancel(ctx context.Context, id string) (Order, error) {
 		return Order{}, err
 	}
 	for _, pid := range voids {
-		if !s.own(pid) {
-			continue // the resolver has it
-		}
 		_, err := s.runOp(ctx, pid, false)
-		s.release(pid)
 		if err != nil {
 			s.log().Warn("void on cancel left to the resolver", "payment_id", pid, "err", err)
 		}

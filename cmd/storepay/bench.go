@@ -29,11 +29,13 @@ import (
 // ever talks to loopback and stops by itself.
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return &exitError{code: 2, err: errors.New("bench: say which: online")}
+		return &exitError{code: 2, err: errors.New("bench: say which: online or failover")}
 	}
 	switch args[0] {
 	case "online":
 		return benchOnline(ctx, args[1:], stdout, stderr)
+	case "failover":
+		return benchFailover(ctx, args[1:], stdout, stderr)
 	}
 	return &exitError{code: 2, err: fmt.Errorf("bench: unknown benchmark %q", args[0])}
 }

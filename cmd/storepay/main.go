@@ -62,6 +62,8 @@ commands:
   devices enroll --config F --name N --role terminal|manager
                                    register a device; prints its bearer token
   bench online [-n N] [-c C]       measure payments/s and latency on this machine
+  bench failover [--outage refuse|blackhole]
+                                   latency before, during and after a primary bank outage
 `
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
