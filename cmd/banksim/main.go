@@ -50,6 +50,7 @@ type options struct {
 	errorRate, notProcessed, dropRate float64
 	rateLimit                         int
 	blackhole, refuse, unauthorized   bool
+	latencyAfterWork                  bool
 }
 
 func parse(args []string, getenv func(string) string, stderr io.Writer) (options, error) {
@@ -65,6 +66,7 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (options
 	fs.Int64Var(&o.dailyFee, "daily-fee", 0, "add a Fee row of this many minor units to each day's report (0: off)")
 	fs.DurationVar(&o.latency, "latency", 0, "fault: delay every answer by this much")
 	fs.DurationVar(&o.jitter, "latency-jitter", 0, "fault: add up to this much random delay")
+	fs.BoolVar(&o.latencyAfterWork, "latency-after-work", false, "fault: on a new POST, do the work first and delay only the answer")
 	fs.Float64Var(&o.errorRate, "error-rate", 0, "fault: `probability` of answering 500 without doing the work")
 	fs.Float64Var(&o.notProcessed, "not-processed", 0, "fault: `probability` of answering 503 not_processed")
 	fs.Float64Var(&o.dropRate, "drop-after-apply", 0, "fault: `probability` of doing the work, then resetting the connection unanswered")
@@ -85,7 +87,7 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (options
 func (o options) faults() banksim.Faults {
 	var f banksim.Faults
 	if o.latency > 0 || o.jitter > 0 {
-		f.Latency = &banksim.Latency{Fixed: o.latency, Jitter: o.jitter}
+		f.Latency = &banksim.Latency{Fixed: o.latency, Jitter: o.jitter, AfterWork: o.latencyAfterWork}
 	}
 	if o.errorRate > 0 {
 		f.Error = &banksim.Fault{Probability: o.errorRate}

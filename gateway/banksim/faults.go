@@ -28,6 +28,10 @@ type Latency struct {
 	Fault
 	Fixed  time.Duration
 	Jitter time.Duration
+	// AfterWork moves the delay of a new POST to after the work: the bank
+	// has approved (and recorded the answer) but the answer is late. A
+	// client that dies meanwhile left a charge it never heard of.
+	AfterWork bool
 }
 
 // RateLimit answers 429 with a Retry-After header once more than
@@ -110,13 +114,14 @@ func (f Faults) validate() error {
 
 type latencyJSON struct {
 	Fault
-	Fixed  string `json:"fixed,omitempty"`
-	Jitter string `json:"jitter,omitempty"`
+	Fixed     string `json:"fixed,omitempty"`
+	Jitter    string `json:"jitter,omitempty"`
+	AfterWork bool   `json:"after_work,omitempty"`
 }
 
 // MarshalJSON writes durations as strings such as "250ms".
 func (l Latency) MarshalJSON() ([]byte, error) {
-	return json.Marshal(latencyJSON{l.Fault, durationString(l.Fixed), durationString(l.Jitter)})
+	return json.Marshal(latencyJSON{l.Fault, durationString(l.Fixed), durationString(l.Jitter), l.AfterWork})
 }
 
 // UnmarshalJSON reads durations as strings such as "250ms".
@@ -133,7 +138,7 @@ func (l *Latency) UnmarshalJSON(data []byte) error {
 	if err != nil {
 		return fmt.Errorf("latency jitter: %w", err)
 	}
-	*l = Latency{Fault: w.Fault, Fixed: fixed, Jitter: jitter}
+	*l = Latency{Fault: w.Fault, Fixed: fixed, Jitter: jitter, AfterWork: w.AfterWork}
 	return nil
 }
 
@@ -264,6 +269,7 @@ type decision struct {
 	notProcessed bool
 	serverError  bool
 	delay        time.Duration
+	afterWork    bool        // delay a new POST's answer, not its work
 	latency      []*faultSet // sets the delay comes from
 	drop         bool
 }
@@ -303,6 +309,7 @@ func (fs *faultSet) decide(d *decision, now time.Time, health bool) {
 		if l.Jitter > 0 {
 			d.delay += rand.N(l.Jitter)
 		}
+		d.afterWork = d.afterWork || l.AfterWork
 		d.latency = append(d.latency, fs)
 	}
 	if fs.fire(kindDropAfterApply) {

@@ -54,6 +54,24 @@ func TestFaultLatency(t *testing.T) {
 	})
 }
 
+// AfterWork: the bank approves at once but answers late.
+func TestFaultLatencyAfterWork(t *testing.T) {
+	sim, b := start(t, banksim.Config{})
+	setFaults(t, sim, "", banksim.Faults{Latency: &banksim.Latency{Fixed: time.Hour, AfterWork: true}})
+	got := async(func() error {
+		_, err := b.try(context.Background(), http.MethodPost, "/v1/authorizations", "k-late", authBody("pay_late", goodPAN, 100, true))
+		return err
+	})
+	eventually(t, "the charge to be made before the answer", func() bool { return sim.Ledger().ChargesFor("pay_late") == 1 })
+	clearFaults(t, sim)
+	if err := await(t, got); err != nil {
+		t.Fatal(err)
+	}
+	if n := sim.Ledger().ChargesFor("pay_late"); n != 1 {
+		t.Errorf("charges = %d, want 1", n)
+	}
+}
+
 func TestFaultError(t *testing.T) {
 	sim, b := start(t, banksim.Config{})
 	setFaults(t, sim, "", banksim.Faults{Error: &banksim.Fault{Next: 2}})

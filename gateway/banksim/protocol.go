@@ -176,6 +176,12 @@ func (s *Sim) endpointHandler(l *listener, ep int) http.HandlerFunc {
 		}
 		now := s.now()
 		entry, claim := s.idem.claim(apiKey, key, fingerprint(r.Method, r.URL.Path, body), reference, now, now.Add(-s.cfg.KeyTTL))
+		if claim == claimNew && d.afterWork {
+			a := s.work(c, e, entry)
+			s.delay(l.url, d.delay, d.latency)
+			s.finish(w, log, a, false, d.drop)
+			return
+		}
 		s.delay(l.url, d.delay, d.latency)
 		switch claim {
 		case claimReplay:
