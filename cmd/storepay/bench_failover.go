@@ -110,7 +110,7 @@ func benchFailover(ctx context.Context, args []string, stdout, stderr io.Writer)
 	wg.Wait()
 
 	fmt.Fprintf(stdout, "payments during a primary outage (%s), %d terminals, phases of %s\n", *mode, *conc, *phase)
-	fmt.Fprintf(stdout, "  %-8s %8s %10s %10s %8s %8s %9s\n", "phase", "payments", "p50 ms", "p99 ms", "bank-a", "bank-b", "declined")
+	fmt.Fprintf(stdout, "  %-8s %8s %10s %10s %10s %8s %8s %9s\n", "phase", "payments", "p50 ms", "p99 ms", "max ms", "bank-a", "bank-b", "declined")
 	firstB := time.Duration(-1)
 	firstBackToA := time.Duration(-1)
 	for _, ph := range []struct {
@@ -137,7 +137,7 @@ func benchFailover(ctx context.Context, args []string, stdout, stderr io.Writer)
 			}
 			return ms(lat[min(len(lat)-1, int(float64(len(lat))*p/100))])
 		}
-		fmt.Fprintf(stdout, "  %-8s %8d %10.2f %10.2f %8d %8d %9d\n", ph.name, len(lat), pct(50), pct(99), n["bank-a"], n["bank-b"], n["declined"])
+		fmt.Fprintf(stdout, "  %-8s %8d %10.2f %10.2f %10.2f %8d %8d %9d\n", ph.name, len(lat), pct(50), pct(99), pct(100), n["bank-a"], n["bank-b"], n["declined"])
 	}
 	for _, s := range samples {
 		end := s.start.Add(s.latency)
