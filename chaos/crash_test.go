@@ -143,3 +143,25 @@ func TestCrashLoopLosesNothing(t *testing.T) {
 	}
 	t.Logf("%d payments over 5 crashes, %d never answered before a crash, %d captured", len(attempts), unheard, captured)
 }
+
+// SIGTERM while a payment waits for a slow bank: storepay finishes the
+// payment, answers the terminal, and only then exits 0.
+func TestGracefulShutdownFinishesPaymentsInFlight(t *testing.T) {
+	a := startBank(t, "bank-a", 1)
+	s := newStore(t, []gw{{bank: a, extra: map[string]any{"attempt_timeout": "10s"}}}, nil)
+	order := s.order(900)
+	a.faults(t, "", `{"latency":{"fixed":"1500ms"}}`)
+	got := make(chan resp, 1)
+	go func() { got <- s.call("POST", "/v1/orders/"+order+"/payments", s.terminal, "graceful-1", card(900, nil)) }()
+	waitFor(t, "the payment to reach the bank", 10*time.Second, func() bool {
+		return a.ledger(t).calls(a.urls[0], "POST /v1/authorizations") == 1
+	})
+	s.proc.stop(t) // SIGTERM, waits for exit 0
+	r := <-got
+	if r.status != 201 || r.str("status") != "captured" {
+		t.Fatalf("payment in flight at SIGTERM: %s", r)
+	}
+	if n := a.ledger(t).charges()[r.str("id")]; n != 1 {
+		t.Fatalf("charged %d times", n)
+	}
+}

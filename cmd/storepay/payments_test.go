@@ -1,12 +1,14 @@
 package main
 
 import (
+	"database/sql"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"storepay/gateway/banksim"
+	"storepay/migrations"
 )
 
 func TestAuthentication(t *testing.T) {
@@ -388,5 +390,28 @@ func TestConcurrentPaymentsCannotOverpay(t *testing.T) {
 	}
 	if ok != 1 {
 		t.Fatalf("%d payments captured for one order total", ok)
+	}
+}
+
+// Idempotency records are kept 72 hours, then pruned.
+func TestIdempotencyRecordsArePrunedAfter72h(t *testing.T) {
+	s := startStore(t, []*bank{startBank(t, "bank-a", 1)})
+	s.order(100)
+	s.order(200)
+	old := migrations.FormatTime(time.Now().Add(-73 * time.Hour))
+	if err := s.app.DB.Update(t.Context(), func(tx *sql.Tx) error {
+		_, err := tx.Exec(`UPDATE idempotency SET created_at = ? WHERE rowid = (SELECT min(rowid) FROM idempotency)`, old)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.app.Web.Prune(t.Context())
+	if err != nil || n != 1 {
+		t.Fatalf("pruned %d, %v; want exactly the record older than 72h", n, err)
+	}
+	var left int
+	s.app.DB.Read().QueryRow(`SELECT count(*) FROM idempotency`).Scan(&left)
+	if left != 1 {
+		t.Fatalf("%d records left, want 1", left)
 	}
 }
