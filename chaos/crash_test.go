@@ -152,7 +152,9 @@ func TestGracefulShutdownFinishesPaymentsInFlight(t *testing.T) {
 	order := s.order(900)
 	a.faults(t, "", `{"latency":{"fixed":"1500ms"}}`)
 	got := make(chan resp, 1)
-	go func() { got <- s.call("POST", "/v1/orders/"+order+"/payments", s.terminal, "graceful-1", card(900, nil)) }()
+	go func() {
+		got <- s.call("POST", "/v1/orders/"+order+"/payments", s.terminal, "graceful-1", card(900, nil))
+	}()
 	waitFor(t, "the payment to reach the bank", 10*time.Second, func() bool {
 		return a.ledger(t).calls(a.urls[0], "POST /v1/authorizations") == 1
 	})
