@@ -57,6 +57,27 @@ func OpenApp(ctx context.Context, cfg Config, getenv func(string) string, log *s
 	if err != nil {
 		return nil, err
 	}
+	router, err := buildRouter(cfg, getenv, log)
+	if err != nil {
+		return nil, err
+	}
+	db, err := migrations.Open(ctx, cfg.Database)
+	if err != nil {
+		return nil, fmt.Errorf("database %s: %w", cfg.Database, err)
+	}
+	a := &App{Config: cfg, Log: log, DB: db, Router: router}
+	a.Devices = &devices.Registry{DB: db}
+	a.Orders = &orders.Service{DB: db, Bank: router, Vault: vault, Log: log, AuthBudget: cfg.PaymentBudget.Duration}
+	a.Web = web.New(web.Config{DB: db, Orders: a.Orders, Devices: a.Devices, Router: router, Metrics: metrics, Log: log})
+	return a, nil
+}
+
+var _ orders.Bank = (*gateway.Router)(nil)
+
+// buildRouter makes the bank router of the config: one acquirer-json
+// client per URL, every bank behind its policies. Each bank's API key must
+// be in the environment variable its config names.
+func buildRouter(cfg Config, getenv func(string) string, log *slog.Logger) (*gateway.Router, error) {
 	httpClient := acquirer.NewHTTPClient()
 	httpClient.Transport = otelhttp.NewTransport(httpClient.Transport)
 	var specs []gateway.BankSpec
@@ -76,18 +97,8 @@ func OpenApp(ctx context.Context, cfg Config, getenv func(string) string, log *s
 	if err != nil {
 		return nil, fmt.Errorf("config: gateways: %w", err)
 	}
-	db, err := migrations.Open(ctx, cfg.Database)
-	if err != nil {
-		return nil, fmt.Errorf("database %s: %w", cfg.Database, err)
-	}
-	a := &App{Config: cfg, Log: log, DB: db, Router: router}
-	a.Devices = &devices.Registry{DB: db}
-	a.Orders = &orders.Service{DB: db, Bank: router, Vault: vault, Log: log, AuthBudget: cfg.PaymentBudget.Duration}
-	a.Web = web.New(web.Config{DB: db, Orders: a.Orders, Devices: a.Devices, Router: router, Metrics: metrics, Log: log})
-	return a, nil
+	return router, nil
 }
-
-var _ orders.Bank = (*gateway.Router)(nil)
 
 // Start serves HTTP on ln and starts the background work: bank health
 // probes, the resolver of unresolved payments (its first pass is the
