@@ -53,6 +53,7 @@ CREATE TABLE payments (
     tip_amount       INTEGER NOT NULL DEFAULT 0,
     authorized_amount INTEGER NOT NULL DEFAULT 0,
     captured_amount  INTEGER NOT NULL DEFAULT 0,
+    captured_at      TEXT NOT NULL DEFAULT '', -- when the bank (or the till) took the money
     refunded_amount  INTEGER NOT NULL DEFAULT 0,
     currency         TEXT NOT NULL,
     capture          INTEGER NOT NULL,

@@ -84,7 +84,7 @@ func (s *Service) Pay(ctx context.Context, req PayRequest) (Payment, error) {
 		if req.Method == Cash {
 			p.Status, p.Capture = Captured, true
 			p.AuthorizedAmount = p.Amount + p.TipAmount
-			p.CapturedAmount = p.AuthorizedAmount
+			p.CapturedAmount, p.CapturedAt = p.AuthorizedAmount, now
 			if err := insertPayment(tx, p); err != nil {
 				return err
 			}

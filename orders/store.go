@@ -65,16 +65,16 @@ func insertOrder(tx *sql.Tx, o Order, opKey string) error {
 }
 
 const paymentCols = `id, order_id, method, status, mode, gateway, amount, tip_amount, authorized_amount,
-	captured_amount, refunded_amount, currency, capture, auth_code, decline_code, bank_auth_id,
+	captured_amount, captured_at, refunded_amount, currency, capture, auth_code, decline_code, bank_auth_id,
 	card_brand, card_last4, card_fingerprint, card_sealed, terminal_id, coalesce(op_key, ''),
 	pending_op, pending_amount, pending_tip, pending_key, pending_op_key, pending_since,
 	resolve_attempts, resolve_after, last_error, created_at, updated_at`
 
 func scanPayment(row interface{ Scan(...any) error }) (Payment, error) {
 	var p Payment
-	var since, after, created, updated string
+	var since, after, created, updated, capturedAt string
 	err := row.Scan(&p.ID, &p.OrderID, &p.Method, &p.Status, &p.Mode, &p.Gateway, &p.Amount, &p.TipAmount,
-		&p.AuthorizedAmount, &p.CapturedAmount, &p.RefundedAmount, &p.Currency, &p.Capture, &p.AuthCode,
+		&p.AuthorizedAmount, &p.CapturedAmount, &capturedAt, &p.RefundedAmount, &p.Currency, &p.Capture, &p.AuthCode,
 		&p.DeclineCode, &p.BankAuthID, &p.CardBrand, &p.CardLast4, &p.Fingerprint, &p.sealed, &p.TerminalID,
 		&p.opKey, &p.PendingOp, &p.pendingAmount, &p.pendingTip, &p.pendingKey, &p.pendingOpKey, &since,
 		&p.resolveAttempts, &after, &p.LastError, &created, &updated)
@@ -82,6 +82,7 @@ func scanPayment(row interface{ Scan(...any) error }) (Payment, error) {
 		return Payment{}, err
 	}
 	p.pendingSince, p.resolveAfter = parseTS(since), parseTS(after)
+	p.CapturedAt = parseTS(capturedAt)
 	p.CreatedAt, p.UpdatedAt = parseTS(created), parseTS(updated)
 	return p, nil
 }
@@ -124,9 +125,9 @@ func queryPayments(q queryer, where string, args ...any) ([]Payment, error) {
 }
 
 func insertPayment(tx *sql.Tx, p Payment) error {
-	_, err := tx.Exec(`INSERT INTO payments (`+strings.Replace(paymentCols, "coalesce(op_key, '')", "op_key", 1)+`) VALUES (`+strings.Repeat("?,", 32)+`?)`,
+	_, err := tx.Exec(`INSERT INTO payments (`+strings.Replace(paymentCols, "coalesce(op_key, '')", "op_key", 1)+`) VALUES (`+strings.Repeat("?,", 33)+`?)`,
 		p.ID, p.OrderID, p.Method, p.Status, p.Mode, p.Gateway, p.Amount, p.TipAmount, p.AuthorizedAmount,
-		p.CapturedAmount, p.RefundedAmount, p.Currency, p.Capture, p.AuthCode, p.DeclineCode, p.BankAuthID,
+		p.CapturedAmount, tsOrEmpty(p.CapturedAt), p.RefundedAmount, p.Currency, p.Capture, p.AuthCode, p.DeclineCode, p.BankAuthID,
 		p.CardBrand, p.CardLast4, p.Fingerprint, p.sealed, p.TerminalID, nullable(p.opKey),
 		p.PendingOp, p.pendingAmount, p.pendingTip, p.pendingKey, p.pendingOpKey, tsOrEmpty(p.pendingSince),
 		p.resolveAttempts, tsOrEmpty(p.resolveAfter), p.LastError, ts(p.CreatedAt), ts(p.UpdatedAt))
@@ -156,12 +157,15 @@ func save(tx *sql.Tx, p *Payment, from Status, detail string, now time.Time) err
 		}
 	}
 	p.UpdatedAt = now
+	if p.Status == Captured && from != Captured && p.CapturedAt.IsZero() {
+		p.CapturedAt = now
+	}
 	_, err := tx.Exec(`UPDATE payments SET status=?, mode=?, gateway=?, amount=?, tip_amount=?, authorized_amount=?,
-		captured_amount=?, refunded_amount=?, auth_code=?, decline_code=?, bank_auth_id=?, card_sealed=?,
+		captured_amount=?, captured_at=?, refunded_amount=?, auth_code=?, decline_code=?, bank_auth_id=?, card_sealed=?,
 		pending_op=?, pending_amount=?, pending_tip=?, pending_key=?, pending_op_key=?, pending_since=?,
 		resolve_attempts=?, resolve_after=?, last_error=?, updated_at=? WHERE id=?`,
 		p.Status, p.Mode, p.Gateway, p.Amount, p.TipAmount, p.AuthorizedAmount, p.CapturedAmount,
-		p.RefundedAmount, p.AuthCode, p.DeclineCode, p.BankAuthID, p.sealed, p.PendingOp, p.pendingAmount,
+		tsOrEmpty(p.CapturedAt), p.RefundedAmount, p.AuthCode, p.DeclineCode, p.BankAuthID, p.sealed, p.PendingOp, p.pendingAmount,
 		p.pendingTip, p.pendingKey, p.pendingOpKey, tsOrEmpty(p.pendingSince), p.resolveAttempts,
 		tsOrEmpty(p.resolveAfter), p.LastError, ts(now), p.ID)
 	return err

@@ -136,6 +136,7 @@ type Payment struct {
 	Amount         int64     `json:"amount"`
 	TipAmount      int64     `json:"tip_amount"`
 	CapturedAmount int64     `json:"captured_amount"`
+	CapturedAt     time.Time `json:"captured_at,omitzero"`
 	RefundedAmount int64     `json:"refunded_amount"`
 	Currency       string    `json:"currency"`
 	AuthCode       string    `json:"auth_code"`
