@@ -437,9 +437,30 @@ func (b *bank) call(ctx context.Context, op string, canFailOver bool, fn func(co
 	return res, b.finish(ctx, st, res, err)
 }
 
+// ErrGateClosed is the cause of a KindUnavailable error when a call's gate
+// (see [WithGate]) refused it: nothing was sent.
+var ErrGateClosed = errors.New("gate closed")
+
+type gateKey struct{}
+
+// WithGate returns a context whose bank calls ask gate right before every
+// attempt, retries included; when gate returns an error the attempt is not
+// made and the call ends with KindUnavailable (nothing was sent).
+// Store-and-forward puts its emergency stop here.
+func WithGate(ctx context.Context, gate func(context.Context) error) context.Context {
+	return context.WithValue(ctx, gateKey{}, gate)
+}
+
 // attempt is one HTTP attempt at one URL, with its span and metrics.
 func (b *bank) attempt(ctx context.Context, op string, i int, st *callState, fn func(context.Context, Endpoint) (any, error)) (any, error) {
 	ep := b.eps[i]
+	if gate, ok := ctx.Value(gateKey{}).(func(context.Context) error); ok {
+		if err := gate(ctx); err != nil {
+			err = &Error{Kind: KindUnavailable, Gateway: b.name, Err: fmt.Errorf("%w: %w", ErrGateClosed, err)}
+			st.last = err
+			return nil, err
+		}
+	}
 	ctx, span := tracer.Start(ctx, "bank "+op, trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithAttributes(attribute.String("gateway", b.name), attribute.String("url", ep.URL()),
 			attribute.Int("attempt", st.attempts)))
@@ -485,7 +506,8 @@ func (st *callState) abort(err error, urls int, canFailOver bool) bool {
 	if err == nil {
 		return false
 	}
-	if errors.Is(err, circuitbreaker.ErrOpen) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if errors.Is(err, circuitbreaker.ErrOpen) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, ErrGateClosed) {
 		return true
 	}
 	if errors.Is(err, timeout.ErrExceeded) {

@@ -61,6 +61,7 @@ CREATE TABLE payments (
     decline_code     TEXT NOT NULL DEFAULT '',
     bank_auth_id     TEXT NOT NULL DEFAULT '',
     card_brand       TEXT NOT NULL DEFAULT '',
+    card_bin         TEXT NOT NULL DEFAULT '', -- first six digits, for the hot list
     card_last4       TEXT NOT NULL DEFAULT '',
     card_fingerprint TEXT NOT NULL DEFAULT '',
     -- AES-256-GCM sealed card, held only while an authorization is

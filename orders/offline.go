@@ -2,7 +2,10 @@ package orders
 
 import (
 	"database/sql"
+	"fmt"
 	"time"
+
+	"storepay/gateway"
 )
 
 // Offline is store-and-forward as orders sees it; saf.Queue implements it.
@@ -30,6 +33,51 @@ type OfflineRecord struct {
 	Currency    string
 	Capture     bool
 	Fingerprint string
+	Bin, Last4  string // first six and last four digits, for the hot list
 	Sealed      []byte
 	CreatedAt   time.Time
+}
+
+// ForwardResult is a bank's answer to a payment forwarded from
+// store-and-forward.
+type ForwardResult struct {
+	PaymentID string
+	Gateway   string
+	// Auth is the bank's authorization (approved, or declined).
+	Auth gateway.Authorization
+	// DeclineCode, when set, means the bank declined: the payment becomes
+	// declined_after_forward.
+	DeclineCode string
+	Now         time.Time
+}
+
+// ApplyForward records a forward's outcome on a stored payment, inside
+// the queue's transaction: stored → captured (or authorized for a
+// pre-authorization), or stored → declined_after_forward.
+func (s *Service) ApplyForward(tx *sql.Tx, f ForwardResult) error {
+	p, err := getPayment(tx, f.PaymentID)
+	if err != nil {
+		return err
+	}
+	if p.Status != Stored {
+		return fmt.Errorf("apply forward to %s: payment is %s, not stored", p.ID, p.Status)
+	}
+	from := p.Status
+	p.Gateway, p.BankAuthID = f.Gateway, f.Auth.ID
+	detail := "forwarded"
+	if f.DeclineCode != "" {
+		p.Status, p.DeclineCode = DeclinedAfterForward, f.DeclineCode
+		detail = "declined after forward: " + f.DeclineCode
+	} else {
+		p.AuthCode, p.AuthorizedAmount, p.CapturedAmount = f.Auth.AuthCode, f.Auth.Amount, f.Auth.CapturedAmount
+		p.Status = Authorized
+		if p.Capture {
+			p.Status = Captured
+		}
+	}
+	if err := save(tx, &p, from, detail, f.Now); err != nil {
+		return err
+	}
+	_, err = settleOrder(tx, p.OrderID, f.Now)
+	return err
 }

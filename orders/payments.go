@@ -93,17 +93,32 @@ func (s *Service) Pay(ctx context.Context, req PayRequest) (Payment, error) {
 		}
 		p.Status = Pending
 		p.CardBrand, p.CardLast4 = req.Card.Brand(), req.Card.Last4()
+		p.cardBin = req.Card.PAN[:6]
 		p.Fingerprint = s.Vault.Fingerprint(req.Card.PAN)
 		if p.sealed, err = s.Vault.Seal(p.ID, *req.Card); err != nil {
 			return fmt.Errorf("seal card: %w", err)
 		}
 		s.startOp(&p, opAuthorize, p.ID, req.OpKey, p.Amount, p.TipAmount, now)
-		return insertPayment(tx, p)
+		if err := insertPayment(tx, p); err != nil {
+			return err
+		}
+		if req.OfflineBehavior != ForceOffline {
+			return nil
+		}
+		// force_offline asks no bank: decided here, in one transaction.
+		if err := s.decideOffline(tx, &p, ForceOffline, "", now); err != nil {
+			return err
+		}
+		if err := save(tx, &p, Pending, p.DeclineCode, now); err != nil {
+			return err
+		}
+		_, err = settleOrder(tx, p.OrderID, now)
+		return err
 	})
 	if err != nil {
 		return Payment{}, err
 	}
-	if p.Method == Cash || (resume && p.PendingOp != opAuthorize) {
+	if p.Method == Cash || p.PendingOp != opAuthorize {
 		return p, nil
 	}
 	if resume {
@@ -359,7 +374,7 @@ func (s *Service) decideOffline(tx *sql.Tx, p *Payment, behavior OfflineBehavior
 	}
 	err := s.Offline.Admit(tx, OfflineRecord{PaymentID: p.ID, TerminalID: p.TerminalID, Gateway: pinned,
 		Key: p.ID, Amount: p.Amount + p.TipAmount, Currency: p.Currency, Capture: p.Capture,
-		Fingerprint: p.Fingerprint, Sealed: p.sealed, CreatedAt: now})
+		Fingerprint: p.Fingerprint, Bin: p.cardBin, Last4: p.CardLast4, Sealed: p.sealed, CreatedAt: now})
 	if de := AsError(err); de != nil {
 		decline(de.Code)
 		return nil

@@ -66,7 +66,7 @@ func insertOrder(tx *sql.Tx, o Order, opKey string) error {
 
 const paymentCols = `id, order_id, method, status, mode, gateway, amount, tip_amount, authorized_amount,
 	captured_amount, captured_at, refunded_amount, currency, capture, auth_code, decline_code, bank_auth_id,
-	card_brand, card_last4, card_fingerprint, card_sealed, terminal_id, coalesce(op_key, ''),
+	card_brand, card_bin, card_last4, card_fingerprint, card_sealed, terminal_id, coalesce(op_key, ''),
 	pending_op, pending_amount, pending_tip, pending_key, pending_op_key, pending_since,
 	resolve_attempts, resolve_after, last_error, created_at, updated_at`
 
@@ -75,7 +75,7 @@ func scanPayment(row interface{ Scan(...any) error }) (Payment, error) {
 	var since, after, created, updated, capturedAt string
 	err := row.Scan(&p.ID, &p.OrderID, &p.Method, &p.Status, &p.Mode, &p.Gateway, &p.Amount, &p.TipAmount,
 		&p.AuthorizedAmount, &p.CapturedAmount, &capturedAt, &p.RefundedAmount, &p.Currency, &p.Capture, &p.AuthCode,
-		&p.DeclineCode, &p.BankAuthID, &p.CardBrand, &p.CardLast4, &p.Fingerprint, &p.sealed, &p.TerminalID,
+		&p.DeclineCode, &p.BankAuthID, &p.CardBrand, &p.cardBin, &p.CardLast4, &p.Fingerprint, &p.sealed, &p.TerminalID,
 		&p.opKey, &p.PendingOp, &p.pendingAmount, &p.pendingTip, &p.pendingKey, &p.pendingOpKey, &since,
 		&p.resolveAttempts, &after, &p.LastError, &created, &updated)
 	if err != nil {
@@ -125,10 +125,10 @@ func queryPayments(q queryer, where string, args ...any) ([]Payment, error) {
 }
 
 func insertPayment(tx *sql.Tx, p Payment) error {
-	_, err := tx.Exec(`INSERT INTO payments (`+strings.Replace(paymentCols, "coalesce(op_key, '')", "op_key", 1)+`) VALUES (`+strings.Repeat("?,", 33)+`?)`,
+	_, err := tx.Exec(`INSERT INTO payments (`+strings.Replace(paymentCols, "coalesce(op_key, '')", "op_key", 1)+`) VALUES (`+strings.Repeat("?,", 34)+`?)`,
 		p.ID, p.OrderID, p.Method, p.Status, p.Mode, p.Gateway, p.Amount, p.TipAmount, p.AuthorizedAmount,
 		p.CapturedAmount, tsOrEmpty(p.CapturedAt), p.RefundedAmount, p.Currency, p.Capture, p.AuthCode, p.DeclineCode, p.BankAuthID,
-		p.CardBrand, p.CardLast4, p.Fingerprint, p.sealed, p.TerminalID, nullable(p.opKey),
+		p.CardBrand, p.cardBin, p.CardLast4, p.Fingerprint, p.sealed, p.TerminalID, nullable(p.opKey),
 		p.PendingOp, p.pendingAmount, p.pendingTip, p.pendingKey, p.pendingOpKey, tsOrEmpty(p.pendingSince),
 		p.resolveAttempts, tsOrEmpty(p.resolveAfter), p.LastError, ts(p.CreatedAt), ts(p.UpdatedAt))
 	if err != nil {

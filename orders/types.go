@@ -154,6 +154,7 @@ type Payment struct {
 	BankAuthID       string `json:"-"`
 	Fingerprint      string `json:"-"`
 	sealed           []byte
+	cardBin          string
 	opKey            string
 	pendingAmount    int64
 	pendingTip       int64

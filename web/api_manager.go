@@ -11,19 +11,27 @@ func (s *Server) listGateways(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) enableGateway(w http.ResponseWriter, r *http.Request) {
-	if err := s.router.Enable(chi.URLParam(r, "name")); err != nil {
-		s.fail(w, r, problem(http.StatusNotFound, "gateway_not_found", "no such gateway"))
-		return
-	}
-	s.log.Info("manager enabled gateway", "gateway", chi.URLParam(r, "name"), "device", info(r).Device.Name)
-	s.listGateways(w, r)
+	s.gatewayAction(w, r, "gateway.enable", s.router.Enable)
 }
 
 func (s *Server) disableGateway(w http.ResponseWriter, r *http.Request) {
-	if err := s.router.Disable(chi.URLParam(r, "name")); err != nil {
+	s.gatewayAction(w, r, "gateway.disable", s.router.Disable)
+}
+
+func (s *Server) gatewayAction(w http.ResponseWriter, r *http.Request, action string, do func(string) error) {
+	name := chi.URLParam(r, "name")
+	reason, err := decodeReason(w, r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := do(name); err != nil {
 		s.fail(w, r, problem(http.StatusNotFound, "gateway_not_found", "no such gateway"))
 		return
 	}
-	s.log.Warn("manager disabled gateway", "gateway", chi.URLParam(r, "name"), "device", info(r).Device.Name)
+	if err := s.audited(r, action, name, reason); err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	s.listGateways(w, r)
 }

@@ -14,6 +14,7 @@ import (
 	"storepay/gateway"
 	"storepay/migrations"
 	"storepay/orders"
+	"storepay/saf"
 )
 
 // Config is what the web layer serves.
@@ -22,6 +23,7 @@ type Config struct {
 	Orders  *orders.Service
 	Devices *devices.Registry
 	Router  *gateway.Router
+	SAF     *saf.Queue
 	// Metrics serves /metrics (the Prometheus exporter's handler).
 	Metrics http.Handler
 	Log     *slog.Logger
@@ -34,6 +36,7 @@ type Server struct {
 	orders  *orders.Service
 	devices *devices.Registry
 	router  *gateway.Router
+	saf     *saf.Queue
 	metrics http.Handler
 	log     *slog.Logger
 	nowFn   func() time.Time
@@ -42,7 +45,7 @@ type Server struct {
 
 // New builds the server.
 func New(c Config) *Server {
-	s := &Server{db: c.DB, orders: c.Orders, devices: c.Devices, router: c.Router, metrics: c.Metrics,
+	s := &Server{db: c.DB, orders: c.Orders, devices: c.Devices, router: c.Router, saf: c.SAF, metrics: c.Metrics,
 		log: c.Log, nowFn: c.Now, idem: newIdemStore(c.DB)}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -107,6 +110,16 @@ func (s *Server) Handler() http.Handler {
 			r.Get("/v1/gateways", s.listGateways)
 			r.Post("/v1/gateways/{name}/enable", s.enableGateway)
 			r.Post("/v1/gateways/{name}/disable", s.disableGateway)
+			r.Get("/v1/saf", s.listSAF)
+			r.Get("/v1/saf/stats", s.safStats)
+			r.Post("/v1/saf/replay", s.replayAllSAF)
+			r.Get("/v1/saf/{id}", s.getSAF)
+			r.Post("/v1/saf/{id}/replay", s.safAction(s.replaySAF))
+			r.Post("/v1/saf/{id}/hold", s.safAction(s.holdSAF))
+			r.Post("/v1/saf/{id}/release", s.safAction(s.releaseSAF))
+			r.Get("/v1/estop", s.getEStop)
+			r.Put("/v1/estop", s.putEStop)
+			r.Get("/v1/audit", s.listAudit)
 		})
 	})
 	return r

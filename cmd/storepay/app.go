@@ -18,6 +18,7 @@ import (
 	"storepay/gateway/acquirer"
 	"storepay/migrations"
 	"storepay/orders"
+	"storepay/saf"
 	"storepay/web"
 )
 
@@ -30,6 +31,7 @@ type App struct {
 	Router  *gateway.Router
 	Orders  *orders.Service
 	Devices *devices.Registry
+	SAF     *saf.Queue
 	Web     *web.Server
 
 	server *http.Server
@@ -68,11 +70,19 @@ func OpenApp(ctx context.Context, cfg Config, getenv func(string) string, log *s
 	a := &App{Config: cfg, Log: log, DB: db, Router: router}
 	a.Devices = &devices.Registry{DB: db}
 	a.Orders = &orders.Service{DB: db, Bank: router, Vault: vault, Log: log, AuthBudget: cfg.PaymentBudget.Duration}
-	a.Web = web.New(web.Config{DB: db, Orders: a.Orders, Devices: a.Devices, Router: router, Metrics: metrics, Log: log})
+	a.SAF = &saf.Queue{DB: db, Vault: vault, Bank: router, Payments: a.Orders, Rules: cfg.safRules(),
+		Forward: cfg.forwardPolicy(), Log: log}
+	a.Orders.Offline = a.SAF
+	a.Web = web.New(web.Config{DB: db, Orders: a.Orders, Devices: a.Devices, Router: router, SAF: a.SAF, Metrics: metrics, Log: log})
 	return a, nil
 }
 
-var _ orders.Bank = (*gateway.Router)(nil)
+var (
+	_ orders.Bank    = (*gateway.Router)(nil)
+	_ saf.Bank       = (*gateway.Router)(nil)
+	_ saf.Payments   = (*orders.Service)(nil)
+	_ orders.Offline = (*saf.Queue)(nil)
+)
 
 // buildRouter makes the bank router of the config: one acquirer-json
 // client per URL, every bank behind its policies. Each bank's API key must
@@ -107,6 +117,9 @@ func (a *App) Start(ln net.Listener) {
 	ctx, cancel := context.WithCancel(context.Background())
 	a.cancel, a.ln = cancel, ln
 	a.Router.Start()
+	if err := a.SAF.Open(); err != nil {
+		a.Log.Error("store-and-forward forwarder did not start", "err", err)
+	}
 	resolveEvery := a.Config.ResolveInterval.Duration
 	if resolveEvery <= 0 {
 		resolveEvery = 5 * time.Second
@@ -168,6 +181,7 @@ func (a *App) Close(ctx context.Context) error {
 		a.cancel()
 	}
 	a.wg.Wait()
+	a.SAF.Close()
 	a.Router.Close()
 	if err := a.DB.Close(); err != nil {
 		errs = append(errs, err)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"storepay/gateway"
+	"storepay/saf"
 )
 
 // Config is storepay's configuration file (JSON). The contract's keys
@@ -27,6 +28,8 @@ type Config struct {
 	Gateways   []GatewayConfig `json:"gateways"`
 	Offline    OfflineConfig   `json:"offline"`
 
+	// Forwarding tunes the store-and-forward forwarder.
+	Forwarding ForwardingConfig `json:"forwarding,omitzero"`
 	// LogLevel is debug, info (default), warn or error.
 	LogLevel string `json:"log_level,omitzero"`
 	// ShutdownTimeout bounds the drain of in-flight requests on SIGTERM.
@@ -67,6 +70,30 @@ type OfflineConfig struct {
 	FloorLimit int64    `json:"floor_limit"`
 	TotalLimit int64    `json:"total_limit"`
 	MaxAge     Duration `json:"max_age"`
+
+	// Per card, over VelocityWindow (default 24h): at most VelocityCount
+	// (default 3) offline payments and VelocityAmount (default twice the
+	// floor limit) waiting at once.
+	VelocityCount  int      `json:"velocity_count,omitzero"`
+	VelocityAmount int64    `json:"velocity_amount,omitzero"`
+	VelocityWindow Duration `json:"velocity_window,omitzero"`
+	// HotCards are refused offline, written as first six and last four
+	// digits with the middle masked: "400000******9979".
+	HotCards []string `json:"hot_cards,omitempty"`
+}
+
+// ForwardingConfig are the forwarder's knobs (see saf.ForwardPolicy).
+type ForwardingConfig struct {
+	Concurrency    int      `json:"concurrency,omitzero"`
+	RatePerSecond  float64  `json:"rate_per_second,omitzero"`
+	MaxAttempts    int      `json:"max_attempts,omitzero"`
+	BackoffMin     Duration `json:"backoff_min,omitzero"`
+	BackoffMax     Duration `json:"backoff_max,omitzero"`
+	Interval       Duration `json:"interval,omitzero"`
+	CallTimeout    Duration `json:"call_timeout,omitzero"`
+	GuardWindow    Duration `json:"guard_window,omitzero"`
+	GuardMaxErrors int      `json:"guard_max_errors,omitzero"`
+	GuardMaxAmount int64    `json:"guard_max_amount,omitzero"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("72h").
@@ -201,6 +228,16 @@ func (c *Config) validate() error {
 		return errors.New("config: offline.total_limit: must not be negative")
 	case c.Offline.MaxAge.Duration <= 0:
 		return errors.New("config: offline.max_age: must be positive")
+	case c.Offline.VelocityCount < 0 || c.Offline.VelocityAmount < 0 || c.Offline.VelocityWindow.Duration < 0:
+		return errors.New("config: offline.velocity_*: must not be negative")
+	case c.Forwarding.Concurrency < 0 || c.Forwarding.RatePerSecond < 0 || c.Forwarding.MaxAttempts < 0 ||
+		c.Forwarding.GuardMaxErrors < 0 || c.Forwarding.GuardMaxAmount < 0:
+		return errors.New("config: forwarding: limits must not be negative")
+	}
+	for i, h := range c.Offline.HotCards {
+		if !saf.ValidHotCard(h) {
+			return fmt.Errorf("config: offline.hot_cards[%d]: write the first six and last four digits with the middle masked, like 400000******9979", i)
+		}
 	}
 	switch c.LogLevel {
 	case "", "debug", "info", "warn", "error":
@@ -221,4 +258,19 @@ func (g GatewayConfig) policy() gateway.Policy {
 		RatePerSecond: g.RatePerSecond, ProbeInterval: g.ProbeInterval.Duration,
 		MaxRetryAfter: g.MaxRetryAfter.Duration,
 	}
+}
+
+func (c Config) safRules() saf.Rules {
+	o := c.Offline
+	return saf.Rules{FloorLimit: o.FloorLimit, TotalLimit: o.TotalLimit, MaxAge: o.MaxAge.Duration,
+		VelocityCount: o.VelocityCount, VelocityAmount: o.VelocityAmount, VelocityWindow: o.VelocityWindow.Duration,
+		HotCards: o.HotCards}
+}
+
+func (c Config) forwardPolicy() saf.ForwardPolicy {
+	f := c.Forwarding
+	return saf.ForwardPolicy{Concurrency: f.Concurrency, RatePerSecond: f.RatePerSecond, MaxAttempts: f.MaxAttempts,
+		BackoffMin: f.BackoffMin.Duration, BackoffMax: f.BackoffMax.Duration, Interval: f.Interval.Duration,
+		CallTimeout: f.CallTimeout.Duration, GuardWindow: f.GuardWindow.Duration, GuardMaxErrors: f.GuardMaxErrors,
+		GuardMaxAmount: f.GuardMaxAmount}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"database/sql"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -74,6 +75,8 @@ func fastBanks(c *Config) {
 		g.ProbeInterval = Duration{-1}
 	}
 	c.PaymentBudget = Duration{5 * time.Second}
+	c.Forwarding = ForwardingConfig{Interval: Duration{20 * time.Millisecond}, BackoffMin: Duration{20 * time.Millisecond},
+		BackoffMax: Duration{200 * time.Millisecond}, RatePerSecond: 1000, Concurrency: 4}
 }
 
 func newConfig(t testing.TB, banks []*bank, opts ...storeOption) (Config, map[string]string) {
@@ -284,3 +287,10 @@ func mustVault(t testing.TB) *gateway.Vault {
 }
 
 func testCard() gateway.Card { return gateway.Card{PAN: visa, ExpMonth: 12, ExpYear: 2030} }
+
+func execSQL(q string, args ...any) func(*sql.Tx) error {
+	return func(tx *sql.Tx) error {
+		_, err := tx.Exec(q, args...)
+		return err
+	}
+}

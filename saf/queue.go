@@ -1,0 +1,270 @@
+package saf
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"storepay/gateway"
+	"storepay/migrations"
+	"storepay/orders"
+)
+
+// Status of a record, as the contract names them.
+type Status string
+
+// Record statuses.
+const (
+	Queued     Status = "queued"
+	Forwarding Status = "forwarding"
+	Held       Status = "held"
+	Forwarded  Status = "forwarded"
+	Declined   Status = "declined"
+	Expired    Status = "expired"
+)
+
+// outstanding reports whether a record in status s still owes a forward.
+func (s Status) outstanding() bool {
+	return s == Queued || s == Forwarding || s == Held || s == Expired
+}
+
+// Rules are the offline rules a payment must meet to be accepted without
+// a bank. Amounts are minor units.
+type Rules struct {
+	// FloorLimit is the largest single payment (amount + tip) accepted.
+	FloorLimit int64
+	// TotalLimit caps what the queue may hold unforwarded at once.
+	TotalLimit int64
+	// MaxAge is how long a record may wait before it is expired and
+	// flagged for a manager.
+	MaxAge time.Duration
+	// Per card (by fingerprint), over VelocityWindow: at most
+	// VelocityCount unforwarded offline payments and VelocityAmount in
+	// total. Zero values: 3 payments, 2 × FloorLimit, 24h.
+	VelocityCount  int
+	VelocityAmount int64
+	VelocityWindow time.Duration
+	// HotCards are cards refused offline, written masked as the first six
+	// and last four digits ("400000******9979"): a hot list never needs a
+	// full card number.
+	HotCards []string
+}
+
+func (r Rules) withDefaults() Rules {
+	if r.VelocityCount <= 0 {
+		r.VelocityCount = 3
+	}
+	if r.VelocityAmount <= 0 {
+		r.VelocityAmount = 2 * r.FloorLimit
+	}
+	if r.VelocityWindow <= 0 {
+		r.VelocityWindow = 24 * time.Hour
+	}
+	if r.MaxAge <= 0 {
+		r.MaxAge = 72 * time.Hour
+	}
+	return r
+}
+
+// Record is one payment in the queue, as the manager API shows it.
+type Record struct {
+	ID            string    `json:"id"`
+	PaymentID     string    `json:"payment_id"`
+	Gateway       string    `json:"gateway"`
+	Amount        int64     `json:"amount"`
+	Currency      string    `json:"currency"`
+	Status        Status    `json:"status"`
+	Attempts      int       `json:"attempts"`
+	LastError     string    `json:"last_error"`
+	CreatedAt     time.Time `json:"created_at"`
+	NextAttemptAt time.Time `json:"next_attempt_at"`
+	UpdatedAt     time.Time `json:"updated_at"`
+	TerminalID    string    `json:"terminal_id"`
+	CardLast4     string    `json:"card_last4"`
+	BankAuthID    string    `json:"bank_auth_id,omitempty"`
+	DeclineCode   string    `json:"decline_code,omitempty"`
+	ForwardedAt   time.Time `json:"forwarded_at,omitzero"`
+
+	idemKey         string
+	capture         bool
+	advice          bool
+	expireExempt    bool
+	fingerprint     string
+	sealed          []byte
+	lastUnavailable bool
+}
+
+// Payments is what the queue needs from orders: recording a bank's answer
+// to a forwarded payment in the queue's own transaction.
+// orders.Service implements it.
+type Payments interface {
+	ApplyForward(tx *sql.Tx, f orders.ForwardResult) error
+}
+
+// Bank is what the forwarder needs from the banks; gateway.Router
+// implements it.
+type Bank interface {
+	AuthorizeAt(ctx context.Context, bank string, req gateway.AuthRequest) (gateway.Authorization, error)
+	Preferred() string
+	Banks() []string
+	OnAvailable(fn func(bank string))
+}
+
+// Queue is the store-and-forward queue and its forwarder.
+type Queue struct {
+	DB       *migrations.DB
+	Vault    *gateway.Vault
+	Bank     Bank
+	Payments Payments
+	Rules    Rules
+	Forward  ForwardPolicy
+	Log      *slog.Logger
+	Now      func() time.Time
+
+	hotOnce sync.Once
+	hot     map[string]bool // first6+last4 of hot cards
+
+	fwd *forwarder
+}
+
+var _ orders.Offline = (*Queue)(nil)
+
+func (q *Queue) now() time.Time {
+	if q.Now != nil {
+		return q.Now().UTC()
+	}
+	return time.Now().UTC()
+}
+
+func (q *Queue) log() *slog.Logger {
+	if q.Log != nil {
+		return q.Log
+	}
+	return slog.Default()
+}
+
+func refuse(code, format string, args ...any) *orders.Error {
+	return &orders.Error{Kind: orders.KindInvalid, Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// Admit queues a payment if the offline rules allow it; it runs in the
+// payment's write transaction. Refusals are *orders.Error whose Code the
+// payment is declined with: offline_limit_exceeded (floor or total
+// limit), offline_velocity_exceeded, offline_card_blocked.
+func (q *Queue) Admit(tx *sql.Tx, r orders.OfflineRecord) error {
+	rules := q.Rules.withDefaults()
+	if r.Amount > rules.FloorLimit {
+		return refuse("offline_limit_exceeded", "%d is over the offline floor limit %d", r.Amount, rules.FloorLimit)
+	}
+	if q.hotCard(r.Bin, r.Last4) {
+		return refuse("offline_card_blocked", "this card is on the hot list and cannot be accepted offline")
+	}
+	var blocked int
+	if err := tx.QueryRow(`SELECT count(*) FROM saf_blocked_cards WHERE fingerprint = ?`, r.Fingerprint).Scan(&blocked); err != nil {
+		return err
+	}
+	if blocked > 0 {
+		return refuse("offline_card_blocked", "a bank declined this card after an earlier offline payment")
+	}
+	var count, amount int64
+	if err := tx.QueryRow(`SELECT count, amount FROM saf_outstanding WHERE id = 1`).Scan(&count, &amount); err != nil {
+		return err
+	}
+	if amount+r.Amount > rules.TotalLimit {
+		return refuse("offline_limit_exceeded", "the offline queue would hold %d, over its total limit %d", amount+r.Amount, rules.TotalLimit)
+	}
+	var cardCount, cardAmount int64
+	if err := tx.QueryRow(`SELECT count(*), coalesce(sum(amount), 0) FROM saf_records
+		WHERE fingerprint = ? AND status IN ('queued', 'forwarding', 'held', 'expired') AND created_at >= ?`,
+		r.Fingerprint, migrations.FormatTime(r.CreatedAt.Add(-rules.VelocityWindow))).Scan(&cardCount, &cardAmount); err != nil {
+		return err
+	}
+	if cardCount+1 > int64(rules.VelocityCount) || cardAmount+r.Amount > rules.VelocityAmount {
+		return refuse("offline_velocity_exceeded", "this card already has %d offline payments (%d) waiting", cardCount, cardAmount)
+	}
+	now := migrations.FormatTime(r.CreatedAt)
+	_, err := tx.Exec(`INSERT INTO saf_records (id, payment_id, idem_key, gateway, terminal_id, amount, currency, capture,
+		advice, fingerprint, card_last4, card_sealed, status, created_at, next_attempt_at, updated_at)
+		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,'queued',?,?,?)`,
+		"saf_"+strings.ReplaceAll(uuid.Must(uuid.NewV7()).String(), "-", ""), r.PaymentID, r.Key, r.Gateway, r.TerminalID,
+		r.Amount, r.Currency, r.Capture, r.Gateway == "", r.Fingerprint, r.Last4, r.Sealed, now, now, now)
+	if err != nil {
+		return fmt.Errorf("queue %s: %w", r.PaymentID, err)
+	}
+	if err := addOutstanding(tx, 1, r.Amount); err != nil {
+		return err
+	}
+	admitted.Add(context.Background(), 1)
+	q.wake()
+	return nil
+}
+
+func addOutstanding(tx *sql.Tx, count, amount int64) error {
+	_, err := tx.Exec(`UPDATE saf_outstanding SET count = count + ?, amount = amount + ? WHERE id = 1`, count, amount)
+	return err
+}
+
+// hotCard matches the configured hot list by first six and last four.
+func (q *Queue) hotCard(bin, last4 string) bool {
+	q.hotOnce.Do(func() {
+		q.hot = map[string]bool{}
+		for _, h := range q.Rules.HotCards {
+			h = strings.TrimSpace(h)
+			if len(h) >= 10 {
+				q.hot[h[:6]+h[len(h)-4:]] = true
+			}
+		}
+	})
+	return len(bin) == 6 && q.hot[bin+last4]
+}
+
+// ValidHotCard reports whether s is a masked hot-list entry: six digits,
+// a mask, four digits ("400000******9979").
+func ValidHotCard(s string) bool {
+	if len(s) < 12 || len(s) > 19 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		digit := c >= '0' && c <= '9'
+		switch {
+		case i < 6 || i >= len(s)-4:
+			if !digit {
+				return false
+			}
+		case c != '*':
+			return false
+		}
+	}
+	return true
+}
+
+// Cancel takes a queued payment out of the queue (a void before it is
+// forwarded). A record being forwarded, or pinned to a bank where its
+// outcome is unknown, cannot be cancelled: payment_in_progress.
+func (q *Queue) Cancel(tx *sql.Tx, paymentID string, now time.Time) error {
+	r, err := getRecordBy(tx, "payment_id", paymentID)
+	if err != nil {
+		return err
+	}
+	switch {
+	case r.Status == Forwarding || (r.Gateway != "" && r.Attempts > 0):
+		return &orders.Error{Kind: orders.KindConflict, Code: "payment_in_progress", Transient: true,
+			Message: "this stored payment is being forwarded or its outcome at the bank is being resolved; retry later"}
+	case !r.Status.outstanding():
+		return &orders.Error{Kind: orders.KindConflict, Code: "payment_not_voidable", Message: "the payment was already forwarded"}
+	}
+	if _, err := tx.Exec(`DELETE FROM saf_attempts WHERE record_id = ?`, r.ID); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(`DELETE FROM saf_records WHERE id = ?`, r.ID); err != nil {
+		return err
+	}
+	return addOutstanding(tx, -1, -r.Amount)
+}

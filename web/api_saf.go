@@ -1,0 +1,184 @@
+package web
+
+import (
+	"database/sql"
+	"net/http"
+	"strconv"
+
+	"github.com/go-chi/chi/v5"
+
+	"storepay/devices"
+	"storepay/saf"
+)
+
+var safStatuses = map[string]bool{"queued": true, "forwarding": true, "held": true, "forwarded": true, "declined": true, "expired": true}
+
+// pageParams reads limit and offset.
+func pageParams(r *http.Request) (limit, offset int, err error) {
+	q := r.URL.Query()
+	if v := q.Get("limit"); v != "" {
+		if limit, err = strconv.Atoi(v); err != nil || limit < 1 || limit > 1000 {
+			return 0, 0, problem(http.StatusBadRequest, "invalid_request", "limit must be 1 to 1000")
+		}
+	}
+	if v := q.Get("offset"); v != "" {
+		if offset, err = strconv.Atoi(v); err != nil || offset < 0 {
+			return 0, 0, problem(http.StatusBadRequest, "invalid_request", "offset must be a non-negative integer")
+		}
+	}
+	return limit, offset, nil
+}
+
+func (s *Server) listSAF(w http.ResponseWriter, r *http.Request) {
+	status := r.URL.Query().Get("status")
+	if status != "" && !safStatuses[status] {
+		s.fail(w, r, problem(http.StatusBadRequest, "invalid_request", "status "+strconv.Quote(status)+" is not a store-and-forward status"))
+		return
+	}
+	limit, offset, err := pageParams(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	recs, err := s.saf.List(r.Context(), saf.Filter{Status: saf.Status(status), Gateway: r.URL.Query().Get("gateway"), Limit: limit, Offset: offset})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"data": recs})
+}
+
+func (s *Server) getSAF(w http.ResponseWriter, r *http.Request) {
+	rec, attempts, err := s.saf.Get(r.Context(), chi.URLParam(r, "id"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"record": rec, "attempts": attempts})
+}
+
+func (s *Server) safStats(w http.ResponseWriter, r *http.Request) {
+	st, err := s.saf.Stats(r.Context())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+// reasonRequest is the optional body of a manager action.
+type reasonRequest struct {
+	Reason string `json:"reason"`
+}
+
+// decodeReason reads an optional {"reason": "..."} body.
+func decodeReason(w http.ResponseWriter, r *http.Request) (string, error) {
+	var req reasonRequest
+	if r.ContentLength == 0 {
+		return "", nil
+	}
+	if err := decode(w, r, &req); err != nil {
+		if p, ok := err.(*Problem); ok && p.Detail == "the body is empty; a JSON object is required" {
+			return "", nil
+		}
+		return "", err
+	}
+	if len(req.Reason) > 500 {
+		return "", problem(http.StatusBadRequest, "invalid_request", "reason is limited to 500 characters")
+	}
+	return req.Reason, nil
+}
+
+func (s *Server) safAction(act func(q *saf.Queue, r *http.Request, id, actor, reason string) (saf.Record, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		reason, err := decodeReason(w, r)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		rec, err := act(s.saf, r, chi.URLParam(r, "id"), info(r).Device.Name, reason)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, rec)
+	}
+}
+
+func (s *Server) replaySAF(q *saf.Queue, r *http.Request, id, actor, reason string) (saf.Record, error) {
+	return q.Replay(r.Context(), id, actor, reason)
+}
+
+func (s *Server) holdSAF(q *saf.Queue, r *http.Request, id, actor, reason string) (saf.Record, error) {
+	return q.Hold(r.Context(), id, actor, reason)
+}
+
+func (s *Server) releaseSAF(q *saf.Queue, r *http.Request, id, actor, reason string) (saf.Record, error) {
+	return q.Release(r.Context(), id, actor, reason)
+}
+
+func (s *Server) replayAllSAF(w http.ResponseWriter, r *http.Request) {
+	reason, err := decodeReason(w, r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	res, err := s.saf.ReplayAll(r.Context(), info(r).Device.Name, reason)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+func (s *Server) getEStop(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.saf.EStop(r.Context()))
+}
+
+type estopRequest struct {
+	State  string `json:"state"`
+	Reason string `json:"reason"`
+}
+
+func (s *Server) putEStop(w http.ResponseWriter, r *http.Request) {
+	var req estopRequest
+	if err := decode(w, r, &req); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if len(req.Reason) > 500 {
+		s.fail(w, r, problem(http.StatusBadRequest, "invalid_request", "reason is limited to 500 characters"))
+		return
+	}
+	e, err := s.saf.SetEStop(r.Context(), saf.EStopState(req.State), info(r).Device.Name, req.Reason)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, e)
+}
+
+func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) {
+	limit, _, err := pageParams(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	before, _ := strconv.ParseInt(r.URL.Query().Get("before"), 10, 64)
+	entries, err := devices.AuditLog(r.Context(), s.db, devices.AuditFilter{Action: r.URL.Query().Get("action"),
+		Target: r.URL.Query().Get("target"), Before: before, Limit: limit})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"data": entries})
+}
+
+// audited runs a manager action that is not a database change of its own
+// (enabling a bank) and records it in the audit log.
+func (s *Server) audited(r *http.Request, action, target, reason string) error {
+	return s.db.Update(r.Context(), func(tx *sql.Tx) error {
+		return devices.Audit(tx, devices.Entry{At: s.now(), Actor: info(r).Device.Name, Action: action, Target: target, Reason: reason})
+	})
+}
+
