@@ -252,7 +252,9 @@ type readQ struct {
 	db  *sql.DB
 }
 
-func (r readQ) QueryRow(q string, args ...any) *sql.Row { return r.db.QueryRowContext(r.ctx, q, args...) }
+func (r readQ) QueryRow(q string, args ...any) *sql.Row {
+	return r.db.QueryRowContext(r.ctx, q, args...)
+}
 func (r readQ) Query(q string, args ...any) (*sql.Rows, error) {
 	return r.db.QueryContext(r.ctx, q, args...)
 }

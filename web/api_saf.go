@@ -181,4 +181,3 @@ func (s *Server) audited(r *http.Request, action, target, reason string) error {
 		return devices.Audit(tx, devices.Entry{At: s.now(), Actor: info(r).Device.Name, Action: action, Target: target, Reason: reason})
 	})
 }
-

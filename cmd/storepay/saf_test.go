@@ -26,7 +26,9 @@ func clearAll(t *testing.T, banks ...*bank) {
 	}
 }
 
-func (s *store) mgr(method, path string, body any) resp { return s.call(method, path, s.manager, "", body) }
+func (s *store) mgr(method, path string, body any) resp {
+	return s.call(method, path, s.manager, "", body)
+}
 
 func (s *store) safRecord(paymentID string) map[string]any {
 	s.t.Helper()
@@ -105,12 +107,12 @@ func TestOfflineRules(t *testing.T) {
 		return must(t, s.post("/v1/orders/"+s.order(amount+100)+"/payments", cardBody(amount, pan, extra)), 201)
 	}
 	for _, tc := range []struct {
-		name     string
-		amount   int64
-		pan      string
-		extra    map[string]any
-		status   string
-		decline  string
+		name    string
+		amount  int64
+		pan     string
+		extra   map[string]any
+		status  string
+		decline string
 	}{
 		{"OverFloorLimit", 1001, visa, nil, "declined", "offline_limit_exceeded"},
 		{"TipCountsTowardsFloor", 900, visa, map[string]any{"tip_amount": 101}, "declined", "offline_limit_exceeded"},
