@@ -89,6 +89,9 @@ func (s *Server) Handler() http.Handler {
 	r.Method(http.MethodGet, "/metrics", s.metrics)
 	r.Get("/openapi.json", s.openapi)
 
+	// The manager console (HTML): its own login and sessions.
+	s.console(r)
+
 	r.Group(func(r chi.Router) {
 		r.Use(s.authenticate)
 
