@@ -16,7 +16,7 @@ import (
 	"sync"
 	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	
 )
 
 //go:embed *.sql
@@ -58,7 +58,7 @@ func Open(ctx context.Context, path string) (*DB, error) {
 			return nil, fmt.Errorf("open database: %w", err)
 		}
 	}
-	write, err := sql.Open("sqlite", dsn(path, true))
+	write, err := sql.Open(driverName, dsn(path, true))
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
 	}
@@ -70,7 +70,7 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		write.Close()
 		return nil, err
 	}
-	read, err := sql.Open("sqlite", dsn(path, false))
+	read, err := sql.Open(driverName, dsn(path, false))
 	if err != nil {
 		write.Close()
 		return nil, fmt.Errorf("open database: %w", err)
