@@ -1,0 +1,670 @@
+package reconcile
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"iter"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"storepay/migrations"
+)
+
+// Source is one bank's settlement report for the date reconciled.
+type Source struct {
+	// Gateway is the bank's name in the store's config.
+	Gateway string
+	// MerchantID is the store's merchant id at that bank: rows of the
+	// bank's other merchants are ignored. Empty keeps every row.
+	MerchantID string
+	// Name says where the report came from (a path, the bank's URL), for
+	// the report and error messages.
+	Name string
+	// Open opens the report. The reader is read once, front to back.
+	Open func(ctx context.Context) (io.ReadCloser, error)
+}
+
+// FileSource is a report read from a file.
+func FileSource(gateway, merchantID, path string) Source {
+	return Source{Gateway: gateway, MerchantID: merchantID, Name: path,
+		Open: func(context.Context) (io.ReadCloser, error) { return os.Open(path) }}
+}
+
+// BytesSource is a report already in memory (fetched from the bank).
+func BytesSource(gateway, merchantID, name string, report []byte) Source {
+	return Source{Gateway: gateway, MerchantID: merchantID, Name: name,
+		Open: func(context.Context) (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(report)), nil }}
+}
+
+// Input is one reconciliation to run.
+type Input struct {
+	// Date is the business date, YYYY-MM-DD (UTC).
+	Date string
+	// Sources are the banks' reports of Date, one per bank.
+	Sources []Source
+	// Now stamps the run. Nil means time.Now.
+	Now func() time.Time
+}
+
+// Result is a reconciliation computed and not necessarily saved yet. It
+// keeps the matched items compact (a million of them cost a few dozen
+// bytes each) and materializes them one at a time in [Result.Items].
+type Result struct {
+	Date       string
+	Status     Status
+	RunID      int64 // set by Save
+	StartedAt  time.Time
+	FinishedAt time.Time
+	Summary    Summary
+	Problems   []Problem
+
+	ledger        *Ledger
+	srcGateways   []string // source index → gateway
+	discrepancies []Item
+	psps          []string // psp_references of settled rows that differ from the store's bank id
+	withdraw      []string // store refs whose missing_at_bank proposals of other dates this run settles
+}
+
+// ErrSource marks a bank report that could not be opened or read at all
+// (not one bad row: those become Problems). A run with such a source is
+// not run: every record of that bank would look missing.
+var ErrSource = errors.New("settlement report unreadable")
+
+// Reconcile loads the store's ledger around in.Date and reconciles it
+// against every source. It reads the database (the ledger, and the runs
+// of the neighbouring dates) but writes nothing: [Save] records the
+// result. Errors: ErrSource (wrapped, naming the bank) for a report that
+// cannot be read at all; database errors.
+func Reconcile(ctx context.Context, db *migrations.DB, in Input) (*Result, error) {
+	now := in.Now
+	if now == nil {
+		now = time.Now
+	}
+	started := now().UTC()
+	l, err := LoadLedger(ctx, db, in.Date)
+	if err != nil {
+		return nil, err
+	}
+	res, err := Match(ctx, db, l, in.Sources)
+	if err != nil {
+		return nil, err
+	}
+	res.StartedAt, res.FinishedAt = started, now().UTC()
+	return res, nil
+}
+
+// Match reconciles a loaded ledger against the sources: the work of
+// [Reconcile] after the ledger is read. Each report is streamed once; a
+// row finds its store record by merchant_reference in the ledger's index
+// (by psp_reference when the reference is unusable).
+func Match(ctx context.Context, db *migrations.DB, l *Ledger, sources []Source) (*Result, error) {
+	res := &Result{Date: l.Date, ledger: l}
+	m := &matcher{res: res, l: l, db: db, seen: map[string]seenRow{}}
+	inRun := map[uint16]bool{}
+	for i, src := range sources {
+		if slices.Contains(res.srcGateways, src.Gateway) {
+			return nil, fmt.Errorf("%s: two settlement reports for one bank", src.Gateway)
+		}
+		res.srcGateways = append(res.srcGateways, src.Gateway)
+		m.src, m.gw = uint16(i), l.gateway([]byte(src.Gateway))
+		inRun[m.gw] = true
+		if err := m.read(ctx, src); err != nil {
+			return nil, err
+		}
+	}
+	if err := m.finish(ctx, inRun); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// seenRow remembers a row that settled no store record (a fee, a
+// chargeback, an unknown reference), to tell a re-sent copy.
+type seenRow struct {
+	gross    int64
+	currency string
+}
+
+// bankRow is a row kept for the report: a row the store has no record of,
+// or a second charge.
+type bankRow struct {
+	Row
+	gateway     string
+	otherGW     string // the store recorded the reference at this other bank
+	entry       int32  // the store record it duplicates, -1 for none
+	conflicting bool   // same psp_reference as the settled row, other amount
+	earlier     earlier
+}
+
+type matcher struct {
+	res  *Result
+	l    *Ledger
+	db   *migrations.DB
+	src  uint16
+	gw   uint16
+	seen map[string]seenRow
+
+	totals    map[string]*CurrencyTotals
+	bank      *BankTotals
+	unmatched []bankRow
+	dupes     []bankRow
+}
+
+// read streams one report.
+func (m *matcher) read(ctx context.Context, src Source) error {
+	rc, err := src.Open(ctx)
+	if err != nil {
+		return fmt.Errorf("%s: %w: %w", src.Gateway, ErrSource, err)
+	}
+	defer rc.Close()
+	sr, err := NewSettlementReader(rc)
+	if err != nil {
+		return fmt.Errorf("%s (%s): %w: %w", src.Gateway, src.Name, ErrSource, err)
+	}
+	m.res.Summary.Banks = append(m.res.Summary.Banks, BankTotals{Gateway: src.Gateway, Source: src.Name})
+	m.bank = &m.res.Summary.Banks[len(m.res.Summary.Banks)-1]
+	m.totals = map[string]*CurrencyTotals{}
+	for n := 0; ; n++ {
+		if n%8192 == 0 && ctx.Err() != nil {
+			return ctx.Err()
+		}
+		r, err := sr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		var re *RowError
+		if errors.As(err, &re) {
+			m.res.Problems = append(m.res.Problems, Problem{Gateway: src.Gateway, Line: re.Line, EndLine: re.EndLine, Error: re.Err.Error()})
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("%s (%s): %w: %w", src.Gateway, src.Name, ErrSource, err)
+		}
+		if src.MerchantID != "" && r.MerchantID != src.MerchantID {
+			m.res.Summary.OtherMerchantRows++
+			continue
+		}
+		m.row(r, src.Gateway)
+	}
+	for _, t := range m.totals {
+		m.bank.Currencies = append(m.bank.Currencies, *t)
+	}
+	slices.SortFunc(m.bank.Currencies, func(a, b CurrencyTotals) int { return strings.Compare(a.Currency, b.Currency) })
+	return nil
+}
+
+func (m *matcher) total(r *Row, sign int64) {
+	t := m.totals[r.Currency]
+	if t == nil {
+		t = &CurrencyTotals{Currency: strings.Clone(r.Currency)}
+		m.totals[t.Currency] = t
+	}
+	t.Gross += sign * r.Gross
+	t.Fees += sign * r.Fee
+	t.Net += sign * r.Net
+	m.bank.Rows += int(sign)
+}
+
+// resentOther reports whether a row that settles no store record was
+// already seen in this report (a re-sent batch).
+func (m *matcher) resentOther(r *Row) bool {
+	key := r.Type.String() + "|" + r.PSPReference
+	if prev, ok := m.seen[key]; ok && prev.gross == r.Gross && prev.currency == r.Currency {
+		return true
+	}
+	m.seen[key] = seenRow{gross: r.Gross, currency: strings.Clone(r.Currency)}
+	return false
+}
+
+func (m *matcher) row(r Row, gateway string) {
+	switch r.Type {
+	case Fee:
+		if m.resentOther(&r) {
+			m.res.Summary.ResentRows++
+			return
+		}
+		m.total(&r, 1)
+		return
+	case Chargeback:
+		if m.resentOther(&r) {
+			m.res.Summary.ResentRows++
+			return
+		}
+		m.total(&r, 1)
+		m.unmatched = append(m.unmatched, keep(r, gateway))
+		return
+	}
+	want := kindCapture
+	if r.Type == Refunded {
+		want = kindRefund
+	}
+	i, ok := m.l.byRef[r.MerchantReference]
+	if !ok || m.l.entries[i].kind != want {
+		i, ok = m.l.lookupBankID(r.PSPReference)
+		ok = ok && m.l.entries[i].kind == want
+	}
+	if !ok || m.l.entries[i].gw != m.gw {
+		if m.resentOther(&r) {
+			m.res.Summary.ResentRows++
+			return
+		}
+		m.total(&r, 1)
+		br := keep(r, gateway)
+		if ok {
+			br.otherGW = m.l.gateways[m.l.entries[i].gw]
+		}
+		m.unmatched = append(m.unmatched, br)
+		return
+	}
+	e := &m.l.entries[i]
+	if e.state == unmatched {
+		m.settle(e, &r)
+		m.total(&r, 1)
+		return
+	}
+	// The store record is settled already by an earlier row of this report.
+	psp := m.psp(e)
+	sameAmount := e.gross == r.Gross && string(e.bankCur[:]) == r.Currency
+	if psp == r.PSPReference && sameAmount {
+		m.res.Summary.ResentRows++
+		return
+	}
+	m.total(&r, 1)
+	d := keep(r, gateway)
+	d.entry = i
+	d.conflicting = psp == r.PSPReference
+	if bankID := m.l.str(e.bankID); !d.conflicting && r.PSPReference == bankID && psp != bankID {
+		// The row carrying the store's own authorization id came second:
+		// it is the charge the store made, the earlier one the extra.
+		d = bankRow{Row: Row{Line: int(e.line), PSPReference: psp, MerchantReference: r.MerchantReference,
+			Type: r.Type, Currency: string(e.bankCur[:]), Gross: e.gross}, gateway: gateway, entry: i}
+		d.MerchantReference = strings.Clone(d.MerchantReference)
+		m.settle(e, &r)
+	}
+	m.dupes = append(m.dupes, d)
+}
+
+// keep copies what the report needs of a row out of the csv line.
+func keep(r Row, gateway string) bankRow {
+	r.BatchNumber, r.MerchantID = "", ""
+	r.PSPReference = strings.Clone(r.PSPReference)
+	r.MerchantReference = strings.Clone(r.MerchantReference)
+	r.Currency = strings.Clone(r.Currency)
+	r.BookingDate = strings.Clone(r.BookingDate)
+	r.CardLast4, r.AuthCode = "", ""
+	return bankRow{Row: r, gateway: gateway, entry: -1}
+}
+
+func (m *matcher) settle(e *entry, r *Row) {
+	e.state, e.src, e.line, e.gross = settled, m.src, int32(r.Line), r.Gross
+	copy(e.bankCur[:], r.Currency)
+	e.psp = -1
+	if r.PSPReference != m.l.str(e.bankID) {
+		e.psp = int32(len(m.res.psps))
+		m.res.psps = append(m.res.psps, strings.Clone(r.PSPReference))
+	}
+}
+
+func (m *matcher) psp(e *entry) string {
+	if e.psp < 0 {
+		return m.l.str(e.bankID)
+	}
+	return m.res.psps[e.psp]
+}
+
+// settledCategory is the category of a store record settled by a row.
+func settledCategory(e *entry) Category {
+	switch {
+	case e.bankCur != e.currency:
+		return CurrencyMismatch
+	case e.gross != e.amount:
+		return AmountMismatch
+	}
+	return Matched
+}
+
+// earlier is a store record settled by the run of another date.
+type earlier struct {
+	date, psp string
+}
+
+// finish decides what the streaming could not: records of the day that no
+// row settled, rows settling a neighbouring day's record, the rows the
+// store has no record of, and the sales no bank has; then sorts and
+// totals the report.
+func (m *matcher) finish(ctx context.Context, inRun map[uint16]bool) error {
+	res, l := m.res, m.l
+	unreadable := map[string]int{}
+	for _, p := range res.Problems {
+		unreadable[p.Gateway]++
+	}
+	err := m.db.View(ctx, func(tx *sql.Tx) error {
+		hist, err := newHistory(ctx, tx, l.Date)
+		if err != nil {
+			return err
+		}
+		defer hist.close()
+		for i := range l.entries {
+			e := &l.entries[i]
+			if !inRun[e.gw] {
+				continue
+			}
+			switch {
+			case e.state == settled && e.day != 0:
+				// A neighbouring day's record in this report. If that
+				// day's (or the other neighbour's) run settled it already,
+				// this row is a copy or a second charge.
+				prev, found, err := hist.settled(ctx, l.str(e.ref))
+				if err != nil {
+					return err
+				}
+				if !found {
+					res.withdraw = append(res.withdraw, l.str(e.ref))
+					continue
+				}
+				e.state = settledElsewhere
+				if prev.psp == m.psp(e) {
+					res.Summary.ResentRows++
+					m.untotal(e)
+					continue
+				}
+				m.dupes = append(m.dupes, bankRow{Row: Row{Line: int(e.line), PSPReference: m.psp(e),
+					MerchantReference: l.str(e.ref), Currency: string(e.bankCur[:]), Gross: e.gross},
+					gateway: res.srcGateways[e.src], entry: int32(i), earlier: prev})
+			case e.state == unmatched && e.day == 0:
+				_, found, err := hist.settled(ctx, l.str(e.ref))
+				if err != nil {
+					return err
+				}
+				if found {
+					e.state = settledElsewhere
+					res.Summary.SettledInNeighbourFile++
+					continue
+				}
+				it := m.missingAtBank(e)
+				if n := unreadable[l.gateways[e.gw]]; n > 0 {
+					it.Detail += fmt.Sprintf(" %s's report has %s that could not be read: it may be one of them.",
+						it.Gateway, plural(n, "row", "rows"))
+				}
+				res.discrepancies = append(res.discrepancies, it)
+			}
+		}
+		for _, d := range m.dupes {
+			res.discrepancies = append(res.discrepancies, m.duplicate(d))
+		}
+		return m.missingInStore(ctx, tx)
+	})
+	if err != nil {
+		return fmt.Errorf("reconcile %s: %w", l.Date, err)
+	}
+	for i := range l.entries {
+		e := &l.entries[i]
+		if e.state == settled {
+			if c := settledCategory(e); c != Matched {
+				res.discrepancies = append(res.discrepancies, m.settledItem(e, c))
+			}
+		}
+	}
+	for _, s := range l.sales {
+		res.discrepancies = append(res.discrepancies, saleItem(s, l.Date))
+	}
+	for i := range res.discrepancies {
+		if res.discrepancies[i].Resolution == nil {
+			propose(&res.discrepancies[i], "")
+		}
+	}
+	slices.SortFunc(res.discrepancies, func(a, b Item) int {
+		return cmp.Or(cmp.Compare(a.Category.rank(), b.Category.rank()), strings.Compare(a.Gateway, b.Gateway),
+			strings.Compare(a.PaymentID, b.PaymentID), strings.Compare(a.RefundID, b.RefundID),
+			strings.Compare(a.MerchantReference, b.MerchantReference), strings.Compare(a.PSPReference, b.PSPReference),
+			cmp.Compare(a.Line, b.Line))
+	})
+	slices.SortFunc(res.Problems, func(a, b Problem) int {
+		return cmp.Or(cmp.Compare(slices.Index(res.srcGateways, a.Gateway), slices.Index(res.srcGateways, b.Gateway)), cmp.Compare(a.Line, b.Line))
+	})
+	m.summarize()
+	return nil
+}
+
+// untotal takes a settled row back out of its bank's totals: a copy of a
+// row another date's report already carried.
+func (m *matcher) untotal(e *entry) {
+	b := &m.res.Summary.Banks[e.src]
+	b.Rows--
+	for i := range b.Currencies {
+		if b.Currencies[i].Currency == string(e.bankCur[:]) {
+			// The fee of the copy is not kept; the gross is what the bank
+			// would pay twice.
+			b.Currencies[i].Gross -= e.gross
+			b.Currencies[i].Net -= e.gross
+		}
+	}
+}
+
+func (m *matcher) summarize() {
+	res, l := m.res, m.l
+	s := &res.Summary
+	s.Categories = map[Category]CategoryTotals{}
+	for _, c := range Categories {
+		s.Categories[c] = CategoryTotals{StoreAmount: map[string]int64{}, BankAmount: map[string]int64{}}
+	}
+	add := func(it *Item) {
+		t := s.Categories[it.Category]
+		t.Count++
+		if it.StoreAmount != 0 || it.Kind == "sale" || it.Category == Matched {
+			t.StoreAmount[it.Currency] += it.StoreAmount
+		}
+		bc := it.Currency
+		if it.BankCurrency != "" {
+			bc = it.BankCurrency
+		}
+		if it.BankAmount != 0 || it.Category == Matched {
+			t.BankAmount[bc] += it.BankAmount
+		}
+		s.Categories[it.Category] = t
+	}
+	for i := range res.discrepancies {
+		add(&res.discrepancies[i])
+	}
+	matched := s.Categories[Matched]
+	for i := range l.entries {
+		e := &l.entries[i]
+		if e.state == settled && settledCategory(e) == Matched {
+			matched.Count++
+			matched.StoreAmount[l.currency(e.currency)] += e.amount
+			matched.BankAmount[l.currency(e.currency)] += e.gross
+		}
+	}
+	s.Categories[Matched] = matched
+	s.Items = matched.Count + len(res.discrepancies)
+	s.Discrepancies = len(res.discrepancies)
+	s.MalformedRows = len(res.Problems)
+	res.Status = Clean
+	if s.Discrepancies > 0 || s.MalformedRows > 0 {
+		res.Status = Discrepancies
+	}
+}
+
+// Items yields every item of the report: the discrepancies (sorted by
+// category, bank and payment), then the matched records in ledger order.
+// Matched items are built one at a time, so a million of them never sit in
+// memory together.
+func (r *Result) Items() iter.Seq[Item] {
+	return func(yield func(Item) bool) {
+		for _, it := range r.discrepancies {
+			if !yield(it) {
+				return
+			}
+		}
+		l := r.ledger
+		for i := range l.entries {
+			e := &l.entries[i]
+			if e.state == settled && settledCategory(e) == Matched {
+				if !yield(r.settledItem(e, Matched)) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// Discrepancies are the items that need a person, sorted.
+func (r *Result) Discrepancies() []Item { return r.discrepancies }
+
+// Report materializes the whole report. For a large day prefer
+// [Result.Items] and the writers, which stream.
+func (r *Result) Report() Report {
+	rep := Report{Date: r.Date, Status: r.Status, RunID: r.RunID, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt,
+		Summary: r.Summary, Problems: r.Problems, Items: []Item{}}
+	if rep.Problems == nil {
+		rep.Problems = []Problem{}
+	}
+	for it := range r.Items() {
+		rep.Items = append(rep.Items, it)
+	}
+	return rep
+}
+
+// ---- items ----
+
+func (m *matcher) settledItem(e *entry, c Category) Item { return m.res.settledItem(e, c) }
+
+func (r *Result) settledItem(e *entry, c Category) Item {
+	l := r.ledger
+	it := Item{Category: c, Gateway: l.gateways[e.gw], Kind: e.kind.String(), PaymentID: l.str(e.payment),
+		PSPReference: l.str(e.bankID), StoreAmount: e.amount, BankAmount: e.gross,
+		Currency: l.currency(e.currency), Line: int(e.line), storeRef: l.str(e.ref)}
+	if e.psp >= 0 {
+		it.PSPReference = r.psps[e.psp]
+	}
+	if e.kind == kindRefund {
+		it.RefundID = l.str(e.ref)
+	}
+	if e.day != 0 {
+		it.StoreDate = l.days[e.day+1]
+	}
+	switch c {
+	case Matched:
+		switch e.day {
+		case 0:
+			it.Detail = "Settled as recorded."
+		case -1:
+			it.Detail = "Settled as recorded, a day late: the store booked it on " + it.StoreDate + " and the bank's batch closed after midnight."
+		default:
+			it.Detail = "Settled as recorded, in this day's report although the store booked it on " + it.StoreDate + " (just after midnight)."
+		}
+		return it
+	}
+	what := "the capture of " + it.PaymentID
+	if e.kind == kindRefund {
+		what = "refund " + it.RefundID + " of " + it.PaymentID
+	}
+	if c == CurrencyMismatch {
+		it.BankCurrency = string(e.bankCur[:])
+		it.Detail = fmt.Sprintf("%s settled %s for %s; the store recorded %s.",
+			it.Gateway, Money(abs(e.gross), it.BankCurrency), what, Money(abs(e.amount), it.Currency))
+		return it
+	}
+	diff := e.gross - e.amount
+	more := "more"
+	if diff < 0 {
+		more, diff = "less", -diff
+	}
+	if e.kind == kindRefund {
+		// A refund is negative: "more" from the bank's side is less refunded.
+		more = map[string]string{"more": "less", "less": "more"}[more]
+	}
+	it.Detail = fmt.Sprintf("%s settled %s for %s; the store recorded %s (%s %s).",
+		it.Gateway, Money(abs(e.gross), it.Currency), what, Money(abs(e.amount), it.Currency), Money(diff, it.Currency), more)
+	return it
+}
+
+func (m *matcher) missingAtBank(e *entry) Item {
+	l := m.l
+	it := Item{Category: MissingAtBank, Gateway: l.gateways[e.gw], Kind: e.kind.String(), PaymentID: l.str(e.payment),
+		PSPReference: l.str(e.bankID), StoreAmount: e.amount, Currency: l.currency(e.currency), storeRef: l.str(e.ref)}
+	if e.kind == kindRefund {
+		it.RefundID = l.str(e.ref)
+		it.Detail = fmt.Sprintf("The store refunded %s of %s (%s) on %s; %s's report has no row for it.",
+			Money(-e.amount, it.Currency), it.PaymentID, it.RefundID, l.Date, it.Gateway)
+	} else {
+		it.Detail = fmt.Sprintf("The store captured %s for %s on %s; %s's report has no row for it. A capture late in the evening can settle in the next day's report: the next run will tell.",
+			Money(e.amount, it.Currency), it.PaymentID, l.Date, it.Gateway)
+	}
+	return it
+}
+
+func (m *matcher) duplicate(d bankRow) Item {
+	l := m.l
+	e := &l.entries[d.entry]
+	it := Item{Category: DuplicateAtBank, Gateway: d.gateway, Kind: e.kind.String(), PaymentID: l.str(e.payment),
+		PSPReference: d.PSPReference, StoreAmount: e.amount, BankAmount: d.Gross, Currency: l.currency(e.currency), Line: d.Line}
+	if d.Currency != it.Currency {
+		it.BankCurrency = d.Currency
+	}
+	if e.day != 0 {
+		it.StoreDate = l.days[e.day+1]
+	}
+	first := m.psp(e)
+	bm := Money(abs(d.Gross), d.Currency)
+	switch {
+	case e.kind == kindRefund:
+		it.RefundID = l.str(e.ref)
+		it.Detail = fmt.Sprintf("%s refunded %s a second time: %s for %s besides %s; the store made one refund of %s.",
+			d.gateway, it.RefundID, d.PSPReference, bm, first, Money(-e.amount, it.Currency))
+	case d.conflicting:
+		it.Detail = fmt.Sprintf("%s's report lists %s twice with different amounts (%s and %s); the store captured %s once.",
+			d.gateway, d.PSPReference, Money(e.gross, string(e.bankCur[:])), bm, Money(e.amount, it.Currency))
+	case e.state == settledElsewhere:
+		it.Detail = fmt.Sprintf("%s charged %s again: %s for %s in this report, besides %s in the report of %s; the store made one payment of %s.",
+			d.gateway, it.PaymentID, d.PSPReference, bm, d.earlier.psp, d.earlier.date, Money(e.amount, it.Currency))
+	default:
+		it.Detail = fmt.Sprintf("%s charged %s twice: %s for %s besides %s; the store made one payment of %s.",
+			d.gateway, it.PaymentID, d.PSPReference, bm, first, Money(e.amount, it.Currency))
+	}
+	return it
+}
+
+func saleItem(s sale, date string) Item {
+	it := Item{Gateway: s.gateway, Kind: "sale", PaymentID: s.paymentID, StoreAmount: s.amount, Currency: s.currency}
+	day := s.at
+	if len(day) >= 10 {
+		day = day[:10]
+	}
+	if day != date {
+		it.StoreDate = day
+	}
+	if s.declined {
+		it.Category = DeclinedAfterForward
+		it.Detail = fmt.Sprintf("%s was sold offline for %s; when it was forwarded the bank declined the card, so the store will not be paid for it.",
+			s.paymentID, Money(s.amount, s.currency))
+		return it
+	}
+	it.Category = NotForwarded
+	switch s.safStatus {
+	case "expired":
+		it.Detail = fmt.Sprintf("%s was sold offline on %s for %s and expired in store-and-forward: no bank has it, and it will not be forwarded unless a manager replays it.",
+			s.paymentID, day, Money(s.amount, s.currency))
+	case "held":
+		it.Detail = fmt.Sprintf("%s was sold offline on %s for %s and is held by a manager in store-and-forward: no bank has it yet.",
+			s.paymentID, day, Money(s.amount, s.currency))
+	default:
+		it.Detail = fmt.Sprintf("%s was sold offline on %s for %s and is still waiting in store-and-forward: no bank has it yet.",
+			s.paymentID, day, Money(s.amount, s.currency))
+	}
+	return it
+}
+
+func abs(v int64) int64 {
+	if v < 0 {
+		return -v
+	}
+	return v
+}

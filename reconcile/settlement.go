@@ -1,0 +1,323 @@
+package reconcile
+
+import (
+	"bytes"
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+)
+
+// RowType is the type column of a settlement row.
+type RowType uint8
+
+// Row types of settlement-format v1.
+const (
+	Settled    RowType = iota + 1 // a capture: money to the merchant
+	Refunded                      // a refund: money back to the card holder
+	Chargeback                    // a disputed payment taken back by the bank
+	Fee                           // a fee with no merchant_reference
+)
+
+var rowTypeNames = [...]string{Settled: "Settled", Refunded: "Refunded", Chargeback: "Chargeback", Fee: "Fee"}
+
+func (t RowType) String() string {
+	if int(t) < len(rowTypeNames) && rowTypeNames[t] != "" {
+		return rowTypeNames[t]
+	}
+	return "RowType(" + strconv.Itoa(int(t)) + ")"
+}
+
+func parseRowType(s string) (RowType, bool) {
+	for t, name := range rowTypeNames {
+		if name != "" && strings.EqualFold(s, name) {
+			return RowType(t), true
+		}
+	}
+	return 0, false
+}
+
+// Row is one money movement of a settlement report. Amounts are signed
+// int64 minor units of Currency (ISO 4217): positive to the merchant,
+// negative back to the card holder or to the bank.
+//
+// The strings of a Row share one allocation with the whole line (that is
+// how encoding/csv hands them out): clone a field that must outlive the
+// row, or the line stays in memory with it.
+type Row struct {
+	Line              int // line number of the row in the file, from 1 (the header)
+	BatchNumber       string
+	MerchantID        string
+	PSPReference      string
+	MerchantReference string
+	Type              RowType
+	BookingDate       string
+	Currency          string
+	Gross, Fee, Net   int64
+	CardLast4         string
+	AuthCode          string
+}
+
+// RowError is a row that could not be read. It names its lines (a broken
+// quote can swallow the lines after it) so that someone can find it in the
+// file; reading goes on with the next row.
+type RowError struct {
+	Line, EndLine int
+	Err           error
+}
+
+func (e *RowError) Error() string {
+	if e.EndLine > e.Line {
+		return fmt.Sprintf("lines %d-%d: %v", e.Line, e.EndLine, e.Err)
+	}
+	return fmt.Sprintf("line %d: %v", e.Line, e.Err)
+}
+
+func (e *RowError) Unwrap() error { return e.Err }
+
+// Columns of settlement-format v1. Reports are matched by header name, in
+// any order; unknown columns are ignored.
+const (
+	colBatch = iota
+	colMerchant
+	colPSP
+	colReference
+	colType
+	colBooking
+	colCurrency
+	colGross
+	colFee
+	colNet
+	colLast4
+	colAuthCode
+	numColumns
+)
+
+var columnNames = [numColumns]string{
+	colBatch: "batch_number", colMerchant: "merchant_id", colPSP: "psp_reference",
+	colReference: "merchant_reference", colType: "type", colBooking: "booking_date",
+	colCurrency: "currency", colGross: "gross_amount", colFee: "fee_amount", colNet: "net_amount",
+	colLast4: "card_last4", colAuthCode: "auth_code",
+}
+
+// requiredColumns are those reconciliation cannot do without; a report
+// lacking one cannot be read at all. The others default to empty (fee 0,
+// net = gross + fee).
+var requiredColumns = []int{colMerchant, colPSP, colReference, colType, colCurrency, colGross}
+
+// SettlementReader reads a settlement report (settlement-format.md) one
+// row at a time, holding one line in memory: a day of a busy store is
+// never loaded whole.
+//
+// It survives what real files do: a UTF-8 byte-order mark, quoted fields,
+// CRLF line ends, columns in another order, unknown columns, blank lines,
+// the header repeated (two batches concatenated). A row it cannot read is
+// returned as a *RowError with its line number and the next call carries
+// on with the following row.
+//
+// Quotes are strict (csv.Reader.LazyQuotes is off): with lazy quotes a
+// stray quote silently glues the following lines into one field and their
+// rows vanish; strict, the broken row is reported with the lines it spans.
+type SettlementReader struct {
+	csv    *csv.Reader
+	index  [numColumns]int // column position of each field, -1 when absent
+	header []string
+	width  int
+}
+
+// NewSettlementReader reads the header of a report. An empty input or a
+// header without a required column is an error: nothing of that report
+// could be reconciled.
+func NewSettlementReader(r io.Reader) (*SettlementReader, error) {
+	c := csv.NewReader(&bomSkipper{r: r})
+	c.FieldsPerRecord = -1 // short rows are reported per row, with their line
+	c.ReuseRecord = true
+	c.TrimLeadingSpace = true
+	header, err := c.Read()
+	for err == nil && blank(header) {
+		header, err = c.Read()
+	}
+	if errors.Is(err, io.EOF) {
+		return nil, errors.New("settlement report is empty: not even a header")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("settlement report header: %w", err)
+	}
+	s := &SettlementReader{csv: c, width: len(header)}
+	for i := range s.index {
+		s.index[i] = -1
+	}
+	for pos, name := range header {
+		name = strings.ToLower(strings.TrimSpace(name))
+		s.header = append(s.header, name)
+		for col, want := range columnNames {
+			if name == want && s.index[col] < 0 {
+				s.index[col] = pos
+			}
+		}
+	}
+	var missing []string
+	for _, col := range requiredColumns {
+		if s.index[col] < 0 {
+			missing = append(missing, columnNames[col])
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("settlement report header lacks %s (header: %s)",
+			strings.Join(missing, ", "), strings.Join(s.header, ","))
+	}
+	return s, nil
+}
+
+// Next returns the next row, io.EOF after the last, or a *RowError for a
+// row that cannot be read (call Next again to go on). Any other error is
+// the input failing: stop there.
+func (s *SettlementReader) Next() (Row, error) {
+	for {
+		rec, err := s.csv.Read()
+		if err != nil {
+			var pe *csv.ParseError
+			if errors.As(err, &pe) {
+				return Row{}, &RowError{Line: pe.StartLine, EndLine: pe.Line, Err: pe.Err}
+			}
+			return Row{}, err // io.EOF, or the reader failed
+		}
+		if blank(rec) || s.isHeader(rec) {
+			continue
+		}
+		line, _ := s.csv.FieldPos(0)
+		return s.row(rec, line)
+	}
+}
+
+func (s *SettlementReader) row(rec []string, line int) (Row, error) {
+	if len(rec) < s.width {
+		return Row{}, &RowError{Line: line, Err: fmt.Errorf("%d fields, the header has %d", len(rec), s.width)}
+	}
+	get := func(col int) string {
+		if i := s.index[col]; i >= 0 {
+			return strings.TrimSpace(rec[i])
+		}
+		return ""
+	}
+	r := Row{Line: line, BatchNumber: get(colBatch), MerchantID: get(colMerchant), PSPReference: get(colPSP),
+		MerchantReference: get(colReference), BookingDate: get(colBooking), Currency: get(colCurrency),
+		CardLast4: get(colLast4), AuthCode: get(colAuthCode)}
+	bad := func(format string, args ...any) (Row, error) {
+		return Row{}, &RowError{Line: line, Err: fmt.Errorf(format, args...)}
+	}
+	var ok bool
+	if r.Type, ok = parseRowType(get(colType)); !ok {
+		return bad("type %q is not Settled, Refunded, Chargeback or Fee", get(colType))
+	}
+	if !validCurrency(r.Currency) {
+		return bad("currency %q is not an ISO 4217 code", r.Currency)
+	}
+	var err error
+	if r.Gross, err = amount(get(colGross), false); err != nil {
+		return bad("gross_amount: %v", err)
+	}
+	if r.Fee, err = amount(get(colFee), true); err != nil {
+		return bad("fee_amount: %v", err)
+	}
+	r.Net = r.Gross + r.Fee
+	if s.index[colNet] >= 0 && get(colNet) != "" {
+		if r.Net, err = amount(get(colNet), false); err != nil {
+			return bad("net_amount: %v", err)
+		}
+	}
+	if r.PSPReference == "" {
+		return bad("psp_reference is empty")
+	}
+	if r.Type != Fee && r.MerchantReference == "" && r.Type != Chargeback {
+		return bad("%s row without a merchant_reference", r.Type)
+	}
+	if len(r.CardLast4) > 4 {
+		// A report must never carry a card number; do not keep one.
+		return bad("card_last4 holds more than four characters")
+	}
+	return r, nil
+}
+
+// isHeader reports whether rec repeats the header: two reports
+// concatenated into one file.
+func (s *SettlementReader) isHeader(rec []string) bool {
+	if len(rec) != len(s.header) {
+		return false
+	}
+	for i, f := range rec {
+		if !strings.EqualFold(strings.TrimSpace(f), s.header[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func blank(rec []string) bool {
+	for _, f := range rec {
+		if strings.TrimSpace(f) != "" {
+			return false
+		}
+	}
+	return true
+}
+
+func validCurrency(s string) bool {
+	if len(s) != 3 {
+		return false
+	}
+	for i := 0; i < 3; i++ {
+		if s[i] < 'A' || s[i] > 'Z' {
+			return false
+		}
+	}
+	return true
+}
+
+// amount parses signed integer minor units. Decimals are refused rather
+// than guessed at: "14.50" could be a bank sending major units.
+func amount(s string, emptyIsZero bool) (int64, error) {
+	if s == "" {
+		if emptyIsZero {
+			return 0, nil
+		}
+		return 0, errors.New("empty")
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not an integer number of minor units", s)
+	}
+	return v, nil
+}
+
+// bomSkipper drops a UTF-8 byte-order mark at the start of the input.
+type bomSkipper struct {
+	r    io.Reader
+	done bool
+	head []byte
+}
+
+var bom = []byte{0xEF, 0xBB, 0xBF}
+
+func (b *bomSkipper) Read(p []byte) (int, error) {
+	if !b.done {
+		b.done = true
+		buf := make([]byte, len(bom))
+		n, err := io.ReadFull(b.r, buf)
+		buf = buf[:n]
+		if !bytes.Equal(buf, bom) {
+			b.head = buf
+		}
+		if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+			return 0, err
+		}
+	}
+	if len(b.head) > 0 {
+		n := copy(p, b.head)
+		b.head = b.head[n:]
+		return n, nil
+	}
+	return b.r.Read(p)
+}
