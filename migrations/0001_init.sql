@@ -9,8 +9,8 @@ CREATE TABLE devices (
 );
 
 -- Idempotency records of terminal POSTs, keyed by the calling device and
--- the Idempotency-Key. A row is claimed (status_code 0) before the handler
--- runs and completed with the response before the response is sent.
+-- the Idempotency-Key: the answer as it was sent, written durably before
+-- it is sent (on the hot paths in the same transaction as the outcome).
 CREATE TABLE idempotency (
     device_id     TEXT NOT NULL,
     key           TEXT NOT NULL,
@@ -34,6 +34,7 @@ CREATE TABLE orders (
     paid_amount   INTEGER NOT NULL DEFAULT 0,
     terminal_id   TEXT NOT NULL,
     op_key        TEXT UNIQUE,   -- device + Idempotency-Key that created it
+    op_hash       TEXT NOT NULL DEFAULT '', -- hash of that request
     created_at    TEXT NOT NULL,
     updated_at    TEXT NOT NULL
 );
@@ -70,6 +71,7 @@ CREATE TABLE payments (
     card_sealed      BLOB,
     terminal_id      TEXT NOT NULL,
     op_key           TEXT UNIQUE,
+    op_hash          TEXT NOT NULL DEFAULT '',
     pending_op       TEXT NOT NULL DEFAULT '',
     pending_amount   INTEGER NOT NULL DEFAULT 0,
     pending_tip      INTEGER NOT NULL DEFAULT 0,

@@ -15,8 +15,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	
 )
 
 //go:embed *.sql
@@ -39,6 +37,24 @@ type DB struct {
 	quit  chan struct{}
 	done  chan struct{}
 	once  sync.Once
+
+	statsMu sync.Mutex
+	stats   Stats
+}
+
+// Stats are the writer's counters since Open.
+type Stats struct {
+	Batches    int64         // transactions committed (or failed)
+	Writes     int64         // Update calls run
+	ExecTime   time.Duration // time running the writes' functions
+	CommitTime time.Duration // time in COMMIT (the fsync)
+}
+
+// WriterStats returns a snapshot of the writer's counters.
+func (db *DB) WriterStats() Stats {
+	db.statsMu.Lock()
+	defer db.statsMu.Unlock()
+	return db.stats
 }
 
 type writeReq struct {
@@ -197,6 +213,13 @@ func (db *DB) commit(batch []*writeReq) {
 		return
 	}
 	single := len(batch) == 1
+	t0 := time.Now()
+	defer func() {
+		db.statsMu.Lock()
+		db.stats.Batches++
+		db.stats.Writes += int64(len(batch))
+		db.statsMu.Unlock()
+	}()
 	for i, r := range batch {
 		if single {
 			errs[i] = call(r.fn, tx)
@@ -228,7 +251,13 @@ func (db *DB) commit(batch []*writeReq) {
 		batch[0].done <- errs[0]
 		return
 	}
-	if err := tx.Commit(); err != nil {
+	t1 := time.Now()
+	err = tx.Commit()
+	db.statsMu.Lock()
+	db.stats.ExecTime += t1.Sub(t0)
+	db.stats.CommitTime += time.Since(t1)
+	db.statsMu.Unlock()
+	if err != nil {
 		failAll(fmt.Errorf("commit: %w", err))
 		return
 	}

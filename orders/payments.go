@@ -25,8 +25,10 @@ type PayRequest struct {
 	OrderID    string
 	TerminalID string
 	// OpKey identifies the request (device and Idempotency-Key). A repeat
-	// resumes or returns the payment the first one created.
+	// resumes or returns the payment the first one created; OpHash (a
+	// hash of the request) tells a repeat from a reuse of the key.
 	OpKey           string
+	OpHash          string
 	Method          Method
 	Amount          int64
 	TipAmount       int64
@@ -55,8 +57,16 @@ func (s *Service) Pay(ctx context.Context, req PayRequest) (Payment, error) {
 	defer s.release(id)
 	var p Payment
 	resume := false
+	// With no bank taking traffic (every breaker open), a payment that may
+	// go offline is decided here, in one transaction, without a bank call
+	// that cannot happen.
+	decideNow := req.Method == Card && s.Offline != nil &&
+		(req.OfflineBehavior == ForceOffline || (req.OfflineBehavior == PreferOnline && s.Bank.Preferred() == ""))
 	err := s.DB.Update(ctx, func(tx *sql.Tx) error {
 		existing, found, err := paymentByOpKey(tx, req.OpKey)
+		if found && req.OpHash != "" && existing.opHash != req.OpHash {
+			return errReuse
+		}
 		if err != nil || found {
 			p, resume = existing, found
 			return err
@@ -80,7 +90,7 @@ func (s *Service) Pay(ctx context.Context, req PayRequest) (Payment, error) {
 		}
 		p = Payment{ID: id, OrderID: o.ID, Method: req.Method, Mode: ModeOnline,
 			Amount: req.Amount, TipAmount: req.TipAmount, Currency: o.Currency, Capture: *req.Capture,
-			TerminalID: req.TerminalID, opKey: req.OpKey, CreatedAt: now, UpdatedAt: now}
+			TerminalID: req.TerminalID, opKey: req.OpKey, opHash: req.OpHash, CreatedAt: now, UpdatedAt: now}
 		if req.Method == Cash {
 			p.Status, p.Capture = Captured, true
 			p.AuthorizedAmount = p.Amount + p.TipAmount
@@ -88,8 +98,10 @@ func (s *Service) Pay(ctx context.Context, req PayRequest) (Payment, error) {
 			if err := insertPayment(tx, p); err != nil {
 				return err
 			}
-			_, err = settleOrder(tx, o.ID, now)
-			return err
+			if _, err = settleOrder(tx, o.ID, now); err != nil {
+				return err
+			}
+			return finish(ctx, tx, p)
 		}
 		p.Status = Pending
 		p.CardBrand, p.CardLast4 = req.Card.Brand(), req.Card.Last4()
@@ -99,21 +111,24 @@ func (s *Service) Pay(ctx context.Context, req PayRequest) (Payment, error) {
 			return fmt.Errorf("seal card: %w", err)
 		}
 		s.startOp(&p, opAuthorize, p.ID, req.OpKey, p.Amount, p.TipAmount, now)
+		if !decideNow {
+			return insertPayment(tx, p)
+		}
+		// Decided here, in one transaction: stored, or declined by the
+		// offline rules.
 		if err := insertPayment(tx, p); err != nil {
 			return err
 		}
-		if req.OfflineBehavior != ForceOffline {
-			return nil
-		}
-		// force_offline asks no bank: decided here, in one transaction.
-		if err := s.decideOffline(tx, &p, ForceOffline, "", now); err != nil {
+		if err := s.decideOffline(tx, &p, req.OfflineBehavior, "", now); err != nil {
 			return err
 		}
 		if err := save(tx, &p, Pending, p.DeclineCode, now); err != nil {
 			return err
 		}
-		_, err = settleOrder(tx, p.OrderID, now)
-		return err
+		if _, err := settleOrder(tx, p.OrderID, now); err != nil {
+			return err
+		}
+		return finish(ctx, tx, p)
 	})
 	if err != nil {
 		return Payment{}, err
@@ -188,17 +203,9 @@ func (s *Service) validatePay(req *PayRequest) error {
 // openBalance is what is left to pay on an order: payments in flight hold
 // their share, so that two terminals cannot both pay the remainder.
 func openBalance(tx *sql.Tx, o Order) (int64, error) {
-	ps, err := queryPayments(tx, `WHERE order_id = ?`, o.ID)
-	if err != nil {
-		return 0, err
-	}
-	held := int64(0)
-	for _, p := range ps {
-		if p.Status.reserves() {
-			held += p.Amount
-		}
-	}
-	return o.TotalAmount - held, nil
+	var held int64
+	err := tx.QueryRow(`SELECT coalesce(sum(amount), 0) FROM payments WHERE order_id = ? AND status IN `+reservingStatuses, o.ID).Scan(&held)
+	return o.TotalAmount - held, err
 }
 
 func (s *Service) startOp(p *Payment, op, key, opKey string, amount, tip int64, now time.Time) {
@@ -312,8 +319,13 @@ func (s *Service) recordAuth(ctx context.Context, id string, behavior OfflineBeh
 		if err := save(tx, &p, from, p.DeclineCode, now); err != nil {
 			return err
 		}
-		_, err = settleOrder(tx, p.OrderID, now)
-		return err
+		if _, err = settleOrder(tx, p.OrderID, now); err != nil {
+			return err
+		}
+		if resolving {
+			return nil
+		}
+		return finish(ctx, tx, p)
 	})
 	if err != nil {
 		return Payment{}, err

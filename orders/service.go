@@ -29,6 +29,9 @@ type Bank interface {
 	Capture(ctx context.Context, bank string, req gateway.CaptureRequest) (gateway.Authorization, error)
 	Reverse(ctx context.Context, bank string, req gateway.ReverseRequest) ([]gateway.Authorization, error)
 	Refund(ctx context.Context, bank string, req gateway.RefundRequest) (gateway.Refund, error)
+	// Preferred is the bank an authorization would go to now, or "" when
+	// no bank takes traffic (every breaker open).
+	Preferred() string
 }
 
 // Service runs orders and payments. Create it with its fields set; the
@@ -114,8 +117,10 @@ type NewOrder struct {
 	Lines      []Line
 	TerminalID string
 	// OpKey identifies the request (device and Idempotency-Key): a repeat
-	// returns the order the first one created.
-	OpKey string
+	// returns the order the first one created. OpHash (a hash of the
+	// request) tells a repeat from a reuse of the key.
+	OpKey  string
+	OpHash string
 }
 
 // Limits that keep every sum far inside int64.
@@ -160,9 +165,12 @@ func (s *Service) CreateOrder(ctx context.Context, req NewOrder) (Order, error) 
 		Lines: req.Lines, TotalAmount: total, TerminalID: req.TerminalID, CreatedAt: now, UpdatedAt: now}
 	err := s.DB.Update(ctx, func(tx *sql.Tx) error {
 		if req.OpKey != "" {
-			var id string
-			err := tx.QueryRow(`SELECT id FROM orders WHERE op_key = ?`, req.OpKey).Scan(&id)
+			var id, hash string
+			err := tx.QueryRow(`SELECT id, op_hash FROM orders WHERE op_key = ?`, req.OpKey).Scan(&id, &hash)
 			if err == nil {
+				if req.OpHash != "" && hash != req.OpHash {
+					return errReuse
+				}
 				o, err = getOrder(tx, id)
 				return err
 			}
@@ -170,7 +178,10 @@ func (s *Service) CreateOrder(ctx context.Context, req NewOrder) (Order, error) 
 				return err
 			}
 		}
-		return insertOrder(tx, o, req.OpKey)
+		if err := insertOrder(tx, o, req.OpKey, req.OpHash); err != nil {
+			return err
+		}
+		return finish(ctx, tx, o)
 	})
 	if err != nil {
 		return Order{}, err

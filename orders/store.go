@@ -57,16 +57,16 @@ func getOrder(q queryer, id string) (Order, error) {
 	return o, err
 }
 
-func insertOrder(tx *sql.Tx, o Order, opKey string) error {
-	_, err := tx.Exec(`INSERT INTO orders (`+orderCols+`, op_key) VALUES (?,?,?,?,?,?,?,?,?,?,?)`,
+func insertOrder(tx *sql.Tx, o Order, opKey, opHash string) error {
+	_, err := tx.Exec(`INSERT INTO orders (`+orderCols+`, op_key, op_hash) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)`,
 		o.ID, o.Status, o.Channel, o.Currency, mustJSON(o.Lines), o.TotalAmount, o.PaidAmount,
-		o.TerminalID, ts(o.CreatedAt), ts(o.UpdatedAt), nullable(opKey))
+		o.TerminalID, ts(o.CreatedAt), ts(o.UpdatedAt), nullable(opKey), opHash)
 	return err
 }
 
 const paymentCols = `id, order_id, method, status, mode, gateway, amount, tip_amount, authorized_amount,
 	captured_amount, captured_at, refunded_amount, currency, capture, auth_code, decline_code, bank_auth_id,
-	card_brand, card_bin, card_last4, card_fingerprint, card_sealed, terminal_id, coalesce(op_key, ''),
+	card_brand, card_bin, card_last4, card_fingerprint, card_sealed, terminal_id, coalesce(op_key, ''), op_hash,
 	pending_op, pending_amount, pending_tip, pending_key, pending_op_key, pending_since,
 	resolve_attempts, resolve_after, last_error, created_at, updated_at`
 
@@ -76,7 +76,7 @@ func scanPayment(row interface{ Scan(...any) error }) (Payment, error) {
 	err := row.Scan(&p.ID, &p.OrderID, &p.Method, &p.Status, &p.Mode, &p.Gateway, &p.Amount, &p.TipAmount,
 		&p.AuthorizedAmount, &p.CapturedAmount, &capturedAt, &p.RefundedAmount, &p.Currency, &p.Capture, &p.AuthCode,
 		&p.DeclineCode, &p.BankAuthID, &p.CardBrand, &p.cardBin, &p.CardLast4, &p.Fingerprint, &p.sealed, &p.TerminalID,
-		&p.opKey, &p.PendingOp, &p.pendingAmount, &p.pendingTip, &p.pendingKey, &p.pendingOpKey, &since,
+		&p.opKey, &p.opHash, &p.PendingOp, &p.pendingAmount, &p.pendingTip, &p.pendingKey, &p.pendingOpKey, &since,
 		&p.resolveAttempts, &after, &p.LastError, &created, &updated)
 	if err != nil {
 		return Payment{}, err
@@ -125,10 +125,10 @@ func queryPayments(q queryer, where string, args ...any) ([]Payment, error) {
 }
 
 func insertPayment(tx *sql.Tx, p Payment) error {
-	_, err := tx.Exec(`INSERT INTO payments (`+strings.Replace(paymentCols, "coalesce(op_key, '')", "op_key", 1)+`) VALUES (`+strings.Repeat("?,", 34)+`?)`,
+	_, err := tx.Exec(`INSERT INTO payments (`+strings.Replace(paymentCols, "coalesce(op_key, '')", "op_key", 1)+`) VALUES (`+strings.Repeat("?,", 35)+`?)`,
 		p.ID, p.OrderID, p.Method, p.Status, p.Mode, p.Gateway, p.Amount, p.TipAmount, p.AuthorizedAmount,
 		p.CapturedAmount, tsOrEmpty(p.CapturedAt), p.RefundedAmount, p.Currency, p.Capture, p.AuthCode, p.DeclineCode, p.BankAuthID,
-		p.CardBrand, p.cardBin, p.CardLast4, p.Fingerprint, p.sealed, p.TerminalID, nullable(p.opKey),
+		p.CardBrand, p.cardBin, p.CardLast4, p.Fingerprint, p.sealed, p.TerminalID, nullable(p.opKey), p.opHash,
 		p.PendingOp, p.pendingAmount, p.pendingTip, p.pendingKey, p.pendingOpKey, tsOrEmpty(p.pendingSince),
 		p.resolveAttempts, tsOrEmpty(p.resolveAfter), p.LastError, ts(p.CreatedAt), ts(p.UpdatedAt))
 	if err != nil {
@@ -193,15 +193,10 @@ func settleOrder(tx *sql.Tx, orderID string, now time.Time) (Order, error) {
 	if err != nil {
 		return Order{}, err
 	}
-	ps, err := queryPayments(tx, `WHERE order_id = ?`, orderID)
-	if err != nil {
-		return Order{}, err
-	}
 	var paid int64
-	for _, p := range ps {
-		if p.Status.live() {
-			paid += p.Amount
-		}
+	if err := tx.QueryRow(`SELECT coalesce(sum(amount), 0) FROM payments WHERE order_id = ? AND status IN `+liveStatuses,
+		orderID).Scan(&paid); err != nil {
+		return Order{}, err
 	}
 	status := o.Status
 	switch {
@@ -217,6 +212,13 @@ func settleOrder(tx *sql.Tx, orderID string, now time.Time) (Order, error) {
 	_, err = tx.Exec(`UPDATE orders SET paid_amount=?, status=?, updated_at=? WHERE id=?`, paid, status, ts(now), orderID)
 	return o, err
 }
+
+// liveStatuses and reservingStatuses are Status.live and Status.reserves
+// as SQL.
+const (
+	liveStatuses      = `('authorized', 'captured', 'stored', 'partially_refunded', 'refunded')`
+	reservingStatuses = `('pending', 'authorized', 'captured', 'stored', 'partially_refunded', 'refunded')`
+)
 
 const refundCols = `id, payment_id, amount, status, bank_refund_id, created_at`
 

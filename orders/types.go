@@ -156,6 +156,7 @@ type Payment struct {
 	sealed           []byte
 	cardBin          string
 	opKey            string
+	opHash           string
 	pendingAmount    int64
 	pendingTip       int64
 	pendingKey       string

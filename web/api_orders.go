@@ -37,14 +37,14 @@ func (s *Server) createOrder(w http.ResponseWriter, r *http.Request) {
 		}
 		lines[i] = orders.Line{SKU: l.SKU, Description: l.Description, Quantity: *l.Quantity, UnitAmount: *l.UnitAmount}
 	}
-	o, err := s.orders.CreateOrder(r.Context(), orders.NewOrder{Channel: orders.Channel(req.Channel), Currency: req.Currency,
-		Lines: lines, TerminalID: info(r).Device.Name, OpKey: info(r).OpKey})
+	ctx := s.finishing(r, http.StatusCreated, func(v any) string { return "/v1/orders/" + v.(orders.Order).ID })
+	o, err := s.orders.CreateOrder(ctx, orders.NewOrder{Channel: orders.Channel(req.Channel), Currency: req.Currency,
+		Lines: lines, TerminalID: info(r).Device.Name, OpKey: info(r).OpKey, OpHash: info(r).OpHash})
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	w.Header().Set("Location", "/v1/orders/"+o.ID)
-	writeJSON(w, http.StatusCreated, o)
+	s.respond(w, r, http.StatusCreated, "/v1/orders/"+o.ID, o)
 }
 
 func (s *Server) getOrder(w http.ResponseWriter, r *http.Request) {
@@ -117,19 +117,19 @@ func (s *Server) createPayment(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, problem(http.StatusBadRequest, "invalid_request", "amount is required"))
 		return
 	}
-	pr := orders.PayRequest{OrderID: chi.URLParam(r, "id"), TerminalID: info(r).Device.Name, OpKey: info(r).OpKey,
+	pr := orders.PayRequest{OrderID: chi.URLParam(r, "id"), TerminalID: info(r).Device.Name, OpKey: info(r).OpKey, OpHash: info(r).OpHash,
 		Method: orders.Method(req.Method), Amount: *req.Amount, TipAmount: req.TipAmount, Capture: req.Capture,
 		Currency: req.Currency, OfflineBehavior: orders.OfflineBehavior(req.OfflineBehavior)}
 	if req.Card != nil {
 		pr.Card = &gateway.Card{PAN: req.Card.PAN, ExpMonth: req.Card.ExpMonth, ExpYear: req.Card.ExpYear}
 	}
-	p, err := s.orders.Pay(r.Context(), pr)
+	ctx := s.finishing(r, http.StatusCreated, func(v any) string { return "/v1/payments/" + v.(orders.Payment).ID })
+	p, err := s.orders.Pay(ctx, pr)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	w.Header().Set("Location", "/v1/payments/"+p.ID)
-	writeJSON(w, http.StatusCreated, p)
+	s.respond(w, r, http.StatusCreated, "/v1/payments/"+p.ID, p)
 }
 
 func (s *Server) getPayment(w http.ResponseWriter, r *http.Request) {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"storepay/migrations"
+	"storepay/orders"
 )
 
 // Idempotency, as the contract and the IETF Idempotency-Key draft say:
@@ -23,14 +24,17 @@ import (
 //   - every terminal POST carries a key (bare or an RFC 8941 sf-string);
 //   - the key is scoped to the calling device and bound to a hash of the
 //     request (method, path, canonical JSON body);
-//   - before the handler runs the key is claimed durably; after it, the
-//     answer is stored durably before it is sent, so a repeat gets the
-//     very same status and body even after a restart;
-//   - a repeat while the first still runs gets 409 (this process is the
-//     store's only storepay, so "still running" is known in memory);
-//   - a claim whose request died with the process is run again: the
-//     domain resumes what that request had started instead of starting
-//     anew (orders recognise their OpKey).
+//   - the answer is stored durably before it is sent, so a repeat gets the
+//     very same status and body even after a restart. On the hot paths the
+//     domain commits it in the same transaction as the outcome itself
+//     (orders.WithFinisher), so a request costs one durable write;
+//     otherwise it is written right after the handler;
+//   - a repeat while the first still runs gets 409: this process is the
+//     store's only storepay, so "still running" is known in memory;
+//   - a request cut off by a crash left no answer: its repeat runs again,
+//     and the domain resumes what the first had started (orders and
+//     payments remember the key and the request hash that made them, so
+//     a reuse of the key with another request is still refused).
 //
 // 5xx answers and transient conflicts are not stored: the same request
 // may succeed later.
@@ -73,32 +77,23 @@ func (s *idemStore) unlock(k string) {
 	s.mu.Unlock()
 }
 
-// claim returns the stored record for the key, or claims the key for hash
-// (found false).
-func (s *idemStore) claim(ctx context.Context, device, key, hash string, now time.Time) (rec idemRecord, found bool, err error) {
-	err = s.db.Update(ctx, func(tx *sql.Tx) error {
-		err := tx.QueryRow(`SELECT request_hash, status_code, content_type, location, body FROM idempotency
-			WHERE device_id = ? AND key = ?`, device, key).Scan(&rec.hash, &rec.status, &rec.contentType, &rec.location, &rec.body)
-		if err == nil {
-			found = true
-			return nil
-		}
-		if !errors.Is(err, sql.ErrNoRows) {
-			return err
-		}
-		_, err = tx.Exec(`INSERT INTO idempotency (device_id, key, request_hash, created_at) VALUES (?, ?, ?, ?)`,
-			device, key, hash, migrations.FormatTime(now))
-		return err
-	})
-	return rec, found, err
+// lookup returns the stored answer for a key, if any.
+func (s *idemStore) lookup(ctx context.Context, device, key string) (rec idemRecord, found bool, err error) {
+	err = s.db.Read().QueryRowContext(ctx, `SELECT request_hash, status_code, content_type, location, body FROM idempotency
+		WHERE device_id = ? AND key = ?`, device, key).Scan(&rec.hash, &rec.status, &rec.contentType, &rec.location, &rec.body)
+	if errors.Is(err, sql.ErrNoRows) {
+		return rec, false, nil
+	}
+	return rec, err == nil, err
 }
 
-func (s *idemStore) complete(ctx context.Context, device, key string, rec idemRecord) error {
-	return s.db.Update(ctx, func(tx *sql.Tx) error {
-		_, err := tx.Exec(`UPDATE idempotency SET status_code = ?, content_type = ?, location = ?, body = ?
-			WHERE device_id = ? AND key = ?`, rec.status, rec.contentType, rec.location, rec.body, device, key)
-		return err
-	})
+// store writes an answer inside tx.
+func storeAnswer(tx *sql.Tx, device, key string, rec idemRecord, now time.Time) error {
+	_, err := tx.Exec(`INSERT INTO idempotency (device_id, key, request_hash, status_code, content_type, location, body, created_at)
+		VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (device_id, key) DO UPDATE SET request_hash = excluded.request_hash,
+		status_code = excluded.status_code, content_type = excluded.content_type, location = excluded.location, body = excluded.body`,
+		device, key, rec.hash, rec.status, rec.contentType, rec.location, rec.body, migrations.FormatTime(now))
+	return err
 }
 
 // prune deletes records older than the TTL.
@@ -192,7 +187,7 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 		}
 		defer s.idem.unlock(lockKey)
 		hash := requestHash(r.Method, r.URL.Path, body)
-		rec, found, err := s.idem.claim(r.Context(), dev, key, hash, s.now())
+		rec, found, err := s.idem.lookup(r.Context(), dev, key)
 		if err != nil {
 			s.fail(w, r, err)
 			return
@@ -201,7 +196,7 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 			writeProblem(w, r, problem(http.StatusUnprocessableEntity, "idempotency_key_reuse", "this Idempotency-Key was used for a different request"))
 			return
 		}
-		if found && rec.status != 0 {
+		if found {
 			idemReplays.Add(r.Context(), 1)
 			if rec.contentType != "" {
 				w.Header().Set("Content-Type", rec.contentType)
@@ -214,20 +209,21 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 			w.Write(rec.body)
 			return
 		}
-		// New, or claimed by a request that died with the process: run it.
-		ri.OpKey = dev + ":" + key
+		ri.OpKey, ri.OpHash, ri.idemKey = dev+":"+key, hash, key
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		rw := &recorder{header: http.Header{}}
 		next.ServeHTTP(rw, r)
 		if rw.status == 0 {
 			rw.status = http.StatusOK
 		}
-		if rw.status < 500 && !ri.NoStore {
-			err := s.idem.complete(context.WithoutCancel(r.Context()), dev, key, idemRecord{status: rw.status,
-				contentType: rw.header.Get("Content-Type"), location: rw.header.Get("Location"), body: rw.body.Bytes()})
+		if rw.status < 500 && !ri.NoStore && !ri.answerStored {
+			err := s.db.Update(context.WithoutCancel(r.Context()), func(tx *sql.Tx) error {
+				return storeAnswer(tx, dev, key, idemRecord{hash: hash, status: rw.status, contentType: rw.header.Get("Content-Type"),
+					location: rw.header.Get("Location"), body: rw.body.Bytes()}, s.now())
+			})
 			if err != nil {
-				// The outcome itself is on disk; a repeat will find it
-				// through the domain and answer the same.
+				// The outcome itself is on disk; a repeat finds it through
+				// the domain and gets the same answer.
 				s.log.Error("store idempotent answer", "request_id", ri.ID, "err", err)
 			}
 		}
@@ -238,6 +234,49 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 		w.WriteHeader(rw.status)
 		w.Write(rw.body.Bytes())
 	})
+}
+
+// finishing returns r's context with an orders.Finisher that stores the
+// answer (status, the result as JSON, its Location) in the domain's own
+// transaction, and remembers it for respond.
+func (s *Server) finishing(r *http.Request, status int, location func(any) string) context.Context {
+	ri := info(r)
+	if ri.idemKey == "" {
+		return r.Context()
+	}
+	dev, key, hash := ri.Device.ID, ri.idemKey, ri.OpHash
+	return orders.WithFinisher(r.Context(), func(tx *sql.Tx, result any) error {
+		body, err := json.Marshal(result)
+		if err != nil {
+			return err
+		}
+		rec := idemRecord{hash: hash, status: status, contentType: "application/json", location: location(result), body: append(body, '\n')}
+		if err := storeAnswer(tx, dev, key, rec, s.now()); err != nil {
+			return err
+		}
+		ri.finished = &rec
+		return nil
+	})
+}
+
+// respond writes a successful answer: the very bytes the domain stored
+// with its outcome when it did (see finishing), else v as JSON.
+func (s *Server) respond(w http.ResponseWriter, r *http.Request, status int, location string, v any) {
+	ri := info(r)
+	if rec := ri.finished; rec != nil && rec.status == status {
+		ri.answerStored = true
+		w.Header().Set("Content-Type", rec.contentType)
+		if rec.location != "" {
+			w.Header().Set("Location", rec.location)
+		}
+		w.WriteHeader(rec.status)
+		w.Write(rec.body)
+		return
+	}
+	if location != "" {
+		w.Header().Set("Location", location)
+	}
+	writeJSON(w, status, v)
 }
 
 // recorder buffers a handler's answer so it can be stored before it is

@@ -24,7 +24,12 @@ type reqInfo struct {
 	Authed  bool
 	Route   string
 	OpKey   string // device id + Idempotency-Key, for the domain
+	OpHash  string // hash of the request, for the domain
 	NoStore bool   // the answer must not be stored for idempotent replay
+
+	idemKey      string
+	finished     *idemRecord // the answer the domain stored with its outcome
+	answerStored bool
 }
 
 type infoKey struct{}

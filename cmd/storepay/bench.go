@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -28,14 +29,27 @@ import (
 // runBench measures storepay on this machine and prints figures. It only
 // ever talks to loopback and stops by itself.
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if path := os.Getenv("STOREPAY_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if len(args) == 0 {
-		return &exitError{code: 2, err: errors.New("bench: say which: online or failover")}
+		return &exitError{code: 2, err: errors.New("bench: say which: online, failover, offline or drain")}
 	}
 	switch args[0] {
 	case "online":
 		return benchOnline(ctx, args[1:], stdout, stderr)
 	case "failover":
 		return benchFailover(ctx, args[1:], stdout, stderr)
+	case "offline":
+		return benchOffline(ctx, args[1:], stdout, stderr)
 	}
 	return &exitError{code: 2, err: fmt.Errorf("bench: unknown benchmark %q", args[0])}
 }
@@ -202,7 +216,7 @@ func (e *benchEnv) load(ctx context.Context, n, conc int, body func(i int) map[s
 				if i >= n {
 					return
 				}
-				amount := body(i)["amount"].(int)
+				amount := body(i)["amount"].(int) + 100
 				status, out, err := e.post(ctx, "/v1/orders", fmt.Sprintf("o-%d", i), map[string]any{"channel": "walk_in", "currency": "USD",
 					"lines": []map[string]any{{"sku": "BENCH", "quantity": 1, "unit_amount": amount}}})
 				if err == nil && status != 201 {
@@ -261,7 +275,15 @@ func (e *benchEnv) load(ctx context.Context, n, conc int, body func(i int) map[s
 // fresh SQLite file in dir, one transaction per row, WAL and
 // synchronous=FULL: the floor any durable store on this disk sits on.
 func rawCommitRate(dir string, d time.Duration) (float64, error) {
-	path := filepath.Join(dir, "raw-commits.db")
+	f, err := os.CreateTemp(dir, "raw-commits-*.db")
+	if err != nil {
+		return 0, err
+	}
+	f.Close()
+	path := f.Name()
+	defer os.Remove(path)
+	defer os.Remove(path + "-wal")
+	defer os.Remove(path + "-shm")
 	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)")
 	if err != nil {
 		return 0, err
