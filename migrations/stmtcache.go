@@ -131,7 +131,9 @@ func (c *cachingConn) PrepareContext(ctx context.Context, query string) (driver.
 	return c.base.Prepare(query)
 }
 
-func (c *cachingConn) Begin() (driver.Tx, error) { return c.BeginTx(context.Background(), driver.TxOptions{}) }
+func (c *cachingConn) Begin() (driver.Tx, error) {
+	return c.BeginTx(context.Background(), driver.TxOptions{})
+}
 
 func (c *cachingConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
 	return c.base.(driver.ConnBeginTx).BeginTx(ctx, opts)
