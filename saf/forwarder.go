@@ -236,16 +236,40 @@ func (f *forwarder) scan() {
 }
 
 // dispatch hands due records to their banks' lanes without waiting: a
-// full lane just means that bank is busy; other banks' records go on.
+// full lane just means that bank is busy; other banks' records go on. It
+// reads only as many records as the lanes can take (plus those already
+// handed out and not yet claimed), and only their id and bank: it runs
+// after every forward.
 func (f *forwarder) dispatch() {
-	recs, err := queryRecords(readQ{f.ctx, f.q.DB.Read()}, `WHERE status = 'queued' AND next_attempt_at <= ?
-		ORDER BY next_attempt_at LIMIT 1024`, migrations.FormatTime(f.q.now()))
+	free := 0
+	for _, l := range f.lanes {
+		free += cap(l.ch) - len(l.ch)
+	}
+	f.mu.Lock()
+	handedOut := len(f.dispatched)
+	f.mu.Unlock()
+	if free == 0 {
+		return
+	}
+	rows, err := f.q.DB.Read().QueryContext(f.ctx, `SELECT id, gateway FROM saf_records WHERE status = 'queued' AND next_attempt_at <= ?
+		ORDER BY next_attempt_at LIMIT ?`, migrations.FormatTime(f.q.now()), free+handedOut)
 	if err != nil {
 		if f.ctx.Err() == nil {
 			f.q.log().Warn("saf: scan queue", "err", err)
 		}
 		return
 	}
+	var recs []Record
+	for rows.Next() {
+		var r Record
+		if err := rows.Scan(&r.ID, &r.Gateway); err != nil {
+			rows.Close()
+			f.q.log().Warn("saf: scan queue", "err", err)
+			return
+		}
+		recs = append(recs, r)
+	}
+	rows.Close()
 	preferred := f.q.Bank.Preferred()
 	full := map[string]bool{}
 	for _, r := range recs {
@@ -258,8 +282,7 @@ func (f *forwarder) dispatch() {
 			continue
 		}
 		f.mu.Lock()
-		busy := f.dispatched[r.ID]
-		if !busy {
+		if !f.dispatched[r.ID] {
 			select {
 			case l.ch <- r:
 				f.dispatched[r.ID] = true
@@ -289,10 +312,9 @@ func (f *forwarder) forward(l *lane, r Record) {
 	if f.q.EStop(f.ctx).State != Go {
 		return
 	}
-	pinnedBefore := r.Gateway != ""
 	// Claim and pin: the bank is on disk before it is called.
 	now := f.q.now()
-	claimed := false
+	claimed, pinnedBefore := false, false
 	err := f.q.DB.Update(f.ctx, func(tx *sql.Tx) error {
 		cur, err := getRecordBy(tx, "id", r.ID)
 		if err != nil {
@@ -302,6 +324,7 @@ func (f *forwarder) forward(l *lane, r Record) {
 			return nil // held, replayed or pinned elsewhere meanwhile
 		}
 		r = cur
+		pinnedBefore = r.Gateway != ""
 		r.Gateway = l.bank
 		claimed = true
 		return setStatus(tx, &r, Forwarding, now)

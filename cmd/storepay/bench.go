@@ -50,6 +50,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return benchFailover(ctx, args[1:], stdout, stderr)
 	case "offline":
 		return benchOffline(ctx, args[1:], stdout, stderr)
+	case "drain":
+		return benchDrain(ctx, args[1:], stdout, stderr)
 	}
 	return &exitError{code: 2, err: fmt.Errorf("bench: unknown benchmark %q", args[0])}
 }

@@ -64,6 +64,8 @@ commands:
   bench online [-n N] [-c C]       measure payments/s and latency on this machine
   bench failover [--outage refuse|blackhole]
                                    latency before, during and after a primary bank outage
+  bench offline [-n N] [-c C]      offline acceptance rate beside raw SQLite commits
+  bench drain [-n N] [-latency D]  store-and-forward drain time against its bound
 `
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
