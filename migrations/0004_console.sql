@@ -28,4 +28,4 @@ CREATE INDEX payments_created ON payments (created_at, id);
 -- The console's queue page filters by status and pages oldest first:
 -- with this index a page is read in order instead of sorting every
 -- record of that status.
-CREATE INDEX saf_status_created ON saf_records (status, created_at, id);
+CREATE INDEX saf_status_created ON saf_records (status, created_at, id, amount);
