@@ -71,7 +71,7 @@ func (s *Service) Pay(ctx context.Context, req PayRequest) (Payment, error) {
 			p, resume = existing, found
 			return err
 		}
-		o, err := getOrder(tx, req.OrderID)
+		o, err := getOrderHead(tx, req.OrderID)
 		if err != nil {
 			return err
 		}
@@ -98,7 +98,7 @@ func (s *Service) Pay(ctx context.Context, req PayRequest) (Payment, error) {
 			if err := insertPayment(tx, p); err != nil {
 				return err
 			}
-			if _, err = settleOrder(tx, o.ID, now); err != nil {
+			if _, err = settle(tx, o, now); err != nil {
 				return err
 			}
 			return finish(ctx, tx, p)
@@ -115,17 +115,19 @@ func (s *Service) Pay(ctx context.Context, req PayRequest) (Payment, error) {
 			return insertPayment(tx, p)
 		}
 		// Decided here, in one transaction: stored, or declined by the
-		// offline rules.
-		if err := insertPayment(tx, p); err != nil {
+		// offline rules. The queue record refers to the payment, which is
+		// written once, in its final state, after it: the foreign key is
+		// checked at commit.
+		if _, err := tx.Exec(`PRAGMA defer_foreign_keys = ON`); err != nil {
 			return err
 		}
 		if err := s.decideOffline(tx, &p, req.OfflineBehavior, "", now); err != nil {
 			return err
 		}
-		if err := save(tx, &p, Pending, p.DeclineCode, now); err != nil {
+		if err := insertPayment(tx, p); err != nil {
 			return err
 		}
-		if _, err := settleOrder(tx, p.OrderID, now); err != nil {
+		if _, err := settle(tx, o, now); err != nil {
 			return err
 		}
 		return finish(ctx, tx, p)

@@ -100,11 +100,28 @@ func paymentByOpKey(q queryer, opKey string) (Payment, bool, error) {
 	if opKey == "" {
 		return Payment{}, false, nil
 	}
-	p, err := scanPayment(q.QueryRow(`SELECT `+paymentCols+` FROM payments WHERE op_key = ?`, opKey))
+	// Almost always absent: probe the unique index before loading a row.
+	var id string
+	err := q.QueryRow(`SELECT id FROM payments WHERE op_key = ?`, opKey).Scan(&id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Payment{}, false, nil
 	}
+	if err != nil {
+		return Payment{}, false, err
+	}
+	p, err := getPayment(q, id)
 	return p, err == nil, err
+}
+
+// getOrderHead reads an order without its lines: what a payment needs.
+func getOrderHead(q queryer, id string) (Order, error) {
+	var o Order
+	err := q.QueryRow(`SELECT id, status, currency, total_amount, paid_amount FROM orders WHERE id = ?`, id).
+		Scan(&o.ID, &o.Status, &o.Currency, &o.TotalAmount, &o.PaidAmount)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Order{}, errf(KindNotFound, "order_not_found", "no order %s", id)
+	}
+	return o, err
 }
 
 func queryPayments(q queryer, where string, args ...any) ([]Payment, error) {
@@ -189,10 +206,16 @@ func insertEvent(tx *sql.Tx, paymentID string, from, to Status, detail string, a
 // settleOrder recomputes an order's paid amount from its payments and
 // moves it between open and paid accordingly.
 func settleOrder(tx *sql.Tx, orderID string, now time.Time) (Order, error) {
-	o, err := getOrder(tx, orderID)
+	o, err := getOrderHead(tx, orderID)
 	if err != nil {
 		return Order{}, err
 	}
+	return settle(tx, o, now)
+}
+
+// settle is settleOrder for an order already read in this transaction.
+func settle(tx *sql.Tx, o Order, now time.Time) (Order, error) {
+	orderID := o.ID
 	var paid int64
 	if err := tx.QueryRow(`SELECT coalesce(sum(amount), 0) FROM payments WHERE order_id = ? AND status IN `+liveStatuses,
 		orderID).Scan(&paid); err != nil {
@@ -209,7 +232,7 @@ func settleOrder(tx *sql.Tx, orderID string, now time.Time) (Order, error) {
 		return o, nil
 	}
 	o.PaidAmount, o.Status, o.UpdatedAt = paid, status, now
-	_, err = tx.Exec(`UPDATE orders SET paid_amount=?, status=?, updated_at=? WHERE id=?`, paid, status, ts(now), orderID)
+	_, err := tx.Exec(`UPDATE orders SET paid_amount=?, status=?, updated_at=? WHERE id=?`, paid, status, ts(now), orderID)
 	return o, err
 }
 
