@@ -114,7 +114,12 @@ func (s *idemStore) prune(ctx context.Context, now time.Time) (int64, error) {
 // printable ASCII characters.
 func parseIdempotencyKey(v string) (string, bool) {
 	v = strings.TrimSpace(v)
-	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+	if strings.HasPrefix(v, `"`) {
+		// An sf-string must be whole: a lone opening quote is malformed,
+		// not a bare key that happens to start with one.
+		if len(v) < 2 || v[len(v)-1] != '"' {
+			return "", false
+		}
 		inner := v[1 : len(v)-1]
 		var b strings.Builder
 		for i := 0; i < len(inner); i++ {
