@@ -3,7 +3,6 @@ package saf
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -113,12 +112,17 @@ type guardEvent struct {
 // Open starts the forwarder. Records a crash left "forwarding" go back to
 // the queue, still pinned to their bank.
 func (q *Queue) Open() error {
+	unregister, err := q.observe()
+	if err != nil {
+		return fmt.Errorf("saf: metrics: %w", err)
+	}
+	q.unobserve = unregister
 	pol := q.Forward.withDefaults()
 	if pol.Interval < 0 {
 		return nil
 	}
 	now := migrations.FormatTime(q.now())
-	err := q.DB.Update(context.Background(), func(tx *sql.Tx) error {
+	err = q.DB.Update(context.Background(), func(tx *sql.Tx) error {
 		_, err := tx.Exec(`UPDATE saf_records SET status = 'queued', next_attempt_at = ?, updated_at = ? WHERE status = 'forwarding'`, now, now)
 		return err
 	})
@@ -154,6 +158,9 @@ func (q *Queue) Open() error {
 // Close stops the forwarder: forwards in flight finish (their outcome is
 // recorded), nothing new starts.
 func (q *Queue) Close() {
+	if q.unobserve != nil {
+		q.unobserve()
+	}
 	if q.fwd == nil {
 		return
 	}
@@ -517,4 +524,3 @@ func (q *Queue) expire(ctx context.Context) error {
 	return nil
 }
 
-var errStopped = errors.New("forwarder stopped")

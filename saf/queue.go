@@ -130,7 +130,8 @@ type Queue struct {
 	hotOnce sync.Once
 	hot     map[string]bool // first6+last4 of hot cards
 
-	fwd *forwarder
+	fwd       *forwarder
+	unobserve func() error
 }
 
 var _ orders.Offline = (*Queue)(nil)
