@@ -523,4 +523,3 @@ func (q *Queue) expire(ctx context.Context) error {
 	}
 	return nil
 }
-
