@@ -79,7 +79,7 @@ CREATE TABLE estop (
     actor   TEXT NOT NULL,
     at      TEXT NOT NULL
 );
-INSERT INTO estop (id, state, reason, actor, at) VALUES (1, 'go', 'initial state', 'storepay', '1970-01-01T00:00:00.000000000Z');
+INSERT INTO estop (id, state, reason, actor, at) VALUES (1, 'go', 'initial state', 'storepay', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));
 
 -- Every manager action (and every automatic one, like the runaway guard):
 -- who, when, what, why.

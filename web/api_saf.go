@@ -1,7 +1,9 @@
 package web
 
 import (
+	"bytes"
 	"database/sql"
+	"io"
 	"net/http"
 	"strconv"
 
@@ -71,16 +73,19 @@ type reasonRequest struct {
 	Reason string `json:"reason"`
 }
 
-// decodeReason reads an optional {"reason": "..."} body.
+// decodeReason reads an optional {"reason": "..."} body: an empty body
+// is no reason.
 func decodeReason(w http.ResponseWriter, r *http.Request) (string, error) {
-	var req reasonRequest
-	if r.ContentLength == 0 {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		return "", decodeProblem(err)
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
 		return "", nil
 	}
+	var req reasonRequest
+	r.Body = io.NopCloser(bytes.NewReader(body))
 	if err := decode(w, r, &req); err != nil {
-		if p, ok := err.(*Problem); ok && p.Detail == "the body is empty; a JSON object is required" {
-			return "", nil
-		}
 		return "", err
 	}
 	if len(req.Reason) > 500 {
