@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"storepay/orders"
 	"storepay/saf"
@@ -219,12 +220,42 @@ func groupThousands(s string) string {
 }
 
 // when shows a time in the store's own time zone (the machine's), to the
-// second.
+// second. The zero time and the Unix epoch (the emergency stop's seed
+// row) show as a dash.
 func when(t time.Time) string {
-	if t.IsZero() {
+	if t.IsZero() || t.Unix() == 0 {
 		return "—"
 	}
 	return t.Local().Format("2006-01-02 15:04:05")
+}
+
+// whenShort is when to the minute, for table cells (the full time is in
+// the cell's title).
+func whenShort(t time.Time) string {
+	if t.IsZero() || t.Unix() == 0 {
+		return "—"
+	}
+	return t.Local().Format("2006-01-02 15:04")
+}
+
+// short abbreviates an id for a table cell, keeping its kind and its
+// end: "pay_01a1ffef41627977a23c8ca9bbc7ba10" is "pay_…bbc7ba10". Links
+// and titles carry the whole id.
+func short(id string) string {
+	prefix, rest, ok := strings.Cut(id, "_")
+	if !ok || len(rest) <= 12 {
+		return id
+	}
+	return prefix + "_…" + rest[len(rest)-8:]
+}
+
+// trunc cuts s to n characters, marking the cut.
+func trunc(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:n-1]) + "…"
 }
 
 // span shows a duration the way a manager reads it: "3d 4h", "2h 05m",
@@ -256,10 +287,13 @@ func dur(d time.Duration) string {
 }
 
 var consoleFuncs = template.FuncMap{
-	"dur":   dur,
-	"money": money,
-	"when":  when,
-	"span":  span,
+	"dur":       dur,
+	"whenShort": whenShort,
+	"short":     short,
+	"trunc":     trunc,
+	"money":     money,
+	"when":      when,
+	"span":      span,
 	"seconds": func(f float64) string {
 		return span(time.Duration(f * float64(time.Second)))
 	},
@@ -290,9 +324,10 @@ var consoleFuncs = template.FuncMap{
 		}
 		return base + "?" + v.Encode()
 	},
-	"add":       func(a, b int) int { return a + b },
-	"mul":       func(a, b int64) int64 { return a * b },
-	"hasPrefix": strings.HasPrefix,
+	"add":        func(a, b int) int { return a + b },
+	"mul":        func(a, b int64) int64 { return a * b },
+	"hasPrefix":  strings.HasPrefix,
+	"trimPrefix": strings.TrimPrefix,
 	"plural": func(n any, one, many string) string {
 		if fmt.Sprint(n) == "1" {
 			return one
