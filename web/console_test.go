@@ -24,6 +24,7 @@ import (
 	"storepay/gateway/banksim"
 	"storepay/migrations"
 	"storepay/orders"
+	"storepay/reconcile"
 	"storepay/saf"
 	"storepay/web"
 )
@@ -43,6 +44,7 @@ type consoleEnv struct {
 	orders   *orders.Service
 	queue    *saf.Queue
 	router   *gateway.Router
+	sim      *banksim.Sim
 	manager  string
 	terminal string
 	skew     atomic.Int64
@@ -74,8 +76,9 @@ func newConsole(t *testing.T, tlsServer bool) *consoleEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.sim = sim
 	e.router, err = gateway.NewRouter([]gateway.BankSpec{{Name: "bank-a", Policy: gateway.Policy{ProbeInterval: -1},
-		Endpoints: []gateway.Endpoint{acquirer.New(acquirer.Config{BaseURL: u, APIKey: "key-a", Gateway: "bank-a"})}}}, log)
+		Endpoints: []gateway.Endpoint{acquirer.New(acquirer.Config{BaseURL: u, APIKey: "key-a", MerchantID: "store-042", Gateway: "bank-a"})}}}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -598,6 +601,66 @@ func TestConsoleNeverShowsAFullCardNumber(t *testing.T) {
 	if a := e.get("/console/saf/"+rec.ID, s); !strings.Contains(a.body, "•••• 4242") {
 		t.Fatalf("the record does not show the last four digits: %s", a.body)
 	}
+}
+
+// The reconciliation page reads what `storepay reconcile` saved: a date
+// never reconciled says so; a reconciled one shows its summary and its
+// items by category.
+func TestConsoleReconciliation(t *testing.T) {
+	e := newConsole(t, false)
+	s := e.login(e.manager)
+	ctx := context.Background()
+	today := time.Now().UTC().Format(time.DateOnly)
+
+	a := e.get("/console/reconciliation?date="+today, s)
+	wantStatus(t, a, http.StatusOK)
+	if !strings.Contains(a.body, `id="reconciliation-none"`) {
+		t.Fatalf("a date never reconciled: %s", a.body)
+	}
+	wantStatus(t, e.get("/console/reconciliation?date=2026-13-01", s), http.StatusBadRequest)
+
+	o, err := e.orders.CreateOrder(ctx, orders.NewOrder{Channel: orders.WalkIn, Currency: "USD", TerminalID: "lane-1",
+		Lines: []orders.Line{{SKU: "ITEM", Description: "item", Quantity: 1, UnitAmount: 1500}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := e.orders.Pay(ctx, orders.PayRequest{OrderID: o.ID, TerminalID: "lane-1", Method: orders.Card, Amount: 1500,
+		Currency: "USD", Card: &gateway.Card{PAN: "4242424242424242", ExpMonth: 12, ExpYear: 2030}})
+	if err != nil || p.Status != orders.Captured {
+		t.Fatalf("online sale: %+v %v", p, err)
+	}
+	_, rec := e.storedPayment(800, "4000056655665556") // not forwarded: the forwarder is off
+	if err := e.sim.CloseDay(today); err != nil {
+		t.Fatal(err)
+	}
+	report, ok := e.sim.Settlement("", today)
+	if !ok {
+		t.Fatal("banksim has no report for today")
+	}
+	res, err := reconcile.Reconcile(ctx, e.db, reconcile.Input{Date: today,
+		Sources: []reconcile.Source{reconcile.BytesSource("bank-a", "", "banksim", report)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := reconcile.Save(ctx, e.db, res); err != nil {
+		t.Fatal(err)
+	}
+
+	a = e.get("/console/reconciliation", s) // the latest night by default
+	wantStatus(t, a, http.StatusOK)
+	for _, want := range []string{`id="report" data-date="` + today + `" data-status="discrepancies"`,
+		`data-category="matched" data-count="1"`, `data-category="not_forwarded" data-count="1"`,
+		`href="/console/payments/` + p.ID + `"`, `href="/console/payments/` + rec.PaymentID + `"`, `data-date="` + today + `"`} {
+		if !strings.Contains(a.body, want) {
+			t.Errorf("the reconciliation page lacks %s", want)
+		}
+	}
+	a = e.get("/console/reconciliation?date="+today+"&category=not_forwarded", s)
+	wantStatus(t, a, http.StatusOK)
+	if strings.Contains(a.body, `<table data-category="matched">`) || !strings.Contains(a.body, `<table data-category="not_forwarded">`) {
+		t.Fatalf("one category's list: %s", a.body)
+	}
+	wantStatus(t, e.get("/console/reconciliation?date="+today+"&category=bogus", s), http.StatusBadRequest)
 }
 
 func TestConsoleStaticAssets(t *testing.T) {

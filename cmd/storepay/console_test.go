@@ -21,6 +21,7 @@ import (
 	"github.com/chromedp/chromedp/kb"
 
 	"storepay/gateway/banksim"
+	"storepay/reconcile"
 )
 
 // The manager console, driven in a real browser: Debian's chromium,
@@ -460,7 +461,45 @@ func TestConsoleInBrowser(t *testing.T) {
 			}
 		}
 		b.shot("audit")
-		b.open("/console/reconciliation", "main h1")
+	})
+
+	t.Run("ReconciliationOfTheDay", func(t *testing.T) {
+		date := strings.SplitN(online.str("created_at"), "T", 2)[0] // the business date (UTC)
+		b.open("/console/reconciliation?date="+date, "#reconciliation-none")
+		// The banks close the day; bank-a's report also settles a charge
+		// the store never made.
+		ghost := fmt.Sprintf("B-X,store-042,psp_ghost_0001,ord_ghost,Settled,%s,USD,700,0,700,1111,ZZ9999\n", time.Now().UTC().Format(time.RFC3339))
+		if err := a.sim.AddSettlementRows(date, []byte(ghost)); err != nil {
+			t.Fatal(err)
+		}
+		var sources []reconcile.Source
+		for _, bk := range []*bank{a, bb} {
+			if err := bk.sim.CloseDay(date); err != nil {
+				t.Fatal(err)
+			}
+			report, ok := bk.sim.Settlement("", date)
+			if !ok {
+				t.Fatalf("%s has no report for %s", bk.name, date)
+			}
+			sources = append(sources, reconcile.BytesSource(bk.name, "store-042", "banksim "+bk.name, report))
+		}
+		res, err := reconcile.Reconcile(t.Context(), s.app.DB, reconcile.Input{Date: date, Sources: sources})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := reconcile.Save(t.Context(), s.app.DB, res); err != nil {
+			t.Fatal(err)
+		}
+		b.open("/console/reconciliation", "#report")
+		if st := eval[string](b, `document.querySelector("#report").dataset.status`); st != "discrepancies" {
+			t.Fatalf("the night's result: %s", st)
+		}
+		if n := eval[string](b, `document.querySelector('#categories tr[data-category="missing_in_store"]').dataset.count`); n != "1" {
+			t.Fatalf("missing_in_store counts %s, want 1", n)
+		}
+		if n := eval[string](b, `document.querySelector('#categories tr[data-category="matched"]').dataset.count`); n == "0" {
+			t.Fatal("nothing matched")
+		}
 		b.shot("reconciliation")
 	})
 
