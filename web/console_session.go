@@ -40,8 +40,11 @@ import (
 //     derived from the session id (so nothing more is stored, and the
 //     stored hash does not give it away).
 const (
+	// SessionLifetime is how long a console session lasts after sign-in,
+	// whatever happens: a working day.
 	SessionLifetime = 8 * time.Hour
-	SessionIdle     = 30 * time.Minute
+	// SessionIdle ends a session no person has used for that long.
+	SessionIdle = 30 * time.Minute
 	// sessionTouch is how stale last_seen_at may get before a request
 	// writes it again: a write per minute, not per page.
 	sessionTouch = time.Minute

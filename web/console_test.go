@@ -710,7 +710,7 @@ func TestConsoleQueuePaginatesTenThousandRecords(t *testing.T) {
 	}
 	_, empty := timed("/console/saf?status=queued")
 	const n = 10_000
-	fillQueue(t, e.db, n)
+	taken := fillQueue(t, e.db, n)
 
 	a, first := timed("/console/saf?status=queued")
 	rows := regexp.MustCompile(`data-record="(saf_[0-9]+)"`).FindAllStringSubmatch(a.body, -1)
@@ -747,12 +747,43 @@ func TestConsoleQueuePaginatesTenThousandRecords(t *testing.T) {
 	if confirm := e.get("/console/saf/replay-all", s); !strings.Contains(confirm.body, `data-count="10000"`) {
 		t.Fatal("the replay-all confirmation does not count the whole queue")
 	}
+
+	// Their payments page newest first, by keyset, 50 at a time.
+	payRE := regexp.MustCompile(`data-payment="(pay_[0-9]+)"`)
+	a = e.get("/console/payments?last4=4242", s)
+	rows = payRE.FindAllStringSubmatch(a.body, -1)
+	if len(rows) != 50 || rows[0][1] != "pay_09999" || rows[49][1] != "pay_09950" {
+		t.Fatalf("payments page 1: %d rows %v…", len(rows), rows[:min(len(rows), 1)])
+	}
+	next = regexp.MustCompile(`id="payments-next" rel="next" href="([^"]+)"`).FindStringSubmatch(a.body)
+	if next == nil {
+		t.Fatal("no link to older payments")
+	}
+	a = e.get(html.UnescapeString(next[1]), s)
+	rows = payRE.FindAllStringSubmatch(a.body, -1)
+	if len(rows) != 50 || rows[0][1] != "pay_09949" || !strings.Contains(a.body, "← Newest") {
+		t.Fatalf("payments page 2: %d rows %v…", len(rows), rows[:min(len(rows), 1)])
+	}
+	// By time: the fixture's payments are a millisecond apart, so their
+	// first second holds the first thousand.
+	from, to := taken.Local().Format("2006-01-02T15:04:05"), taken.Add(time.Second).Local().Format("2006-01-02T15:04:05")
+	a = e.get("/console/payments?"+url.Values{"from": {from}, "to": {to}}.Encode(), s)
+	rows = payRE.FindAllStringSubmatch(a.body, -1)
+	if len(rows) != 50 || rows[0][1] != "pay_00999" {
+		t.Fatalf("payments in [%s, %s): %d rows %v…", from, to, len(rows), rows[:min(len(rows), 1)])
+	}
+	a = e.get("/console/payments?from="+url.QueryEscape(time.Now().Add(time.Hour).Local().Format("2006-01-02T15:04")), s)
+	if payRE.MatchString(a.body) {
+		t.Fatal("payments found from an hour ahead")
+	}
+	wantStatus(t, e.get("/console/payments?from=yesterday", s), http.StatusBadRequest)
 }
 
 // fillQueue writes n queued records (with their orders and payments)
 // straight into the database, one millisecond apart an hour ago: what an
 // offline day leaves, in three statements.
-func fillQueue(t *testing.T, db *migrations.DB, n int) {
+// It returns the time of the first record.
+func fillQueue(t *testing.T, db *migrations.DB, n int) time.Time {
 	t.Helper()
 	base := time.Now().Add(-time.Hour).Unix()
 	seq := `WITH RECURSIVE seq(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM seq WHERE i < ?),
@@ -778,4 +809,5 @@ func fillQueue(t *testing.T, db *migrations.DB, n int) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return time.Unix(base, 0)
 }
