@@ -4,7 +4,9 @@
 -- one charge at the bank it is pinned to.
 CREATE TABLE saf_records (
     id              TEXT PRIMARY KEY,
-    payment_id      TEXT NOT NULL UNIQUE REFERENCES payments (id),
+    -- Deferred: an offline payment and its record are written in one
+    -- transaction, the record first.
+    payment_id      TEXT NOT NULL UNIQUE REFERENCES payments (id) DEFERRABLE INITIALLY DEFERRED,
     idem_key        TEXT NOT NULL,
     -- The bank that may hold the payment (its outcome there is unknown,
     -- or a forward to it is under way). Empty: any bank may take it.
@@ -39,7 +41,6 @@ CREATE TABLE saf_records (
 );
 CREATE INDEX saf_due ON saf_records (status, next_attempt_at);
 CREATE INDEX saf_card ON saf_records (fingerprint, status);
-CREATE INDEX saf_created ON saf_records (created_at);
 
 -- What the queue holds and has not forwarded yet, kept in step with
 -- saf_records in the same transactions, so that the total_limit check is

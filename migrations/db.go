@@ -30,13 +30,15 @@ const maxBatch = 256
 // DB is storepay's database: one writer connection owned by a goroutine
 // that group-commits, and a pool of read-only connections.
 type DB struct {
-	path  string
-	write *sql.DB
-	read  *sql.DB
-	reqs  chan *writeReq // unbuffered: a send succeeds only when the writer takes it
-	quit  chan struct{}
-	done  chan struct{}
-	once  sync.Once
+	path     string
+	write    *sql.DB
+	read     *sql.DB
+	ckpt     *sql.DB // the checkpointer's own connection
+	ckptDone chan struct{}
+	reqs     chan *writeReq // unbuffered: a send succeeds only when the writer takes it
+	quit     chan struct{}
+	done     chan struct{}
+	once     sync.Once
 
 	statsMu sync.Mutex
 	stats   Stats
@@ -93,16 +95,50 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	}
 	read.SetMaxOpenConns(8)
 	read.SetMaxIdleConns(8)
+	ckpt, err := sql.Open(driverName, dsn(path, true))
+	if err != nil {
+		write.Close()
+		read.Close()
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	ckpt.SetMaxOpenConns(1)
 	db := &DB{
-		path:  path,
-		write: write,
-		read:  read,
-		reqs:  make(chan *writeReq),
-		quit:  make(chan struct{}),
-		done:  make(chan struct{}),
+		path:     path,
+		write:    write,
+		read:     read,
+		ckpt:     ckpt,
+		reqs:     make(chan *writeReq),
+		quit:     make(chan struct{}),
+		done:     make(chan struct{}),
+		ckptDone: make(chan struct{}),
 	}
 	go db.loop()
+	go db.checkpoint()
 	return db, nil
+}
+
+// checkpointEvery is how often the WAL is copied back into the database.
+const checkpointEvery = 500 * time.Millisecond
+
+// checkpoint copies the WAL into the database file in the background
+// (PASSIVE: it never blocks the writer or the readers), so the WAL stays
+// small without the writer ever paying for it.
+func (db *DB) checkpoint() {
+	defer close(db.ckptDone)
+	t := time.NewTicker(checkpointEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-db.quit:
+			return
+		case <-t.C:
+		}
+		if _, err := db.ckpt.Exec(`PRAGMA wal_checkpoint(PASSIVE)`); err != nil {
+			// A busy or failed checkpoint is retried at the next tick;
+			// the data is safe in the WAL meanwhile.
+			continue
+		}
+	}
 }
 
 // dsn builds the modernc.org/sqlite connection string. Pragmas go through
@@ -117,6 +153,14 @@ func dsn(path string, writer bool) string {
 	q.Add("_pragma", "foreign_keys(1)")
 	if writer {
 		q.Set("_txlock", "immediate")
+		// The writer never checkpoints: a checkpoint copies the WAL into
+		// the database file and fsyncs it, and inside a commit it would
+		// stall every terminal waiting on that commit. The checkpointer
+		// does it on its own connection (see checkpoint).
+		q.Add("_pragma", "wal_autocheckpoint(0)")
+		// Each write of a group commit runs in a savepoint; its undo
+		// pages (the sub-journal) stay in memory instead of a temp file.
+		q.Add("_pragma", "temp_store(2)")
 	} else {
 		q.Add("_pragma", "query_only(1)")
 	}
@@ -171,7 +215,10 @@ func (db *DB) Close() error {
 	db.once.Do(func() {
 		close(db.quit)
 		<-db.done
-		err = errors.Join(db.write.Close(), db.read.Close())
+		<-db.ckptDone
+		// A last full checkpoint leaves a small WAL behind.
+		db.ckpt.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`)
+		err = errors.Join(db.write.Close(), db.read.Close(), db.ckpt.Close())
 	})
 	return err
 }

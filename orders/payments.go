@@ -116,11 +116,9 @@ func (s *Service) Pay(ctx context.Context, req PayRequest) (Payment, error) {
 		}
 		// Decided here, in one transaction: stored, or declined by the
 		// offline rules. The queue record refers to the payment, which is
-		// written once, in its final state, after it: the foreign key is
-		// checked at commit.
-		if _, err := tx.Exec(`PRAGMA defer_foreign_keys = ON`); err != nil {
-			return err
-		}
+		// written once, in its final state, after it (the foreign key is
+		// deferred to the commit). No PRAGMA here: a flag pragma expires
+		// every prepared statement of the connection.
 		if err := s.decideOffline(tx, &p, req.OfflineBehavior, "", now); err != nil {
 			return err
 		}
