@@ -117,8 +117,13 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	return db, nil
 }
 
-// checkpointEvery is how often the WAL is copied back into the database.
-const checkpointEvery = 500 * time.Millisecond
+// checkpointEvery is how often the WAL is copied back into the database;
+// past maxWALFrames (64 MiB of 4 KiB pages) the checkpointer waits for
+// readers so that the WAL is reused.
+const (
+	checkpointEvery = 500 * time.Millisecond
+	maxWALFrames    = 16384
+)
 
 // checkpoint copies the WAL into the database file in the background
 // (PASSIVE: it never blocks the writer or the readers), so the WAL stays
@@ -133,10 +138,16 @@ func (db *DB) checkpoint() {
 			return
 		case <-t.C:
 		}
-		if _, err := db.ckpt.Exec(`PRAGMA wal_checkpoint(PASSIVE)`); err != nil {
+		var busy, logFrames, done int
+		if err := db.ckpt.QueryRow(`PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &logFrames, &done); err != nil {
 			// A busy or failed checkpoint is retried at the next tick;
 			// the data is safe in the WAL meanwhile.
 			continue
+		}
+		if logFrames > maxWALFrames {
+			// Readers kept the WAL from being reused: wait for them once,
+			// so it cannot grow without bound.
+			db.ckpt.Exec(`PRAGMA wal_checkpoint(RESTART)`)
 		}
 	}
 }
