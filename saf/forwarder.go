@@ -80,13 +80,14 @@ func (p ForwardPolicy) withDefaults() ForwardPolicy {
 
 // forwarder is the background half of the queue.
 type forwarder struct {
-	q      *Queue
-	pol    ForwardPolicy
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	wakeCh chan struct{}
-	lanes  map[string]*lane
+	q         *Queue
+	pol       ForwardPolicy
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	recording sync.WaitGroup // outcomes being committed
+	wakeCh    chan struct{}
+	lanes     map[string]*lane
 
 	mu           sync.Mutex
 	dispatched   map[string]bool
@@ -166,6 +167,7 @@ func (q *Queue) Close() {
 	}
 	q.fwd.cancel()
 	q.fwd.wg.Wait()
+	q.fwd.recording.Wait()
 }
 
 func (q *Queue) wake() {
@@ -359,7 +361,16 @@ func (f *forwarder) forward(l *lane, r Record) {
 	if err != nil && gateway.AsError(err) == nil {
 		err = &gateway.Error{Kind: gateway.KindUnknown, Gateway: l.bank, Err: err}
 	}
-	f.record(r, pinnedBefore, auth, err, time.Since(t0))
+	// The outcome is committed while the worker moves on to its next
+	// record: nobody waits for it, and until it commits the record stays
+	// "forwarding", which a crash turns back into "queued" at the same
+	// bank with the same key (the bank then replays its answer).
+	took := time.Since(t0)
+	f.recording.Add(1)
+	go func() {
+		defer f.recording.Done()
+		f.record(r, pinnedBefore, auth, err, took)
+	}()
 }
 
 // record commits a forward's outcome: the record, the payment, the
