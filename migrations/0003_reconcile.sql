@@ -27,15 +27,20 @@ CREATE TABLE reconciliations (
 -- Every line of a run's report: each settlement row and each store record
 -- of the date, with the category it landed in. Amounts are signed minor
 -- units in the bank's convention (refunds negative).
+--
+-- id is run_id << 32 | seq: a run's items are one range of the rowid, in
+-- report order, appended at the end of the table. A night writes a million
+-- of them; no secondary index slows that down (a night asks which other
+-- run settled a few records by reading its neighbours' items once,
+-- reconcile/lookup.go). The store record an item settles is refund_id
+-- when set, else payment_id.
 CREATE TABLE reconciliation_items (
-    run_id             INTEGER NOT NULL,
-    seq                INTEGER NOT NULL,
+    id                 INTEGER PRIMARY KEY,
     category           TEXT NOT NULL,
     gateway            TEXT NOT NULL,
     kind               TEXT NOT NULL,      -- capture | refund | chargeback | sale
     payment_id         TEXT NOT NULL DEFAULT '',
     refund_id          TEXT NOT NULL DEFAULT '',
-    store_ref          TEXT NOT NULL DEFAULT '', -- the store record settled: refund_id or payment_id
     psp_reference      TEXT NOT NULL DEFAULT '',
     merchant_reference TEXT NOT NULL DEFAULT '',
     currency           TEXT NOT NULL DEFAULT '',
@@ -44,12 +49,8 @@ CREATE TABLE reconciliation_items (
     bank_amount        INTEGER NOT NULL DEFAULT 0,
     store_date         TEXT NOT NULL DEFAULT '',
     line               INTEGER NOT NULL DEFAULT 0, -- line in the bank's file
-    detail             TEXT NOT NULL DEFAULT '',
-    PRIMARY KEY (run_id, seq)
-) WITHOUT ROWID;
--- A row settled on a neighbouring day asks which run settled that store
--- record already (late batches, double charges across two files).
-CREATE INDEX reconciliation_items_store_ref ON reconciliation_items (store_ref) WHERE store_ref <> '';
+    detail             TEXT NOT NULL DEFAULT ''    -- empty for matched items: Last writes it from the dates
+);
 
 -- What reconciliation proposes for each discrepancy. It never performs
 -- anything: a manager accepts or rejects a proposal in the console. Keyed

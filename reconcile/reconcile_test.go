@@ -325,3 +325,25 @@ func TestMoney(t *testing.T) {
 		}
 	}
 }
+
+// A large payments table is read in parallel parts; the report must not
+// depend on how it was cut.
+func TestLedgerReadInPartsGivesTheSameReport(t *testing.T) {
+	reports := map[int]string{}
+	for _, parts := range []int{1, 3, 7} {
+		restore := reconcile.LoadInParts(parts)
+		db, f, dir := loadFixture(t, "categories")
+		res, err := reconcile.Reconcile(context.Background(), db, reconcile.Input{Date: "2026-11-21",
+			Sources: f.sources(t, dir, "2026-11-21"), Now: clock("2026-11-21T02:30:00Z")})
+		restore()
+		if err != nil {
+			t.Fatal(err)
+		}
+		reports[parts] = canonical(t, res.Report())
+	}
+	for _, parts := range []int{3, 7} {
+		if reports[parts] != reports[1] {
+			t.Errorf("read in %d parts, the report differs:\n%s", parts, diff(reports[1], reports[parts]))
+		}
+	}
+}

@@ -166,8 +166,6 @@ type Item struct {
 	// Line is the line of the row in the bank's report.
 	Line       int         `json:"line,omitempty"`
 	Resolution *Resolution `json:"resolution,omitempty"`
-
-	storeRef string // the store record a settled item settles, for later runs
 }
 
 // Discrepancy reports whether the item needs a person.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"storepay/migrations"
@@ -78,28 +79,7 @@ func save(ctx context.Context, db *migrations.DB, res *Result) error {
 		if len(batch) == 0 {
 			return nil
 		}
-		err := db.Update(ctx, func(tx *sql.Tx) error {
-			stmt, err := tx.Prepare(`INSERT INTO reconciliation_items (run_id, seq, category, gateway, kind, payment_id,
-				refund_id, store_ref, psp_reference, merchant_reference, currency, bank_currency, store_amount,
-				bank_amount, store_date, line, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`)
-			if err != nil {
-				return err
-			}
-			defer stmt.Close()
-			for i := range batch {
-				it := &batch[i]
-				storeRef := ""
-				if it.Category == Matched || it.Category == AmountMismatch || it.Category == CurrencyMismatch {
-					storeRef = it.storeRef
-				}
-				if _, err := stmt.Exec(runID, seq+i, it.Category, it.Gateway, it.Kind, it.PaymentID, it.RefundID, storeRef,
-					it.PSPReference, it.MerchantReference, it.Currency, it.BankCurrency, it.StoreAmount, it.BankAmount,
-					it.StoreDate, it.Line, it.Detail); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
+		err := db.Update(ctx, func(tx *sql.Tx) error { return insertItems(tx, runID, seq, batch) })
 		if err != nil {
 			return fmt.Errorf("record items: %w", err)
 		}
@@ -182,18 +162,87 @@ func save(ctx context.Context, db *migrations.DB, res *Result) error {
 	return dropStaleProposals(ctx, db, res.Date, keep)
 }
 
+// itemColumns are the columns of reconciliation_items a run writes.
+const itemColumns = `id, category, gateway, kind, payment_id, refund_id, psp_reference,
+	merchant_reference, currency, bank_currency, store_amount, bank_amount, store_date, line, detail`
+
+// itemID is the rowid of a run's seq-th item: a run's items are one range.
+func itemID(runID int64, seq int) int64 { return runID<<32 | int64(seq) }
+
+// rowsPerInsert is how many items one INSERT statement carries: a
+// statement per row costs more in the driver than SQLite's work.
+const rowsPerInsert = 64
+
+// Row shapes of an INSERT: any item, or a matched one, whose constant
+// columns are written as literals (binding a value costs more than SQLite
+// storing it, and a night is mostly matched items).
+const (
+	anyItem     = "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?),"
+	matchedItem = "(?,'matched',?,?,?,?,?,'',?,'',?,?,?,?,''),"
+)
+
+// insertItems writes items numbered from seq, many rows per statement.
+func insertItems(tx *sql.Tx, runID int64, seq int, items []Item) error {
+	stmts := map[string]*sql.Stmt{}
+	defer func() {
+		for _, st := range stmts {
+			st.Close()
+		}
+	}()
+	args := make([]any, 0, rowsPerInsert*15)
+	for start := 0; start < len(items); start += rowsPerInsert {
+		part := items[start:min(start+rowsPerInsert, len(items))]
+		shape := matchedItem
+		for i := range part {
+			if part[i].Category != Matched {
+				shape = anyItem
+				break
+			}
+		}
+		args = args[:0]
+		for i := range part {
+			it := &part[i]
+			id := itemID(runID, seq+start+i)
+			if shape == matchedItem {
+				args = append(args, id, it.Gateway, it.Kind, it.PaymentID, it.RefundID, it.PSPReference, it.Currency,
+					it.StoreAmount, it.BankAmount, it.StoreDate, it.Line)
+				continue
+			}
+			detail := it.Detail
+			if it.Category == Matched {
+				detail = "" // Last writes the sentence again
+			}
+			args = append(args, id, it.Category, it.Gateway, it.Kind, it.PaymentID, it.RefundID, it.PSPReference,
+				it.MerchantReference, it.Currency, it.BankCurrency, it.StoreAmount, it.BankAmount, it.StoreDate, it.Line, detail)
+		}
+		query := `INSERT INTO reconciliation_items (` + itemColumns + `) VALUES ` +
+			strings.TrimSuffix(strings.Repeat(shape, len(part)), ",")
+		st := stmts[query]
+		if st == nil {
+			var err error
+			if st, err = tx.Prepare(query); err != nil {
+				return err
+			}
+			stmts[query] = st
+		}
+		if _, err := st.Exec(args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func upsertProposal(tx *sql.Tx, date string, it *Item, now string) error {
 	r := it.Resolution
 	if r == nil {
 		return nil
 	}
 	key := it.key()
-	storeRef := it.storeRef
-	if storeRef == "" {
-		storeRef = it.RefundID
-		if storeRef == "" && it.Kind == kindCapture.String() {
-			storeRef = it.PaymentID
-		}
+	// The store record the item is about, for a later night's run to
+	// withdraw a missing_at_bank proposal when it finds the row.
+	storeRef := it.RefundID
+	if storeRef == "" && it.Kind == kindCapture.String() {
+		storeRef = it.PaymentID
 	}
 	_, err := tx.Exec(`INSERT INTO reconciliation_proposals (date, item_key, store_ref, category, gateway, payment_id,
 			psp_reference, action, description, amount, currency, status, created_at, updated_at)
@@ -213,11 +262,10 @@ func upsertProposal(tx *sql.Tx, date string, it *Item, now string) error {
 // dropRuns deletes runs and their items, a chunk at a time.
 func dropRuns(ctx context.Context, db *migrations.DB, runs []int64) error {
 	for _, id := range runs {
-		for {
+		for lo := itemID(id, 0); ; lo += writeChunk {
 			var n int64
 			err := db.Update(ctx, func(tx *sql.Tx) error {
-				r, err := tx.Exec(`DELETE FROM reconciliation_items WHERE run_id = ? AND seq IN
-					(SELECT seq FROM reconciliation_items WHERE run_id = ? LIMIT ?)`, id, id, writeChunk)
+				r, err := tx.Exec(`DELETE FROM reconciliation_items WHERE id >= ? AND id < ?`, lo, min(lo+writeChunk, itemID(id+1, 0)))
 				if err != nil {
 					return err
 				}
@@ -327,9 +375,9 @@ func Last(ctx context.Context, db *migrations.DB, date string) (Report, error) {
 			return err
 		}
 
-		rows, err = tx.QueryContext(ctx, `SELECT category, gateway, kind, payment_id, refund_id, store_ref, psp_reference,
+		rows, err = tx.QueryContext(ctx, `SELECT category, gateway, kind, payment_id, refund_id, psp_reference,
 			merchant_reference, currency, bank_currency, store_amount, bank_amount, store_date, line, detail
-			FROM reconciliation_items WHERE run_id = ? ORDER BY seq`, rep.RunID)
+			FROM reconciliation_items WHERE id >= ? AND id < ? ORDER BY id`, itemID(rep.RunID, 0), itemID(rep.RunID+1, 0))
 		if err != nil {
 			return err
 		}
@@ -337,12 +385,13 @@ func Last(ctx context.Context, db *migrations.DB, date string) (Report, error) {
 		rep.Items = []Item{}
 		for rows.Next() {
 			var it Item
-			if err := rows.Scan(&it.Category, &it.Gateway, &it.Kind, &it.PaymentID, &it.RefundID, &it.storeRef,
-				&it.PSPReference, &it.MerchantReference, &it.Currency, &it.BankCurrency, &it.StoreAmount,
+			if err := rows.Scan(&it.Category, &it.Gateway, &it.Kind, &it.PaymentID, &it.RefundID, &it.PSPReference, &it.MerchantReference, &it.Currency, &it.BankCurrency, &it.StoreAmount,
 				&it.BankAmount, &it.StoreDate, &it.Line, &it.Detail); err != nil {
 				return err
 			}
-			if it.Category != Matched {
+			if it.Category == Matched {
+				it.Detail = matchedDetail(date, it.StoreDate)
+			} else {
 				it.Resolution = proposals[it.key()]
 			}
 			rep.Items = append(rep.Items, it)
