@@ -720,8 +720,12 @@ func saleItem(s sale, date string) Item {
 	}
 	if s.declined {
 		it.Category = DeclinedAfterForward
-		it.Detail = fmt.Sprintf("%s was sold offline for %s; when it was forwarded the bank declined the card, so the store will not be paid for it.",
-			s.paymentID, Money(s.amount, s.currency))
+		bank := "the bank"
+		if s.gateway != "" {
+			bank = s.gateway
+		}
+		it.Detail = fmt.Sprintf("%s was sold offline for %s; when it was forwarded, %s declined the card, so the store will not be paid for it.",
+			s.paymentID, Money(s.amount, s.currency), bank)
 		return it
 	}
 	it.Category = NotForwarded
