@@ -123,6 +123,7 @@ func (s *Server) Handler() http.Handler {
 			r.Get("/v1/estop", s.getEStop)
 			r.Put("/v1/estop", s.putEStop)
 			r.Get("/v1/audit", s.listAudit)
+			r.Get("/v1/reconciliations/{date}", s.getReconciliation)
 		})
 	})
 	return r

@@ -41,7 +41,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		defer pprof.StopCPUProfile()
 	}
 	if len(args) == 0 {
-		return &exitError{code: 2, err: errors.New("bench: say which: online, failover, offline or drain")}
+		return &exitError{code: 2, err: errors.New("bench: say which: online, failover, offline, drain or reconcile")}
 	}
 	switch args[0] {
 	case "online":
@@ -52,6 +52,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return benchOffline(ctx, args[1:], stdout, stderr)
 	case "drain":
 		return benchDrain(ctx, args[1:], stdout, stderr)
+	case "reconcile":
+		return benchReconcile(ctx, args[1:], stdout, stderr)
 	}
 	return &exitError{code: 2, err: fmt.Errorf("bench: unknown benchmark %q", args[0])}
 }

@@ -61,11 +61,14 @@ commands:
   migrate --config F               bring the database schema up to date
   devices enroll --config F --name N --role terminal|manager
                                    register a device; prints its bearer token
+  reconcile --config F --date YYYY-MM-DD [--settlement NAME=PATH ...]
+                                   the nightly batch: exit 0 all matched, 1 discrepancies, 2 could not run
   bench online [-n N] [-c C]       measure payments/s and latency on this machine
   bench failover [--outage refuse|blackhole]
                                    latency before, during and after a primary bank outage
   bench offline [-n N] [-c C]      offline acceptance rate beside raw SQLite commits
   bench drain [-n N] [-latency D]  store-and-forward drain time against its bound
+  bench reconcile [-n N]           reconciliation time and memory beside the sqlite3 shell
 `
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -86,6 +89,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return &exitError{code: 2, err: errors.New("devices: the only subcommand is enroll")}
 		}
 		return runEnroll(ctx, rest[1:], stdout, stderr)
+	case "reconcile":
+		return runReconcile(ctx, rest, getenv, stdout, stderr)
 	case "bench":
 		return runBench(ctx, rest, stdout, stderr)
 	case "help", "-h", "--help":
