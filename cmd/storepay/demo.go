@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"storepay/devices"
 	"storepay/gateway/banksim"
@@ -38,12 +39,19 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 		return err
 	}
 
-	// Two banks, each with its own API key, on free loopback ports.
+	// Two banks, each with its own API key (kept beside the database, so
+	// that other commands can reach the demo's banks), on free loopback
+	// ports.
 	env := map[string]string{"STOREPAY_CARD_KEY": cardKey}
+	keyFile := filepath.Join(*dir, "bank-keys.env")
+	bankKeys, err := demoBankKeys(keyFile)
+	if err != nil {
+		return err
+	}
 	var gws []GatewayConfig
-	var banks []string
+	var banks, admins []string
 	for i, name := range []string{"bank-a", "bank-b"} {
-		key := randomHex(16)
+		key := bankKeys[fmt.Sprintf("BANK_%c_KEY", 'A'+i)]
 		sim := banksim.New(banksim.Config{APIKey: key, MerchantID: "store-042", Logger: newLogger(io.Discard, "error")})
 		defer sim.Close()
 		u, err := sim.Listen("127.0.0.1:0")
@@ -59,6 +67,7 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 		gws = append(gws, GatewayConfig{Name: name, Protocol: "acquirer-json", URLs: []string{u},
 			MerchantID: "store-042", APIKeyEnv: envName})
 		banks = append(banks, fmt.Sprintf("  %s  %s  (admin, fault injection: %s)", name, u, admin))
+		admins = append(admins, admin)
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
@@ -124,7 +133,19 @@ curl -s -X POST %[1]s/v1/orders/%[6]s/payments \
   -H 'Idempotency-Key: demo-pay-1' -H 'Content-Type: application/json' \
   -d '{"method":"card","amount":900,"tip_amount":0,"capture":true,"card":{"pan":"4242424242424242","exp_month":12,"exp_year":2030}}'
 
-`, base, *dir, strings.Join(banks, "\n"), terminal, manager, order.ID)
+Sell offline: make both banks refuse connections, pay, then bring them back
+and watch the console's queue drain:
+
+curl -s -X PUT %[7]s/admin/faults -d '{"refuse":true}'; curl -s -X PUT %[8]s/admin/faults -d '{"refuse":true}'
+curl -s -X DELETE %[7]s/admin/faults; curl -s -X DELETE %[8]s/admin/faults
+
+Reconcile today (the banks settle a day once it is closed):
+
+curl -s -X POST %[7]s/admin/close; curl -s -X POST %[8]s/admin/close
+env $(cat %[9]s) go run ./cmd/storepay reconcile --config %[10]s --date %[11]s
+
+`, base, *dir, strings.Join(banks, "\n"), terminal, manager, order.ID, admins[0], admins[1], keyFile,
+		filepath.Join(*dir, "storepay.json"), time.Now().UTC().Format(time.DateOnly))
 	<-ctx.Done()
 	return shutdown(app, cfg, log)
 }
@@ -142,6 +163,30 @@ func demoCardKey(path string) (string, error) {
 		return "", fmt.Errorf("demo: card key: %w", err)
 	}
 	return key, nil
+}
+
+// demoBankKeys reads the demo banks' API keys, making them on the first
+// run, as an env file: NAME=value lines.
+func demoBankKeys(path string) (map[string]string, error) {
+	keys := map[string]string{}
+	if b, err := os.ReadFile(path); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(strings.TrimSpace(line), "="); ok {
+				keys[k] = v
+			}
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("demo: bank keys: %w", err)
+	}
+	if keys["BANK_A_KEY"] != "" && keys["BANK_B_KEY"] != "" {
+		return keys, nil
+	}
+	keys = map[string]string{"BANK_A_KEY": randomHex(16), "BANK_B_KEY": randomHex(16)}
+	content := "BANK_A_KEY=" + keys["BANK_A_KEY"] + "\nBANK_B_KEY=" + keys["BANK_B_KEY"] + "\n"
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		return nil, fmt.Errorf("demo: bank keys: %w", err)
+	}
+	return keys, nil
 }
 
 func writeDemoConfig(path string, cfg Config) error {
