@@ -106,7 +106,7 @@ func Reconcile(ctx context.Context, db *migrations.DB, in Input) (*Result, error
 // row finds its store record by merchant_reference in the ledger's index
 // (by psp_reference when the reference is unusable).
 func Match(ctx context.Context, db *migrations.DB, l *Ledger, sources []Source) (*Result, error) {
-	res := &Result{Date: l.Date, ledger: l}
+	res := &Result{Date: l.Date, ledger: l, Summary: Summary{Banks: []BankTotals{}}}
 	m := &matcher{res: res, l: l, db: db, seen: map[string]seenRow{}}
 	inRun := map[uint16]bool{}
 	for i, src := range sources {
@@ -171,7 +171,7 @@ func (m *matcher) read(ctx context.Context, src Source) error {
 	if err != nil {
 		return fmt.Errorf("%s (%s): %w: %w", src.Gateway, src.Name, ErrSource, err)
 	}
-	m.res.Summary.Banks = append(m.res.Summary.Banks, BankTotals{Gateway: src.Gateway, Source: src.Name})
+	m.res.Summary.Banks = append(m.res.Summary.Banks, BankTotals{Gateway: src.Gateway, Source: src.Name, Currencies: []CurrencyTotals{}})
 	m.bank = &m.res.Summary.Banks[len(m.res.Summary.Banks)-1]
 	m.totals = map[string]*CurrencyTotals{}
 

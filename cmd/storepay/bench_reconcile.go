@@ -36,7 +36,9 @@ const benchDate = "2026-11-21"
 // Each side runs as a child process, so that its peak memory is the child's
 // maximum resident set size as the kernel counts it (getrusage ru_maxrss):
 // storepay re-executes itself (bench reconcile --child), sqlite3 is the
-// shell. Both read the same files on the same disk, one after the other.
+// shell. Both read the same files on the same disk, one after the other,
+// each after a sync(2): neither pays for the writeback of what was written
+// before it (the generated files, the other side's database).
 func benchReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("bench reconcile", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -83,6 +85,7 @@ func benchReconcile(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
+	syscall.Sync()
 	var out bytes.Buffer
 	cmd := exec.CommandContext(ctx, self, "bench", "reconcile", "-child", dbPath+","+csvPath)
 	cmd.Stdout, cmd.Stderr = &out, stderr
@@ -101,6 +104,7 @@ func benchReconcile(ctx context.Context, args []string, stdout, stderr io.Writer
 			got.Matched, got.Discrepancies, want.matched, want.discrepancies)
 	}
 
+	syscall.Sync()
 	naive, err := naiveSQLite(ctx, shell, work, dbPath, csvPath)
 	if err != nil {
 		return fmt.Errorf("bench reconcile: sqlite3: %w", err)
@@ -142,6 +146,7 @@ type childFigures struct {
 // benchReconcileChild runs the reconciliation the way the nightly command
 // does (load, match, save, write the reports) and prints its figures.
 func benchReconcileChild(ctx context.Context, dbPath, csvPath string, stdout io.Writer) error {
+	defer leanGC(os.Getenv)()
 	stop := sampleHeap()
 	db, err := migrations.Open(ctx, dbPath)
 	if err != nil {
@@ -363,6 +368,7 @@ func naiveSQLite(ctx context.Context, shell, work, dbPath, csvPath string) (naiv
 		return f, fmt.Errorf("import: %w", err)
 	}
 	f.importTime, f.rss = d, rss
+	syscall.Sync()
 	out, d, rss, err := shellRun(fmt.Sprintf(`ATTACH 'file:%s?mode=ro' AS ledger;
 CREATE INDEX settlement_reference ON settlement (merchant_reference);
 SELECT CASE WHEN p.id IS NULL THEN 'missing_in_store'
