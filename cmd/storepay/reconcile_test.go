@@ -198,6 +198,21 @@ func TestReconcileABusinessDay(t *testing.T) {
 		}
 	}
 
+	t.Run("ServedToTheManager", func(t *testing.T) {
+		g := must(t, s.mgr("GET", "/v1/reconciliations/"+day, nil), 200)
+		var served reconcile.Report
+		if err := json.Unmarshal(g.raw, &served); err != nil {
+			t.Fatal(err)
+		}
+		if served.RunID != rep.RunID || served.Status != reconcile.Discrepancies || len(served.Items) != len(rep.Items) {
+			t.Errorf("GET /v1/reconciliations/%s: run %d %s with %d items, want run %d with %d", day, served.RunID,
+				served.Status, len(served.Items), rep.RunID, len(rep.Items))
+		}
+		wantProblem(t, s.mgr("GET", "/v1/reconciliations/2001-01-01", nil), 404, "reconciliation_not_found")
+		wantProblem(t, s.mgr("GET", "/v1/reconciliations/yesterday", nil), 400, "invalid_date")
+		wantProblem(t, s.get("/v1/reconciliations/"+day), 403, "forbidden")
+	})
+
 	t.Run("ReRunGivesTheSameResult", func(t *testing.T) {
 		code, _, _ := s.reconcileCmd("--config", cfgPath, "--date", day)
 		if code != 1 {
