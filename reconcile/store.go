@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"storepay/devices"
 	"storepay/migrations"
 )
 
@@ -451,9 +452,10 @@ func Nights(ctx context.Context, db *migrations.DB, n int) ([]Night, error) {
 }
 
 // Decide records a manager's decision on proposal id: accepted or
-// rejected, by whom and why. It performs nothing: whoever acts on an
-// accepted proposal does so through the payments API. Errors: ErrNotFound,
-// ErrDecided (already decided, or withdrawn by a later run).
+// rejected, by whom and why, in the audit log in the same transaction. It
+// performs nothing: whoever acts on an accepted proposal does so through
+// the payments API. Errors: ErrNotFound, ErrDecided (already decided, or
+// withdrawn by a later run).
 func Decide(ctx context.Context, db *migrations.DB, id int64, accept bool, by, note string, now time.Time) error {
 	status := Rejected
 	if accept {
@@ -473,7 +475,11 @@ func Decide(ctx context.Context, db *migrations.DB, id int64, accept bool, by, n
 		}
 		_, err = tx.Exec(`UPDATE reconciliation_proposals SET status = ?, decided_by = ?, decided_at = ?, note = ?, updated_at = ?
 			WHERE id = ?`, status, by, migrations.FormatTime(now), note, migrations.FormatTime(now), id)
-		return err
+		if err != nil {
+			return err
+		}
+		return devices.Audit(tx, devices.Entry{At: now, Actor: by, Action: "reconciliation." + strings.TrimSuffix(status, "ed"),
+			Target: fmt.Sprintf("proposal %d", id), Reason: note})
 	})
 	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrDecided) {
 		return err

@@ -79,6 +79,7 @@ func (s *Server) console(r chi.Router) {
 			r.Post("/banks/{name}/{action}", s.consoleBankAction)
 			r.Get("/audit", s.consoleAudit)
 			r.Get("/reconciliation", s.consoleReconciliation)
+			r.Post("/reconciliation/proposals/{id}/{action}", s.consoleDecideProposal)
 		})
 	})
 }

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/go-chi/chi/v5"
+
 	"storepay/reconcile"
 )
 
@@ -118,4 +120,31 @@ func (s *Server) consoleReconciliation(w http.ResponseWriter, r *http.Request) {
 	}
 	d.PageURL = func(p int) string { return link(d.Category, p) }
 	s.render(w, r, http.StatusOK, "reconciliation", view{Title: "Reconciliation " + d.Date, Nav: "reconciliation", Data: d})
+}
+
+// consoleDecideProposal accepts or rejects a proposed resolution with a
+// reason, through the same call as the manager API (Server.decide), then
+// returns to the night it belongs to.
+func (s *Server) consoleDecideProposal(w http.ResponseWriter, r *http.Request) {
+	back := "/console/reconciliation"
+	if d := r.PostForm.Get("date"); d != "" {
+		if _, err := time.Parse(time.DateOnly, d); err == nil {
+			back += "?date=" + url.QueryEscape(d)
+		}
+	}
+	id, err := strconv.ParseInt(chi.URLParam(r, "id"), 10, 64)
+	action := chi.URLParam(r, "action")
+	if err != nil || id <= 0 || (action != "accept" && action != "reject") {
+		s.consoleNotFound(w, r)
+		return
+	}
+	reason, ok := s.formReason(w, r, back)
+	if !ok {
+		return
+	}
+	if err := s.decide(r, id, action == "accept", reason); err != nil {
+		s.consoleFail(w, r, err, back, "Back to the reconciliation")
+		return
+	}
+	http.Redirect(w, r, back, http.StatusSeeOther)
 }

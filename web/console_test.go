@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
+	"fmt"
 	"html"
 	"io"
 	"log/slog"
@@ -810,4 +811,77 @@ func fillQueue(t *testing.T, db *migrations.DB, n int) time.Time {
 		t.Fatal(err)
 	}
 	return time.Unix(base, 0)
+}
+
+// A proposed resolution is accepted or rejected, with a reason, from the
+// console or the manager API alike, once; the audit log records who.
+func TestReconciliationProposalsAreDecidedOnceAndAudited(t *testing.T) {
+	e := newConsole(t, false)
+	s := e.login(e.manager)
+	ctx := context.Background()
+	today := time.Now().UTC().Format(time.DateOnly)
+	e.storedPayment(800, "4000056655665556") // not forwarded: a proposal to forward it
+	e.storedPayment(900, "4012888888881881")
+	if err := e.sim.CloseDay(today); err != nil {
+		t.Fatal(err)
+	}
+	report, _ := e.sim.Settlement("", today)
+	res, err := reconcile.Reconcile(ctx, e.db, reconcile.Input{Date: today,
+		Sources: []reconcile.Source{reconcile.BytesSource("bank-a", "", "banksim", report)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := reconcile.Save(ctx, e.db, res); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := reconcile.Last(ctx, e.db, today)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []int64
+	for _, it := range rep.Items {
+		if it.Resolution != nil && it.Resolution.Status == reconcile.Proposed && it.Resolution.ID > 0 {
+			ids = append(ids, it.Resolution.ID)
+		}
+	}
+	if len(ids) != 2 {
+		t.Fatalf("want 2 proposals, got %v", rep.Items)
+	}
+	page := "/console/reconciliation?date=" + today
+	if a := e.get(page, s); !strings.Contains(a.body, fmt.Sprintf(`id="accept-%d"`, ids[0])) {
+		t.Fatalf("the page offers no decision on proposal %d", ids[0])
+	}
+	// The console: reject with a reason; a reason is required.
+	wantStatus(t, e.post(s, page, fmt.Sprintf("/console/reconciliation/proposals/%d/reject", ids[0]), url.Values{"date": {today}}), http.StatusBadRequest)
+	wantStatus(t, e.post(s, page, fmt.Sprintf("/console/reconciliation/proposals/%d/reject", ids[0]),
+		url.Values{"date": {today}, "reason": {"customer paid cash instead"}}), http.StatusSeeOther)
+	// The manager API: accept the other; deciding again is refused.
+	bearer := []string{"Authorization", "Bearer " + e.manager, "Content-Type", "application/json"}
+	a := e.do("POST", fmt.Sprintf("/v1/reconciliations/proposals/%d/accept", ids[1]), "", nil, bearer...)
+	wantStatus(t, a, http.StatusOK)
+	wantStatus(t, e.do("POST", fmt.Sprintf("/v1/reconciliations/proposals/%d/accept", ids[1]), "", nil, bearer...), http.StatusConflict)
+	wantStatus(t, e.do("POST", fmt.Sprintf("/v1/reconciliations/proposals/%d/reject", ids[0]), "", nil, bearer...), http.StatusConflict)
+	wantStatus(t, e.do("POST", "/v1/reconciliations/proposals/999999/accept", "", nil, bearer...), http.StatusNotFound)
+	wantStatus(t, e.do("POST", fmt.Sprintf("/v1/reconciliations/proposals/%d/accept", ids[1]), "", nil,
+		"Authorization", "Bearer "+e.terminal), http.StatusForbidden)
+
+	rep, _ = reconcile.Last(ctx, e.db, today)
+	got := map[int64]string{}
+	for _, it := range rep.Items {
+		if it.Resolution != nil {
+			got[it.Resolution.ID] = it.Resolution.Status + " by " + it.Resolution.DecidedBy
+		}
+	}
+	if got[ids[0]] != "rejected by boss" || got[ids[1]] != "accepted by boss" {
+		t.Fatalf("decisions recorded: %v", got)
+	}
+	var actions []string
+	for _, en := range e.audit() {
+		if strings.HasPrefix(en.Action, "reconciliation.") {
+			actions = append(actions, en.Action+":"+en.Reason)
+		}
+	}
+	if strings.Join(actions, ",") != "reconciliation.accept:,reconciliation.reject:customer paid cash instead" {
+		t.Fatalf("audit log: %v", actions)
+	}
 }

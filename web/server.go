@@ -124,6 +124,8 @@ func (s *Server) Handler() http.Handler {
 			r.Put("/v1/estop", s.putEStop)
 			r.Get("/v1/audit", s.listAudit)
 			r.Get("/v1/reconciliations/{date}", s.getReconciliation)
+			r.Post("/v1/reconciliations/proposals/{id}/accept", s.decideProposal(true))
+			r.Post("/v1/reconciliations/proposals/{id}/reject", s.decideProposal(false))
 		})
 	})
 	return r
