@@ -6,23 +6,12 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"storepay/gateway"
 )
 
 // luhn completes a 15-digit prefix into a valid card number.
-func luhn(prefix string) string {
-	sum := 0
-	for i := 0; i < len(prefix); i++ {
-		d := int(prefix[len(prefix)-1-i] - '0')
-		if i%2 == 0 {
-			d *= 2
-			if d > 9 {
-				d -= 9
-			}
-		}
-		sum += d
-	}
-	return prefix + fmt.Sprint((10-sum%10)%10)
-}
+func luhn(prefix string) string { return gateway.WithCheckDigit(prefix) }
 
 func cardPAN(pan string, amount, tip int64, extra map[string]any) map[string]any {
 	b := map[string]any{"method": "card", "amount": amount, "tip_amount": tip, "capture": true,

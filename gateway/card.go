@@ -63,6 +63,23 @@ func LuhnValid(pan string) bool {
 	return sum%10 == 0
 }
 
+// WithCheckDigit appends the Luhn check digit to a card number's digits:
+// how test and bench card numbers are made.
+func WithCheckDigit(digits string) string {
+	sum := 0
+	for i := 0; i < len(digits); i++ {
+		d := int(digits[len(digits)-1-i] - '0')
+		if i%2 == 0 {
+			d *= 2
+			if d > 9 {
+				d -= 9
+			}
+		}
+		sum += d
+	}
+	return digits + string(rune('0'+(10-sum%10)%10))
+}
+
 // Brand names the card scheme from the number's leading digits, or
 // "unknown".
 func (c Card) Brand() string {

@@ -90,3 +90,14 @@ func TestVault(t *testing.T) {
 		}
 	}
 }
+
+func TestWithCheckDigit(t *testing.T) {
+	if got := gateway.WithCheckDigit("424242424242424"); got != pan {
+		t.Fatalf("WithCheckDigit = %s, want %s", got, pan)
+	}
+	for _, p := range []string{"4", "45000000000001", "555555000000444"} {
+		if !gateway.LuhnValid(gateway.WithCheckDigit(p)) && len(p) >= 11 {
+			t.Errorf("%s + check digit fails Luhn", p)
+		}
+	}
+}

@@ -185,6 +185,28 @@ func (db *DB) Path() string { return db.path }
 // Update has returned.
 func (db *DB) Read() *sql.DB { return db.read }
 
+// Queryer is what both a write transaction and the read pool offer: code
+// that reads inside a write and from the pool alike takes one.
+type Queryer interface {
+	QueryRow(query string, args ...any) *sql.Row
+	Query(query string, args ...any) (*sql.Rows, error)
+}
+
+// ReadAt is the read pool as a Queryer whose queries carry ctx.
+func (db *DB) ReadAt(ctx context.Context) Queryer { return readAt{ctx, db.read} }
+
+type readAt struct {
+	ctx context.Context
+	db  *sql.DB
+}
+
+func (r readAt) QueryRow(q string, args ...any) *sql.Row {
+	return r.db.QueryRowContext(r.ctx, q, args...)
+}
+func (r readAt) Query(q string, args ...any) (*sql.Rows, error) {
+	return r.db.QueryContext(r.ctx, q, args...)
+}
+
 // View runs fn in a read-only transaction: one consistent snapshot.
 func (db *DB) View(ctx context.Context, fn func(*sql.Tx) error) error {
 	tx, err := db.read.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})

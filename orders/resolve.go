@@ -29,7 +29,7 @@ func jitter(n int64) int64 {
 // many payments are still unresolved.
 func (s *Service) Resolve(ctx context.Context) (int, error) {
 	now := s.now()
-	ps, err := queryPayments(readQ{ctx, s.DB.Read()}, `WHERE pending_op <> '' ORDER BY pending_since`)
+	ps, err := queryPayments(s.DB.ReadAt(ctx), `WHERE pending_op <> '' ORDER BY pending_since`)
 	if err != nil {
 		return 0, err
 	}

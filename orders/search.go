@@ -64,7 +64,7 @@ func (s *Service) Search(ctx context.Context, f SearchFilter) (ps []Payment, mor
 	}
 	f.Limit = min(f.Limit, 500)
 	args = append(args, f.Limit+1)
-	ps, err = queryPayments(readQ{ctx, s.DB.Read()}, q+" ORDER BY created_at DESC, id DESC LIMIT ?", args...)
+	ps, err = queryPayments(s.DB.ReadAt(ctx), q+" ORDER BY created_at DESC, id DESC LIMIT ?", args...)
 	if err != nil {
 		return nil, false, err
 	}

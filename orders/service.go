@@ -309,7 +309,7 @@ func (s *Service) Cancel(ctx context.Context, id string) (Order, error) {
 
 // Payment returns one payment. Errors: payment_not_found.
 func (s *Service) Payment(ctx context.Context, id string) (Payment, error) {
-	return getPayment(readQ{ctx, s.DB.Read()}, id)
+	return getPayment(s.DB.ReadAt(ctx), id)
 }
 
 // PaymentFilter selects payments; empty fields match everything.
@@ -341,7 +341,7 @@ func (s *Service) Payments(ctx context.Context, f PaymentFilter) ([]Payment, err
 		f.Limit = 100
 	}
 	args = append(args, f.Limit)
-	return queryPayments(readQ{ctx, s.DB.Read()}, q+" ORDER BY created_at DESC, id DESC LIMIT ?", args...)
+	return queryPayments(s.DB.ReadAt(ctx), q+" ORDER BY created_at DESC, id DESC LIMIT ?", args...)
 }
 
 // Events returns a payment's status history, oldest first.
@@ -367,18 +367,5 @@ func (s *Service) Events(ctx context.Context, paymentID string) ([]Event, error)
 
 // Refunds returns a payment's refunds, oldest first.
 func (s *Service) Refunds(ctx context.Context, paymentID string) ([]Refund, error) {
-	return getRefunds(readQ{ctx, s.DB.Read()}, paymentID)
-}
-
-// readQ adapts the read pool to queryer with a context.
-type readQ struct {
-	ctx context.Context
-	db  *sql.DB
-}
-
-func (r readQ) QueryRow(q string, args ...any) *sql.Row {
-	return r.db.QueryRowContext(r.ctx, q, args...)
-}
-func (r readQ) Query(q string, args ...any) (*sql.Rows, error) {
-	return r.db.QueryContext(r.ctx, q, args...)
+	return getRefunds(s.DB.ReadAt(ctx), paymentID)
 }

@@ -11,12 +11,7 @@ import (
 	"storepay/migrations"
 )
 
-// queryer is what both *sql.Tx and *sql.DB offer: reads work inside a
-// write transaction and from the read pool alike.
-type queryer interface {
-	QueryRow(query string, args ...any) *sql.Row
-	Query(query string, args ...any) (*sql.Rows, error)
-}
+type queryer = migrations.Queryer
 
 func ts(t time.Time) string { return migrations.FormatTime(t) }
 

@@ -36,7 +36,7 @@ func (q *Queue) List(ctx context.Context, f Filter) ([]Record, error) {
 		f.Limit = 100
 	}
 	args = append(args, f.Limit, max(f.Offset, 0))
-	return queryRecords(readQ{ctx, q.DB.Read()}, `WHERE `+strings.Join(where, " AND ")+` ORDER BY created_at, id LIMIT ? OFFSET ?`, args...)
+	return queryRecords(q.DB.ReadAt(ctx), `WHERE `+strings.Join(where, " AND ")+` ORDER BY created_at, id LIMIT ? OFFSET ?`, args...)
 }
 
 // Count returns how many records match f (ignoring Limit and Offset) and
@@ -69,7 +69,7 @@ type Attempt struct {
 
 // Get returns a record and its attempts, oldest first.
 func (q *Queue) Get(ctx context.Context, id string) (Record, []Attempt, error) {
-	r, err := getRecordBy(readQ{ctx, q.DB.Read()}, "id", id)
+	r, err := getRecordBy(q.DB.ReadAt(ctx), "id", id)
 	if err != nil {
 		return Record{}, nil, err
 	}
@@ -93,7 +93,7 @@ func (q *Queue) Get(ctx context.Context, id string) (Record, []Attempt, error) {
 
 // RecordForPayment returns the record of a payment.
 func (q *Queue) RecordForPayment(ctx context.Context, paymentID string) (Record, error) {
-	return getRecordBy(readQ{ctx, q.DB.Read()}, "payment_id", paymentID)
+	return getRecordBy(q.DB.ReadAt(ctx), "payment_id", paymentID)
 }
 
 func conflict(code, format string, args ...any) error {
@@ -245,16 +245,4 @@ func (q *Queue) Stats(ctx context.Context) (Stats, error) {
 	}
 	st.DeclinedAfterForward = st.ByStatus[Declined]
 	return st, nil
-}
-
-type readQ struct {
-	ctx context.Context
-	db  *sql.DB
-}
-
-func (r readQ) QueryRow(q string, args ...any) *sql.Row {
-	return r.db.QueryRowContext(r.ctx, q, args...)
-}
-func (r readQ) Query(q string, args ...any) (*sql.Rows, error) {
-	return r.db.QueryContext(r.ctx, q, args...)
 }

@@ -9,10 +9,7 @@ import (
 	"storepay/orders"
 )
 
-type queryer interface {
-	QueryRow(query string, args ...any) *sql.Row
-	Query(query string, args ...any) (*sql.Rows, error)
-}
+type queryer = migrations.Queryer
 
 const recordCols = `id, payment_id, idem_key, gateway, terminal_id, amount, currency, capture, advice, fingerprint, card_last4,
 	card_sealed, status, attempts, last_error, last_unavailable, bank_auth_id, decline_code, expire_exempt, created_at,

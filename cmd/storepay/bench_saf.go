@@ -7,6 +7,7 @@ import (
 	"io"
 	"time"
 
+	"storepay/gateway"
 	"storepay/gateway/banksim"
 )
 
@@ -66,19 +67,7 @@ func benchOffline(ctx context.Context, args []string, stdout, stderr io.Writer) 
 // benchPAN returns a Luhn-valid test card number that differs by i, so
 // that per-card velocity limits are not what is measured.
 func benchPAN(i int) string {
-	base := fmt.Sprintf("45%013d", i%1_000_000_000) // 45…: clear of the banks' test cards
-	sum := 0
-	for j := 0; j < len(base); j++ {
-		d := int(base[len(base)-1-j] - '0')
-		if j%2 == 0 {
-			d *= 2
-			if d > 9 {
-				d -= 9
-			}
-		}
-		sum += d
-	}
-	return base + fmt.Sprint((10-sum%10)%10)
+	return gateway.WithCheckDigit(fmt.Sprintf("45%013d", i%1_000_000_000)) // 45…: clear of the banks' test cards
 }
 
 // benchDrain queues payments offline, then lets the forwarder drain them
