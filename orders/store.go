@@ -231,8 +231,10 @@ func settle(tx *sql.Tx, o Order, now time.Time) (Order, error) {
 	return o, err
 }
 
-// liveStatuses and reservingStatuses are Status.live and Status.reserves
-// as SQL.
+// liveStatuses are the statuses in which a payment covers part of its
+// order (authorized, captured, stored, refunded after capture);
+// reservingStatuses add pending: a payment in flight holds its share of
+// the balance, so that two terminals cannot both pay the remainder.
 const (
 	liveStatuses      = `('authorized', 'captured', 'stored', 'partially_refunded', 'refunded')`
 	reservingStatuses = `('pending', 'authorized', 'captured', 'stored', 'partially_refunded', 'refunded')`

@@ -85,18 +85,6 @@ var transitions = map[Status][]Status{
 	Stored:            {Authorized, Captured, DeclinedAfterForward, Voided},
 }
 
-// live reports whether a payment in status s covers part of its order.
-func (s Status) live() bool {
-	switch s {
-	case Authorized, Captured, Stored, PartiallyRefunded, Refunded:
-		return true
-	}
-	return false
-}
-
-// reserves reports whether a payment in status s holds part of its order's
-// balance, so that two terminals cannot both pay the same remainder.
-func (s Status) reserves() bool { return s == Pending || s.live() }
 
 // Method is how a payment is made.
 type Method string
