@@ -85,7 +85,6 @@ var transitions = map[Status][]Status{
 	Stored:            {Authorized, Captured, DeclinedAfterForward, Voided},
 }
 
-
 // Method is how a payment is made.
 type Method string
 
