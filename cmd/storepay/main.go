@@ -102,7 +102,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 }
 
-// configFlag parses a command's flags, requiring --config.
+// parseFlags parses a command's flags and refuses stray arguments.
 func parseFlags(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return &exitError{code: 2, err: err}
@@ -120,6 +120,18 @@ func loadConfigFlag(path string) (Config, error) {
 	return LoadConfig(path)
 }
 
+// configOnly parses the flags of a command whose only flag is --config
+// and loads that config.
+func configOnly(name string, args []string, stderr io.Writer) (Config, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "config `file` (JSON)")
+	if err := parseFlags(fs, args); err != nil {
+		return Config{}, err
+	}
+	return loadConfigFlag(*path)
+}
+
 func newLogger(w io.Writer, level string) *slog.Logger {
 	var lvl slog.Level
 	lvl.UnmarshalText([]byte(level))
@@ -127,13 +139,7 @@ func newLogger(w io.Writer, level string) *slog.Logger {
 }
 
 func runServe(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", "", "config `file` (JSON)")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	cfg, err := loadConfigFlag(*path)
+	cfg, err := configOnly("serve", args, stderr)
 	if err != nil {
 		return err
 	}
@@ -168,13 +174,7 @@ func shutdown(app *App, cfg Config, log *slog.Logger) error {
 }
 
 func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", "", "config `file` (JSON)")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	cfg, err := loadConfigFlag(*path)
+	cfg, err := configOnly("migrate", args, stderr)
 	if err != nil {
 		return err
 	}
