@@ -62,6 +62,17 @@ func (s *Service) Pay(ctx context.Context, req PayRequest) (Payment, error) {
 	// that cannot happen.
 	decideNow := req.Method == Card && s.Offline != nil &&
 		(req.OfflineBehavior == ForceOffline || (req.OfflineBehavior == PreferOnline && s.Bank.Preferred() == ""))
+	// The card is sealed before the write: the writer is shared by every
+	// terminal, so nothing that can run outside it runs inside.
+	var fingerprint string
+	var sealed []byte
+	if req.Method == Card {
+		fingerprint = s.Vault.Fingerprint(req.Card.PAN)
+		var err error
+		if sealed, err = s.Vault.Seal(id, *req.Card); err != nil {
+			return Payment{}, fmt.Errorf("seal card: %w", err)
+		}
+	}
 	err := s.DB.Update(ctx, func(tx *sql.Tx) error {
 		existing, found, err := paymentByOpKey(tx, req.OpKey)
 		if found && req.OpHash != "" && existing.opHash != req.OpHash {
@@ -106,10 +117,7 @@ func (s *Service) Pay(ctx context.Context, req PayRequest) (Payment, error) {
 		p.Status = Pending
 		p.CardBrand, p.CardLast4 = req.Card.Brand(), req.Card.Last4()
 		p.cardBin = req.Card.PAN[:6]
-		p.Fingerprint = s.Vault.Fingerprint(req.Card.PAN)
-		if p.sealed, err = s.Vault.Seal(p.ID, *req.Card); err != nil {
-			return fmt.Errorf("seal card: %w", err)
-		}
+		p.Fingerprint, p.sealed = fingerprint, sealed
 		s.startOp(&p, opAuthorize, p.ID, req.OpKey, p.Amount, p.TipAmount, now)
 		if !decideNow {
 			return insertPayment(tx, p)

@@ -136,8 +136,13 @@ func queryPayments(q queryer, where string, args ...any) ([]Payment, error) {
 	return out, rows.Err()
 }
 
+// insertPaymentSQL is built once: it is the key of the prepared statement
+// the writer's connection keeps.
+var insertPaymentSQL = `INSERT INTO payments (` + strings.Replace(paymentCols, "coalesce(op_key, '')", "op_key", 1) +
+	`) VALUES (` + strings.Repeat("?,", 35) + `?)`
+
 func insertPayment(tx *sql.Tx, p Payment) error {
-	_, err := tx.Exec(`INSERT INTO payments (`+strings.Replace(paymentCols, "coalesce(op_key, '')", "op_key", 1)+`) VALUES (`+strings.Repeat("?,", 35)+`?)`,
+	_, err := tx.Exec(insertPaymentSQL,
 		p.ID, p.OrderID, p.Method, p.Status, p.Mode, p.Gateway, p.Amount, p.TipAmount, p.AuthorizedAmount,
 		p.CapturedAmount, tsOrEmpty(p.CapturedAt), p.RefundedAmount, p.Currency, p.Capture, p.AuthCode, p.DeclineCode, p.BankAuthID,
 		p.CardBrand, p.cardBin, p.CardLast4, p.Fingerprint, p.sealed, p.TerminalID, nullable(p.opKey), p.opHash,
