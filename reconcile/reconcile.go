@@ -11,6 +11,7 @@ import (
 	"iter"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -107,7 +108,7 @@ func Reconcile(ctx context.Context, db *migrations.DB, in Input) (*Result, error
 // (by psp_reference when the reference is unusable).
 func Match(ctx context.Context, db *migrations.DB, l *Ledger, sources []Source) (*Result, error) {
 	res := &Result{Date: l.Date, ledger: l, Summary: Summary{Banks: []BankTotals{}}}
-	m := &matcher{res: res, l: l, db: db, seen: map[string]seenRow{}}
+	m := &matcher{res: res, l: l, db: db, seen: map[string]struct{}{}}
 	inRun := map[uint16]bool{}
 	for i, src := range sources {
 		if slices.Contains(res.srcGateways, src.Gateway) {
@@ -124,13 +125,6 @@ func Match(ctx context.Context, db *migrations.DB, l *Ledger, sources []Source) 
 		return nil, err
 	}
 	return res, nil
-}
-
-// seenRow remembers a row that settled no store record (a fee, a
-// chargeback, an unknown reference), to tell a re-sent copy.
-type seenRow struct {
-	gross    int64
-	currency string
 }
 
 // bankRow is a row kept for the report: a row the store has no record of,
@@ -150,7 +144,7 @@ type matcher struct {
 	db   *migrations.DB
 	src  uint16
 	gw   uint16
-	seen map[string]seenRow
+	seen map[string]struct{} // rows that settled no store record (fees, chargebacks, unknown references), to tell a re-sent copy
 
 	totals    map[string]*CurrencyTotals
 	bank      *BankTotals
@@ -286,12 +280,15 @@ func (m *matcher) total(r *Row, sign int64) {
 
 // resentOther reports whether a row that settles no store record was
 // already seen in this report (a re-sent batch).
+// Only an identical row is a re-sent one: two fees under one reference,
+// or with none, are two fees.
 func (m *matcher) resentOther(r *Row) bool {
-	key := r.Type.String() + "|" + r.PSPReference
-	if prev, ok := m.seen[key]; ok && prev.gross == r.Gross && prev.currency == r.Currency {
+	key := strings.Join([]string{r.Type.String(), r.PSPReference, r.MerchantReference, r.BatchNumber, r.BookingDate,
+		r.Currency, strconv.FormatInt(r.Gross, 10), strconv.FormatInt(r.Fee, 10), r.CardLast4, r.AuthCode}, "\x00")
+	if _, ok := m.seen[key]; ok {
 		return true
 	}
-	m.seen[key] = seenRow{gross: r.Gross, currency: strings.Clone(r.Currency)}
+	m.seen[key] = struct{}{}
 	return false
 }
 

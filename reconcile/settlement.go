@@ -1,6 +1,7 @@
 package reconcile
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/csv"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // RowType is the type column of a settlement row.
@@ -111,17 +113,14 @@ var requiredColumns = []int{colMerchant, colPSP, colReference, colType, colCurre
 // row at a time, holding one line in memory: a day of a busy store is
 // never loaded whole.
 //
-// It survives what real files do: a UTF-8 byte-order mark, quoted fields,
-// CRLF line ends, columns in another order, unknown columns, blank lines,
-// the header repeated (two batches concatenated). A row it cannot read is
-// returned as a *RowError with its line number and the next call carries
-// on with the following row.
-//
-// Quotes are strict (csv.Reader.LazyQuotes is off): with lazy quotes a
-// stray quote silently glues the following lines into one field and their
-// rows vanish; strict, the broken row is reported with the lines it spans.
+// It survives what real files do: a UTF-8 byte-order mark, quoted fields
+// (a quoted field may span lines), CRLF line ends, columns in another
+// order, unknown columns, blank lines, the header repeated (two batches
+// concatenated). A row it cannot read is returned as a *RowError with its
+// line number and the next call carries on with the following line: a
+// stray quote costs its own line, never the rows after it.
 type SettlementReader struct {
-	csv    *csv.Reader
+	recs   *records
 	index  [numColumns]int // column position of each field, -1 when absent
 	header []string
 	width  int
@@ -131,13 +130,14 @@ type SettlementReader struct {
 // header without a required column is an error: nothing of that report
 // could be reconciled.
 func NewSettlementReader(r io.Reader) (*SettlementReader, error) {
-	c := csv.NewReader(&bomSkipper{r: r})
-	c.FieldsPerRecord = -1 // short rows are reported per row, with their line
-	c.ReuseRecord = true
-	c.TrimLeadingSpace = true
-	header, err := c.Read()
-	for err == nil && blank(header) {
-		header, err = c.Read()
+	recs := &records{br: bufio.NewReaderSize(&bomSkipper{r: r}, 64<<10)}
+	var header []string
+	var err error
+	for {
+		header, _, err = recs.read(-1)
+		if err != nil || !blank(header) {
+			break
+		}
 	}
 	if errors.Is(err, io.EOF) {
 		return nil, errors.New("settlement report is empty: not even a header")
@@ -145,7 +145,7 @@ func NewSettlementReader(r io.Reader) (*SettlementReader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("settlement report header: %w", err)
 	}
-	s := &SettlementReader{csv: c, width: len(header)}
+	s := &SettlementReader{recs: recs, width: len(header)}
 	for i := range s.index {
 		s.index[i] = -1
 	}
@@ -176,24 +176,122 @@ func NewSettlementReader(r io.Reader) (*SettlementReader, error) {
 // the input failing: stop there.
 func (s *SettlementReader) Next() (Row, error) {
 	for {
-		rec, err := s.csv.Read()
+		rec, line, err := s.recs.read(s.width)
 		if err != nil {
-			var pe *csv.ParseError
-			if errors.As(err, &pe) {
-				return Row{}, &RowError{Line: pe.StartLine, EndLine: pe.Line, Err: pe.Err}
-			}
-			return Row{}, err // io.EOF, or the reader failed
+			return Row{}, err // a *RowError, io.EOF, or the reader failed
 		}
 		if blank(rec) || s.isHeader(rec) {
 			continue
 		}
-		line, _ := s.csv.FieldPos(0)
 		return s.row(rec, line)
 	}
 }
 
+// records splits a CSV input (RFC 4180) into records, keeping physical
+// line numbers. A line without a quote is split on its commas; a line
+// with quotes is parsed by encoding/csv, joined with the lines after it
+// only while a quoted field is open. A record that does not parse, or
+// whose lines do not make one record of the header's width, is reported
+// by its first line, and the lines after it are given back to be read
+// again: encoding/csv alone would glue every line up to the next quote
+// into one field, and those rows would be lost.
+type records struct {
+	br     *bufio.Reader
+	lineNo int        // number of the last physical line read
+	back   []physLine // lines given back, read again before br
+	fields []string
+}
+
+type physLine struct {
+	no   int
+	text string
+}
+
+// A quoted field may span lines, but not without bound: past these a
+// record is taken for a stray quote.
+const (
+	maxRecordLines = 64
+	maxRecordBytes = 64 << 10
+)
+
+func (r *records) line() (physLine, error) {
+	if len(r.back) > 0 {
+		l := r.back[0]
+		r.back = r.back[1:]
+		return l, nil
+	}
+	s, err := r.br.ReadString('\n')
+	if err != nil && (!errors.Is(err, io.EOF) || s == "") {
+		return physLine{}, err
+	}
+	r.lineNo++
+	s = strings.TrimSuffix(s, "\n")
+	s = strings.TrimSuffix(s, "\r")
+	return physLine{r.lineNo, s}, nil
+}
+
+// read returns the next record and its first line. width, when not
+// negative, is the number of fields a record spanning lines must have.
+// The fields are valid until the next call.
+func (r *records) read(width int) ([]string, int, error) {
+	first, err := r.line()
+	if err != nil {
+		return nil, 0, err
+	}
+	if strings.IndexByte(first.text, '"') < 0 {
+		r.fields = r.fields[:0]
+		text := first.text
+		for {
+			i := strings.IndexByte(text, ',')
+			if i < 0 {
+				break
+			}
+			r.fields = append(r.fields, text[:i])
+			text = text[i+1:]
+		}
+		return append(r.fields, text), first.no, nil
+	}
+	lines := []physLine{first}
+	text := first.text
+	for strings.Count(text, `"`)%2 == 1 && len(lines) < maxRecordLines && len(text) < maxRecordBytes {
+		l, err := r.line()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, 0, err
+		}
+		lines = append(lines, l)
+		text += "\n" + l.text
+	}
+	fail := func(err error) ([]string, int, error) {
+		r.back = append(append([]physLine(nil), lines[1:]...), r.back...)
+		return nil, 0, &RowError{Line: first.no, Err: err}
+	}
+	if strings.Count(text, `"`)%2 == 1 {
+		return fail(errors.New(`a quoted field is never closed (a stray '"')`))
+	}
+	c := csv.NewReader(strings.NewReader(text))
+	c.FieldsPerRecord = -1
+	c.TrimLeadingSpace = true
+	rec, err := c.Read()
+	if err != nil {
+		var pe *csv.ParseError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return fail(err)
+	}
+	if len(lines) > 1 && width >= 0 && len(rec) != width {
+		return fail(fmt.Errorf("%d fields, the header has %d (a stray '\"'?)", len(rec), width))
+	}
+	return rec, first.no, nil
+}
+
 func (s *SettlementReader) row(rec []string, line int) (Row, error) {
-	if len(rec) < s.width {
+	if len(rec) != s.width {
+		// A row longer than the header is as unreadable as a shorter one:
+		// an unquoted "14,50" would shift every field after it.
 		return Row{}, &RowError{Line: line, Err: fmt.Errorf("%d fields, the header has %d", len(rec), s.width)}
 	}
 	get := func(col int) string {
@@ -216,23 +314,33 @@ func (s *SettlementReader) row(rec []string, line int) (Row, error) {
 		return bad("currency %q is not an ISO 4217 code", r.Currency)
 	}
 	var err error
-	if r.Gross, err = amount(get(colGross), false); err != nil {
+	// A fee moves no card money: its gross may be left empty.
+	if r.Gross, err = amount(get(colGross), r.Type == Fee); err != nil {
 		return bad("gross_amount: %v", err)
 	}
 	if r.Fee, err = amount(get(colFee), true); err != nil {
 		return bad("fee_amount: %v", err)
 	}
 	r.Net = r.Gross + r.Fee
-	if s.index[colNet] >= 0 && get(colNet) != "" {
-		if r.Net, err = amount(get(colNet), false); err != nil {
+	if net := get(colNet); net != "" {
+		n, err := amount(net, false)
+		if err != nil {
 			return bad("net_amount: %v", err)
 		}
+		if n != r.Net {
+			return bad("net_amount %d is not gross_amount + fee_amount (%d)", n, r.Net)
+		}
 	}
-	if r.PSPReference == "" {
-		return bad("psp_reference is empty")
+	if r.BookingDate != "" {
+		if _, err := time.Parse(time.RFC3339, r.BookingDate); err != nil {
+			return bad("booking_date %q is not an RFC 3339 time", r.BookingDate)
+		}
 	}
-	if r.Type != Fee && r.MerchantReference == "" && r.Type != Chargeback {
-		return bad("%s row without a merchant_reference", r.Type)
+	// A fee belongs to no payment; any other row must name what it
+	// settles, by the store's reference or the bank's (the matcher looks
+	// up either).
+	if r.Type != Fee && r.PSPReference == "" && r.MerchantReference == "" {
+		return bad("%s row with neither psp_reference nor merchant_reference", r.Type)
 	}
 	if len(r.CardLast4) > 4 {
 		// A report must never carry a card number; do not keep one.

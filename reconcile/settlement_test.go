@@ -84,22 +84,41 @@ func TestSettlementReaderSurvivesRealFiles(t *testing.T) {
 				"b,store-042,auth_2,pay_2,Adjustment,,USD,1,0,1,,\n" + // line 3: unknown type
 				"b,store-042,auth_3,pay_3,Settled\n" + // line 4: short
 				"b,store-042,auth_4,pay_4,Settled,,usd,1,0,1,,\n" + // line 5: bad currency
-				"b,store-042,,pay_5,Settled,,USD,1,0,1,,\n" + // line 6: no psp_reference
-				"b,store-042,auth_6,,Settled,,USD,1,0,1,,\n" + // line 7: no merchant_reference
+				"b,store-042,,pay_5,Settled,,USD,1,0,1,,\n" + // line 6: no psp_reference: matched by merchant_reference
+				"b,store-042,auth_6,,Settled,,USD,1,0,1,,\n" + // line 7: no merchant_reference: matched by psp_reference
 				"b,store-042,auth_7,pay_7,Settled,,USD,1,0,1,4242424242424242,\n" + // line 8: a full card number
-				"b,store-042,auth_8,pay_8,Settled,,USD,1,0,1,,\n", // line 9: fine
-			refs:     []string{"pay_8"},
-			badLines: []int{2, 3, 4, 5, 6, 7, 8},
+				"b,store-042,auth_8,pay_8,Settled,,USD,1,0,1,,\n" + // line 9: fine
+				"b,store-042,,,Settled,,USD,1,0,1,,\n" + // line 10: no reference at all
+				"b,store-042,auth_11,pay_11,Settled,,USD,14,50,0,1450,,\n" + // line 11: an unquoted "14,50": one field too many
+				"b,store-042,auth_12,pay_12,Settled,,USD,100,-3,99,,\n" + // line 12: net is not gross + fee
+				"b,store-042,auth_13,pay_13,Settled,yesterday,USD,1,0,1,,\n", // line 13: booking_date is not a time
+			refs:     []string{"pay_5", "", "pay_8"},
+			badLines: []int{2, 3, 4, 5, 8, 10, 11, 12, 13},
 		},
 		{
-			name: "BrokenQuoteLosesOnlyTheLinesItSpans",
+			name: "BrokenQuoteCostsOnlyItsOwnLine",
 			report: header + "\n" +
 				`b,store-042,auth_1,"pay_1,Settled,,USD,1,0,1,,` + "\n" + // line 2: the quote never closes...
-				`b,store-042,auth_2,pay_2,Settled,,USD,1,0,1,,"A2"` + "\n" + // line 3: ...until this quote
+				`b,store-042,auth_2,pay_2,Settled,,USD,1,0,1,,"A2"` + "\n" + // line 3: ...and would pair with these
 				"b,store-042,auth_3,pay_3,Settled,,USD,1,0,1,,\n",
-			refs:     []string{"pay_3"},
+			refs:     []string{"pay_2", "pay_3"},
 			badLines: []int{2},
 		},
+		{
+			name: "QuotedFieldSpanningLines",
+			report: header + "\n" +
+				"b,store-042,auth_1,pay_1,Settled,,USD,1,0,1,,\"A\n1\"\n" + // lines 2-3: one row
+				"b,store-042,auth_2,pay_2,Settled,,USD,1,0,1,,\n",
+			refs: []string{"pay_1", "pay_2"},
+		},
+		{
+			name: "FeeWithoutReferencesOrGross",
+			report: header + "\n" +
+				"b,store-042,,,Fee,2026-11-21T23:59:59Z,USD,,-500,-500,,\n" +
+				"b,store-042,,,Fee,2026-11-21T23:59:59Z,USD,,-900,-900,,\n",
+			refs: []string{"", ""},
+		},
+
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -139,15 +158,18 @@ func TestSettlementReaderRowFields(t *testing.T) {
 	}
 }
 
-// A broken quote's error names every line it swallowed, so that a person
-// can find them in the file.
-func TestRowErrorNamesTheLinesASwallowedRowSpans(t *testing.T) {
-	_, bad := readAll(t, header+"\n"+`b,store-042,auth_1,"pay_1,Settled,,USD,1,0,1,,`+"\nb,x\n"+`b,store-042,auth_2,pay_2,Settled,,USD,1,0,1,,"A2"`+"\n")
-	if len(bad) != 1 || bad[0].Line != 2 || bad[0].EndLine != 4 {
-		t.Fatalf("got %v, want one error spanning lines 2-4", bad)
+// A stray quote is reported on its own line, and the lines it would have
+// swallowed are read as rows of their own.
+func TestAStrayQuoteIsReportedOnItsLine(t *testing.T) {
+	rows, bad := readAll(t, header+"\n"+`b,store-042,auth_1,"pay_1,Settled,,USD,1,0,1,,`+"\nb,x\n"+`b,store-042,auth_2,pay_2,Settled,,USD,1,0,1,,"A2"`+"\n")
+	if len(bad) != 2 || bad[0].Line != 2 || bad[1].Line != 3 {
+		t.Fatalf("got %v, want errors on lines 2 (the stray quote) and 3 (short)", bad)
 	}
-	if got := bad[0].Error(); !strings.HasPrefix(got, "lines 2-4: ") {
-		t.Errorf("error %q does not name its lines", got)
+	if got := bad[0].Error(); !strings.HasPrefix(got, "line 2: ") {
+		t.Errorf("error %q does not name its line", got)
+	}
+	if len(rows) != 1 || rows[0].MerchantReference != "pay_2" || rows[0].Line != 4 {
+		t.Errorf("rows %+v, want pay_2 on line 4", rows)
 	}
 }
 
