@@ -118,7 +118,6 @@ func TestSettlementReaderSurvivesRealFiles(t *testing.T) {
 				"b,store-042,,,Fee,2026-11-21T23:59:59Z,USD,,-900,-900,,\n",
 			refs: []string{"", ""},
 		},
-
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
