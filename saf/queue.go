@@ -44,9 +44,12 @@ type Rules struct {
 	// MaxAge is how long a record may wait before it is expired and
 	// flagged for a manager.
 	MaxAge time.Duration
-	// Per card (by fingerprint), over VelocityWindow: at most
-	// VelocityCount unforwarded offline payments and VelocityAmount in
-	// total. Zero values: 3 payments, 2 × FloorLimit, 24h.
+	// Per card (by fingerprint), over VelocityWindow (default 24h): at
+	// most VelocityCount unforwarded offline payments and VelocityAmount
+	// in total. Zero is no limit, the default: the contract's offline
+	// rules are the floor and total limits, and a store that wants the
+	// stricter per-card rule sets it (a test card paying every lane's
+	// orders must not be refused by a rule nobody configured).
 	VelocityCount  int
 	VelocityAmount int64
 	VelocityWindow time.Duration
@@ -57,12 +60,6 @@ type Rules struct {
 }
 
 func (r Rules) withDefaults() Rules {
-	if r.VelocityCount <= 0 {
-		r.VelocityCount = 3
-	}
-	if r.VelocityAmount <= 0 {
-		r.VelocityAmount = 2 * r.FloorLimit
-	}
 	if r.VelocityWindow <= 0 {
 		r.VelocityWindow = 24 * time.Hour
 	}
@@ -180,14 +177,17 @@ func (q *Queue) Admit(tx *sql.Tx, r orders.OfflineRecord) error {
 	if amount+r.Amount > rules.TotalLimit {
 		return refuse("offline_limit_exceeded", "the offline queue would hold %d, over its total limit %d", amount+r.Amount, rules.TotalLimit)
 	}
-	var cardCount, cardAmount int64
-	if err := tx.QueryRow(`SELECT count(*), coalesce(sum(amount), 0) FROM saf_records
-		WHERE fingerprint = ? AND status IN ('queued', 'forwarding', 'held', 'expired') AND created_at >= ?`,
-		r.Fingerprint, migrations.FormatTime(r.CreatedAt.Add(-rules.VelocityWindow))).Scan(&cardCount, &cardAmount); err != nil {
-		return err
-	}
-	if cardCount+1 > int64(rules.VelocityCount) || cardAmount+r.Amount > rules.VelocityAmount {
-		return refuse("offline_velocity_exceeded", "this card already has %d offline payments (%d) waiting", cardCount, cardAmount)
+	if rules.VelocityCount > 0 || rules.VelocityAmount > 0 {
+		var cardCount, cardAmount int64
+		if err := tx.QueryRow(`SELECT count(*), coalesce(sum(amount), 0) FROM saf_records
+			WHERE fingerprint = ? AND status IN ('queued', 'forwarding', 'held', 'expired') AND created_at >= ?`,
+			r.Fingerprint, migrations.FormatTime(r.CreatedAt.Add(-rules.VelocityWindow))).Scan(&cardCount, &cardAmount); err != nil {
+			return err
+		}
+		if (rules.VelocityCount > 0 && cardCount+1 > int64(rules.VelocityCount)) ||
+			(rules.VelocityAmount > 0 && cardAmount+r.Amount > rules.VelocityAmount) {
+			return refuse("offline_velocity_exceeded", "this card already has %d offline payments (%d) waiting", cardCount, cardAmount)
+		}
 	}
 	now := migrations.FormatTime(r.CreatedAt)
 	_, err := tx.Exec(`INSERT INTO saf_records (id, payment_id, idem_key, gateway, terminal_id, amount, currency, capture,

@@ -32,7 +32,7 @@ func TestHotCardMatchesFirstSixLastFour(t *testing.T) {
 
 func TestRuleDefaults(t *testing.T) {
 	r := Rules{FloorLimit: 1000}.withDefaults()
-	if r.VelocityCount != 3 || r.VelocityAmount != 2000 || r.VelocityWindow != 24*time.Hour || r.MaxAge != 72*time.Hour {
+	if r.VelocityCount != 0 || r.VelocityAmount != 0 || r.VelocityWindow != 24*time.Hour || r.MaxAge != 72*time.Hour {
 		t.Fatalf("defaults: %+v", r)
 	}
 	p := ForwardPolicy{}.withDefaults()

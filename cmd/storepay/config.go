@@ -72,8 +72,8 @@ type OfflineConfig struct {
 	MaxAge     Duration `json:"max_age"`
 
 	// Per card, over VelocityWindow (default 24h): at most VelocityCount
-	// (default 3) offline payments and VelocityAmount (default twice the
-	// floor limit) waiting at once.
+	// offline payments and VelocityAmount waiting at once. Unset (0): no
+	// per-card limit, only the contract's floor and total limits.
 	VelocityCount  int      `json:"velocity_count,omitzero"`
 	VelocityAmount int64    `json:"velocity_amount,omitzero"`
 	VelocityWindow Duration `json:"velocity_window,omitzero"`

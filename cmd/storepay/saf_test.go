@@ -95,6 +95,21 @@ func TestStoredOfflineThenForwardedOnce(t *testing.T) {
 	}
 }
 
+// The contract's offline rules are the floor and total limits: with no
+// per-card limit configured, one card may pay many orders offline (the
+// store's test card on every lane, a regular buying lunch every day).
+func TestNoPerCardLimitUnlessConfigured(t *testing.T) {
+	a := startBank(t, "bank-a", 1)
+	s := startStore(t, []*bank{a})
+	refuseAll(t, a)
+	for i := range 6 {
+		p := must(t, s.post("/v1/orders/"+s.order(1000)+"/payments", cardBody(1000, visa, nil)), 201)
+		if p.str("status") != "stored" {
+			t.Fatalf("payment %d with the same card: %s, want stored", i+1, p)
+		}
+	}
+}
+
 func TestOfflineRules(t *testing.T) {
 	a := startBank(t, "bank-a", 1)
 	s := startStore(t, []*bank{a}, func(c *Config) {
