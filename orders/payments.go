@@ -44,7 +44,8 @@ type PayRequest struct {
 //
 // Errors: invalid_request (400); invalid_amount, invalid_card,
 // expired_card, currency_mismatch, amount_exceeds_balance (422);
-// order_not_found (404); order_not_open, payment_in_progress (409).
+// order_not_found (404); order_not_open (cancelled), payment_in_progress
+// (409).
 func (s *Service) Pay(ctx context.Context, req PayRequest) (Payment, error) {
 	if err := s.validatePay(&req); err != nil {
 		return Payment{}, err
@@ -86,7 +87,13 @@ func (s *Service) Pay(ctx context.Context, req PayRequest) (Payment, error) {
 		if err != nil {
 			return err
 		}
-		if o.Status != OrderOpen {
+		switch o.Status {
+		case OrderOpen:
+		case OrderPaid, OrderDelivered:
+			// Fully paid: its open balance is 0, and the contract answers a
+			// payment beyond the open balance with amount_exceeds_balance.
+			return errf(KindInvalid, "amount_exceeds_balance", "order %s is %s: its open balance is 0", o.ID, o.Status)
+		default:
 			return errf(KindConflict, "order_not_open", "order %s is %s; it takes no more payments", o.ID, o.Status)
 		}
 		if req.Currency != "" && req.Currency != o.Currency {

@@ -62,8 +62,10 @@ func TestOrderLifecycle(t *testing.T) {
 	if o := s.get("/v1/orders/" + id); o.str("status") != "paid" || o.num("paid_amount") != 1200 {
 		t.Fatalf("split tender: %s", o)
 	}
-	wantProblem(t, s.post("/v1/orders/"+id+"/payments", map[string]any{"method": "cash", "amount": 1}), 409, "order_not_open")
+	// A paid order's open balance is 0.
+	wantProblem(t, s.post("/v1/orders/"+id+"/payments", map[string]any{"method": "cash", "amount": 1}), 422, "amount_exceeds_balance")
 	must(t, s.post("/v1/orders/"+id+"/deliver", nil), 200)
+	wantProblem(t, s.post("/v1/orders/"+id+"/payments", map[string]any{"method": "cash", "amount": 1}), 422, "amount_exceeds_balance")
 	if o := s.get("/v1/orders/" + id); o.str("status") != "delivered" {
 		t.Fatalf("deliver: %s", o)
 	}
@@ -328,8 +330,8 @@ func TestIdempotency(t *testing.T) {
 	}
 	// An error answer is replayed too.
 	bad := s.call("POST", path, s.terminal, "pay-2", cardBody(5, visa, nil))
-	wantProblem(t, bad, 409, "order_not_open")
-	if again := s.call("POST", path, s.terminal, "pay-2", cardBody(5, visa, nil)); again.status != 409 || string(again.raw) != string(bad.raw) {
+	wantProblem(t, bad, 422, "amount_exceeds_balance")
+	if again := s.call("POST", path, s.terminal, "pay-2", cardBody(5, visa, nil)); again.status != 422 || string(again.raw) != string(bad.raw) {
 		t.Fatalf("error replay: %s", again)
 	}
 
@@ -383,7 +385,6 @@ func TestConcurrentPaymentsCannotOverpay(t *testing.T) {
 		case r.status == 201 && r.str("status") == "captured":
 			ok++
 		case r.status == 422 && r.str("code") == "amount_exceeds_balance":
-		case r.status == 409 && r.str("code") == "order_not_open":
 		default:
 			t.Fatalf("unexpected answer %s", r)
 		}
