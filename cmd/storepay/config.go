@@ -103,7 +103,8 @@ type Duration struct{ time.Duration }
 func (d *Duration) UnmarshalJSON(b []byte) error {
 	var s string
 	if err := json.Unmarshal(b, &s); err != nil {
-		return errors.New(`must be a duration string such as "30s" or "72h"`)
+		// A type error: the decoder fills in the key's path.
+		return &json.UnmarshalTypeError{Value: "non-string " + string(b), Type: reflect.TypeFor[Duration]()}
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {

@@ -56,6 +56,7 @@ func TestParseConfigErrorsNameTheKey(t *testing.T) {
 		{"MissingGateways", `"gateways": [`, `"gatewayz": [`, "gateway"},
 		{"WrongType", `"floor_limit": 10000`, `"floor_limit": "lots"`, "floor_limit"},
 		{"BadDuration", `"72h"`, `"3 days"`, "max_age"},
+		{"DurationNotAString", `"72h"`, `3600`, "offline.max_age"},
 		{"BadURL", `"http://127.0.0.1:9201"`, `"ftp://x"`, "gateways[1].urls[0]"},
 		{"BadProtocol", `"protocol": "acquirer-json",
      "urls": ["http://127.0.0.1:9201"]`, `"protocol": "iso8583",
@@ -136,6 +137,18 @@ func TestCommands(t *testing.T) {
 	}
 	if c := code("serve", "--config", cfg); c == 0 || !strings.Contains(errb.String(), "BANK_A_KEY") {
 		t.Fatalf("serve without a bank key: exit %d: %s", c, errb.String())
+	}
+	// migrate and devices enroll have two exits: 0 ok, 1 failed.
+	for _, args := range [][]string{
+		{"migrate"},
+		{"migrate", "--config", cfg, "stray"},
+		{"devices", "enroll", "--config", cfg, "--name", "x"},
+		{"devices", "enroll", "--name", "x", "--role", "terminal"},
+		{"devices", "list"},
+	} {
+		if c := code(args...); c != 1 {
+			t.Errorf("%q: exit %d, want 1", args, c)
+		}
 	}
 	if c := code("frobnicate"); c != 2 {
 		t.Fatalf("unknown command: exit %d", c)

@@ -82,13 +82,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "demo":
 		return runDemo(ctx, rest, getenv, stdout, stderr)
 	case "migrate":
-		return runMigrate(ctx, rest, stdout, stderr)
+		return exitOne(runMigrate(ctx, rest, stdout, stderr))
 	case "devices":
 		if len(rest) == 0 || rest[0] != "enroll" {
 			fmt.Fprint(stderr, usage)
-			return &exitError{code: 2, err: errors.New("devices: the only subcommand is enroll")}
+			return &exitError{code: 1, err: errors.New("devices: the only subcommand is enroll")}
 		}
-		return runEnroll(ctx, rest[1:], stdout, stderr)
+		return exitOne(runEnroll(ctx, rest[1:], stdout, stderr))
 	case "reconcile":
 		return runReconcile(ctx, rest, getenv, stdout, stderr)
 	case "bench":
@@ -100,6 +100,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprint(stderr, usage)
 		return &exitError{code: 2, err: fmt.Errorf("unknown command %q", cmd)}
 	}
+}
+
+// exitOne gives a command the contract's two exits, 0 ok and 1 failed
+// (migrate, devices enroll): a usage error is a failure like any other.
+func exitOne(err error) error {
+	var ee *exitError
+	if errors.As(err, &ee) && ee.code > 1 {
+		ee.code = 1
+	}
+	return err
 }
 
 // parseFlags parses a command's flags and refuses stray arguments.
