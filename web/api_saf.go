@@ -3,6 +3,8 @@ package web
 import (
 	"bytes"
 	"database/sql"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -145,23 +147,46 @@ type estopRequest struct {
 	Reason string `json:"reason"`
 }
 
+// putEStop sets the emergency stop. The contract says anything
+// unreadable counts as stop, and a garbled emergency request is safest
+// read that way: a request that names no valid state engages stop and is
+// answered with the new state. A body the HTTP conventions refuse
+// (malformed JSON, unknown fields, wrong types) still gets its 400, after
+// stop is engaged.
 func (s *Server) putEStop(w http.ResponseWriter, r *http.Request) {
 	var req estopRequest
-	if err := decode(w, r, &req); err != nil {
-		s.fail(w, r, err)
-		return
+	derr := decode(w, r, &req)
+	state, reason := saf.EStopState(req.State), req.Reason
+	if len(reason) > maxReason {
+		reason = reason[:maxReason] + "…"
 	}
-	if len(req.Reason) > 500 {
-		s.fail(w, r, problem(http.StatusBadRequest, "invalid_request", "reason is limited to 500 characters"))
-		return
+	if derr != nil || !state.Valid() {
+		why := fmt.Sprintf("state %q is not go, pause or stop", req.State)
+		if derr != nil {
+			why = "the body could not be read"
+		}
+		if reason != "" {
+			why += "; its reason: " + reason
+		}
+		reason = "unreadable request taken as stop (" + why + ")"
+		state = saf.Stop
 	}
-	e, err := s.saf.SetEStop(r.Context(), saf.EStopState(req.State), info(r).Device.Name, req.Reason)
+	e, err := s.saf.SetEStop(r.Context(), state, info(r).Device.Name, reason)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
+	var p *Problem
+	if errors.As(derr, &p) {
+		p.Detail += "; the emergency stop is now stop (anything unreadable counts as stop)"
+		s.fail(w, r, p)
+		return
+	}
 	writeJSON(w, http.StatusOK, e)
 }
+
+// maxReason bounds a reason kept in the audit log.
+const maxReason = 500
 
 func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) {
 	limit, _, err := pageParams(r)

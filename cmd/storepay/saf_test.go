@@ -284,7 +284,9 @@ func TestEStopPersistsAndUnreadableMeansStop(t *testing.T) {
 	if e := s.mgr("GET", "/v1/estop", nil); e.str("state") != "go" {
 		t.Fatalf("initial: %s", e)
 	}
-	wantProblem(t, s.mgr("PUT", "/v1/estop", map[string]any{"state": "halt"}), 400, "invalid_request")
+	if e := must(t, s.mgr("PUT", "/v1/estop", map[string]any{"state": "halt"}), 200); e.str("state") != "stop" {
+		t.Fatalf("an unreadable state must count as stop: %s", e)
+	}
 	must(t, s.mgr("PUT", "/v1/estop", map[string]any{"state": "stop", "reason": "fraud alert"}), 200)
 	s.restart()
 	if e := s.mgr("GET", "/v1/estop", nil); e.str("state") != "stop" || e.str("reason") != "fraud alert" || e.str("actor") != "boss" {
@@ -340,4 +342,32 @@ func TestExpiredRecordsAreFlaggedAndReplayable(t *testing.T) {
 	}
 	must(t, s.mgr("POST", "/v1/saf/"+rec["id"].(string)+"/replay", map[string]any{"reason": "customer confirmed"}), 200)
 	s.waitPayment(p.str("id"), "captured")
+}
+
+// The contract: anything unreadable counts as stop. A garbled emergency
+// stop request engages stop; a body the HTTP conventions refuse is still
+// answered 400, with stop engaged.
+func TestUnreadableEStopRequestCountsAsStop(t *testing.T) {
+	s := startStore(t, []*bank{startBank(t, "bank-a", 1)})
+	state := func() string { return must(t, s.mgr("GET", "/v1/estop", nil), 200).str("state") }
+	for _, body := range []any{
+		map[string]any{"state": "bogus"},
+		map[string]any{"state": "PAUSE"},
+		map[string]any{"reason": "no state at all"},
+	} {
+		must(t, s.mgr("PUT", "/v1/estop", map[string]any{"state": "go"}), 200)
+		if got := must(t, s.mgr("PUT", "/v1/estop", body), 200).str("state"); got != "stop" {
+			t.Errorf("PUT %v answered state %q, want stop", body, got)
+		}
+		if got := state(); got != "stop" {
+			t.Errorf("after PUT %v the emergency stop is %q, want stop", body, got)
+		}
+	}
+	for _, body := range []string{`{"state": `, `{"state": 1}`, `{"state": "go", "colour": "red"}`} {
+		must(t, s.mgr("PUT", "/v1/estop", map[string]any{"state": "go"}), 200)
+		must(t, s.mgr("PUT", "/v1/estop", body), 400)
+		if got := state(); got != "stop" {
+			t.Errorf("after PUT %s the emergency stop is %q, want stop", body, got)
+		}
+	}
 }
