@@ -169,7 +169,8 @@ func requestHash(method, path string, body []byte) string {
 func (s *Server) idempotent(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		vals := r.Header.Values("Idempotency-Key")
-		if len(vals) == 0 {
+		if len(vals) == 0 || (len(vals) == 1 && strings.TrimSpace(vals[0]) == "") {
+			// An empty header is no key at all.
 			writeProblem(w, r, problem(http.StatusBadRequest, "idempotency_key_required", "every POST needs an Idempotency-Key header"))
 			return
 		}

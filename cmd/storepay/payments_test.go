@@ -314,6 +314,7 @@ func TestIdempotency(t *testing.T) {
 	body := cardBody(900, visa, nil)
 
 	wantProblem(t, s.call("POST", path, s.terminal, "", body), 400, "idempotency_key_required")
+	wantProblem(t, s.call("POST", path, s.terminal, " ", body), 400, "idempotency_key_required") // empty is missing
 	first := must(t, s.call("POST", path, s.terminal, "pay-1", body), 201)
 	if first.header.Get("Idempotent-Replayed") != "" {
 		t.Fatal("first answer marked replayed")
