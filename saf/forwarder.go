@@ -381,8 +381,12 @@ func (f *forwarder) record(r Record, pinnedBefore bool, auth gateway.Authorizati
 	outcome := "approved"
 	var fr *orders.ForwardResult
 	var failed bool
+	// attempts counts the calls a bank answered or may have acted on: the
+	// deciding one, and each with an unknown outcome (those count towards
+	// held). A bank that provably did nothing is not an attempt.
 	switch {
 	case callErr == nil && auth.Status == gateway.StatusApproved:
+		r.Attempts++
 		r.Status, r.BankAuthID, r.ForwardedAt, r.sealed, r.LastError = Forwarded, auth.ID, now, nil, ""
 		fr = &orders.ForwardResult{PaymentID: r.PaymentID, Gateway: r.Gateway, Auth: auth, Now: now}
 	case callErr == nil || (e.Kind == gateway.KindRejected && e.Code != "idempotency_key_reuse"):
@@ -397,6 +401,7 @@ func (f *forwarder) record(r Record, pinnedBefore bool, auth gateway.Authorizati
 			code = "do_not_honor"
 		}
 		outcome = "declined: " + code
+		r.Attempts++
 		r.Status, r.DeclineCode, r.ForwardedAt, r.sealed, r.BankAuthID = Declined, code, now, nil, auth.ID
 		fr = &orders.ForwardResult{PaymentID: r.PaymentID, Gateway: r.Gateway, Auth: auth, DeclineCode: code, Now: now}
 	case gateway.NothingDone(callErr):

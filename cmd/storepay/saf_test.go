@@ -85,8 +85,8 @@ func TestStoredOfflineThenForwardedOnce(t *testing.T) {
 	if n := a.sim.Ledger().ChargesFor(p.str("id")) + b.sim.Ledger().ChargesFor(p.str("id")); n != 1 {
 		t.Fatalf("charged %d times", n)
 	}
-	if r := s.safRecord(p.str("id")); r["status"] != "forwarded" {
-		t.Fatalf("record after forwarding: %v", r)
+	if r := s.safRecord(p.str("id")); r["status"] != "forwarded" || r["attempts"] != 1.0 {
+		t.Fatalf("record after forwarding: %v, want forwarded after 1 attempt", r)
 	}
 	var sealed int
 	s.app.DB.Read().QueryRow(`SELECT count(*) FROM saf_records WHERE card_sealed IS NOT NULL`).Scan(&sealed)
@@ -183,8 +183,8 @@ func TestDeclinedAfterForward(t *testing.T) {
 	if f.str("decline_code") != "do_not_honor" {
 		t.Fatalf("declined after forward: %s", f)
 	}
-	if r := s.safRecord(p.str("id")); r["status"] != "declined" {
-		t.Fatalf("record: %v", r)
+	if r := s.safRecord(p.str("id")); r["status"] != "declined" || r["attempts"] != 1.0 {
+		t.Fatalf("record: %v, want declined after 1 attempt", r)
 	}
 	if st := s.mgr("GET", "/v1/saf/stats", nil); st.num("declined_after_forward") != 1 {
 		t.Fatalf("stats: %s", st)
