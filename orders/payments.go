@@ -403,7 +403,9 @@ func (s *Service) decideOffline(tx *sql.Tx, p *Payment, behavior OfflineBehavior
 		Key: p.ID, Amount: p.Amount + p.TipAmount, Currency: p.Currency, Capture: p.Capture,
 		Fingerprint: p.Fingerprint, Bin: p.cardBin, Last4: p.CardLast4, Sealed: p.sealed, CreatedAt: now})
 	if de := AsError(err); de != nil {
+		// Refused by the offline rules: decided offline, without a bank.
 		decline(de.Code)
+		p.Mode = ModeOffline
 		return nil
 	}
 	if err != nil {

@@ -147,6 +147,11 @@ func TestOfflineRules(t *testing.T) {
 			if p.str("status") != tc.status || p.str("decline_code") != tc.decline {
 				t.Fatalf("got %s %q, want %s %q: %s", p.str("status"), p.str("decline_code"), tc.status, tc.decline, p)
 			}
+			// Stored or refused by the offline rules, it was decided offline;
+			// only require_online asked for (and missed) a bank.
+			if wantMode := map[bool]string{true: "online", false: "offline"}[tc.decline == "bank_unavailable"]; p.str("mode") != wantMode {
+				t.Errorf("mode %q, want %q: %s", p.str("mode"), wantMode, p)
+			}
 		})
 	}
 	st := s.mgr("GET", "/v1/saf/stats", nil)
