@@ -175,6 +175,29 @@ func TestPrimaryUnauthorized(t *testing.T) {
 	}
 }
 
+// An idle store learns of a 401 from its health probes: the bank is
+// disabled with an alert before any customer pays, and is not probed in a
+// loop afterwards.
+func TestIdleStoreNoticesA401(t *testing.T) {
+	a, b := startBank(t, "bank-a", 1), startBank(t, "bank-b", 1)
+	s := newStore(t, []gw{{bank: a}, {bank: b}}, nil)
+	a.faults(t, "", `{"unauthorized":{}}`)
+	waitFor(t, "bank-a disabled by its probe's 401", 10*time.Second, func() bool {
+		return s.gateways()["bank-a"]["state"] == "disabled"
+	})
+	probes := a.ledger(t).calls(a.urls[0], "GET /v1/health")
+	time.Sleep(time.Second) // five probe intervals: a disabled bank is not probed
+	if n := a.ledger(t).calls(a.urls[0], "GET /v1/health"); n != probes {
+		t.Fatalf("bank-a probed %d more times after it was disabled", n-probes)
+	}
+	if p := s.pay(300, nil); p.str("gateway") != "bank-b" {
+		t.Fatalf("payment after bank-a's 401: %s", p)
+	}
+	if n := a.ledger(t).calls(a.urls[0], "POST /v1/authorizations"); n != 0 {
+		t.Fatalf("bank-a was sent %d authorizations, want none", n)
+	}
+}
+
 // All URLs of a bank but one are down: the bank still takes the traffic
 // through its surviving URL; the next bank is not needed.
 func TestFailoverURLWithinABank(t *testing.T) {

@@ -269,8 +269,15 @@ func (r *Router) at(ctx context.Context, name, op string, fn func(context.Contex
 	if err != nil {
 		return nil, err
 	}
-	if why := b.refuses(); why != "" && b.disabled.Load() {
-		return nil, b.unavailable(why)
+	// A call tied to this bank (a pinned retry, a capture, a reversal)
+	// honours a 401 and a 429's Retry-After like a new authorization:
+	// nothing is sent, and the caller tries again later.
+	if why := b.refuses(); why != "" {
+		e := b.unavailable(why)
+		if until := b.coolUntil.Load(); !b.disabled.Load() && until > 0 {
+			e.RetryAfter = time.Until(time.Unix(0, until))
+		}
+		return nil, e
 	}
 	return b.call(ctx, op, false, fn)
 }
@@ -521,7 +528,10 @@ func (st *callState) abort(err error, urls int, canFailOver bool) bool {
 	case KindRejected, KindUnauthorized:
 		return true
 	case KindRateLimited:
-		return !st.sawUnknown
+		// The bank asked for a pause: honoured even when an earlier
+		// attempt's outcome is unknown (it is then resolved later, at
+		// this bank, once the pause is over).
+		return true
 	case KindNotSent, KindNotProcessed, KindUnavailable:
 		st.nothingDone++
 		return canFailOver && !st.sawUnknown && st.nothingDone >= urls
@@ -695,12 +705,23 @@ func (b *bank) probeLoop(ctx context.Context) {
 func (b *bank) probe(ctx context.Context) {
 	healthy := -1
 	for i, ep := range b.eps {
-		pctx, cancel := context.WithTimeout(ctx, min(b.pol.AttemptTimeout, time.Second))
+		// A probe gets the time a real attempt gets: a bank that answers
+		// slowly but within it is slow, not down.
+		pctx, cancel := context.WithTimeout(ctx, b.pol.AttemptTimeout)
 		err := ep.Health(pctx)
 		cancel()
 		if err == nil {
 			healthy = i
 			break
+		}
+		if e := AsError(err); e != nil && e.Kind == KindUnauthorized {
+			// The protocol: a 401 is a configuration fault, not an outage.
+			// Alert and stop using the bank, rather than probe it in a loop.
+			if e.URL == "" {
+				e.URL = ep.URL()
+			}
+			b.disable(e)
+			return
 		}
 	}
 	b.mu.Lock()
