@@ -399,8 +399,17 @@ func (s *Service) decideOffline(tx *sql.Tx, p *Payment, behavior OfflineBehavior
 		decline("bank_unavailable")
 		return nil
 	}
+	// A record pinned to a bank repeats the very request that bank may
+	// hold, under its key. An unpinned one was never taken by any bank
+	// (each said so), and is forwarded as a stored advice: another body,
+	// so another key, or a bank that kept the first key (with the answer
+	// "not processed") would refuse the advice as a reused key.
+	key := p.ID
+	if pinned == "" {
+		key = p.ID + ":stored"
+	}
 	err := s.Offline.Admit(tx, OfflineRecord{PaymentID: p.ID, TerminalID: p.TerminalID, Gateway: pinned,
-		Key: p.ID, Amount: p.Amount + p.TipAmount, Currency: p.Currency, Capture: p.Capture,
+		Key: key, Amount: p.Amount + p.TipAmount, Currency: p.Currency, Capture: p.Capture,
 		Fingerprint: p.Fingerprint, Bin: p.cardBin, Last4: p.CardLast4, Sealed: p.sealed, CreatedAt: now})
 	if de := AsError(err); de != nil {
 		// Refused by the offline rules: decided offline, without a bank.

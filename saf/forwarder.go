@@ -404,15 +404,16 @@ func (f *forwarder) record(r Record, pinnedBefore bool, auth gateway.Authorizati
 		r.Attempts++
 		r.Status, r.DeclineCode, r.ForwardedAt, r.sealed, r.BankAuthID = Declined, code, now, nil, auth.ID
 		fr = &orders.ForwardResult{PaymentID: r.PaymentID, Gateway: r.Gateway, Auth: auth, DeclineCode: code, Now: now}
-	case gateway.NothingDone(callErr):
+	case gateway.NothingDone(callErr) && e.Code != "idempotency_key_reuse":
 		// The bank did nothing (or the emergency stop kept the call from
-		// being made): not this record's fault; it waits for a bank.
+		// being made): not this record's fault; it waits for a bank, and
+		// at least as long as the bank asked (429 Retry-After).
 		outcome = "not sent: " + e.Kind.String()
 		r.Status, r.LastError, r.lastUnavailable = Queued, callErr.Error(), true
 		if !pinnedBefore {
 			r.Gateway = ""
 		}
-		r.NextAttemptAt = now.Add(f.backoff(min(r.Attempts, 3)))
+		r.NextAttemptAt = now.Add(max(f.backoff(min(r.Attempts, 3)), e.RetryAfter))
 	default:
 		// Unknown at this bank (or a rejection that proves a bug, like
 		// a reused key): the record stays pinned and counts an attempt.

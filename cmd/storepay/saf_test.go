@@ -376,3 +376,29 @@ func TestUnreadableEStopRequestCountsAsStop(t *testing.T) {
 		}
 	}
 }
+
+// A payment every bank answered "not processed" is forwarded as a stored
+// advice: another body than its online attempt, so under another key. A
+// bank that kept the first key with its 503 would otherwise refuse the
+// advice as a reused key, forever.
+func TestAdviceDoesNotReuseTheOnlineAttemptsKey(t *testing.T) {
+	a := startBank(t, "bank-a", 1)
+	s := startStore(t, []*bank{a})
+	if err := a.sim.SetFaults("", banksim.Faults{NotProcessed: &banksim.Fault{}}); err != nil {
+		t.Fatal(err)
+	}
+	p := must(t, s.post("/v1/orders/"+s.order(700)+"/payments", cardBody(700, visa, nil)), 201)
+	if p.str("status") != "stored" {
+		t.Fatalf("payment no bank processed: %s", p)
+	}
+	if n := a.sim.Ledger().Calls("", banksim.EndpointAuthorize); n == 0 {
+		t.Fatal("the online attempt never reached the bank; this test needs it to")
+	}
+	clearAll(t, a)
+	s.waitPayment(p.str("id"), "captured")
+	for _, au := range a.sim.Ledger().Authorizations {
+		if au.Reference == p.str("id") && (!au.Stored || au.IdempotencyKey == p.str("id")) {
+			t.Fatalf("advice %+v: want stored, under a key other than the online attempt's (%s)", au, p.str("id"))
+		}
+	}
+}
