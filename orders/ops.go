@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"time"
 
 	"storepay/gateway"
@@ -44,7 +45,13 @@ func (s *Service) Capture(ctx context.Context, req CaptureRequest) (Payment, err
 			return false, errf(KindInvalid, "capture_exceeds_authorization",
 				"amount + tip_amount %d exceeds 120%% of the authorized %d", amount+req.TipAmount, p.AuthorizedAmount)
 		}
-		s.startOp(p, opCapture, p.ID+":capture", req.OpKey, amount, req.TipAmount, now)
+		// The downstream key names the amount: a capture the bank refused
+		// (nothing done) may be asked again for another amount, which
+		// under the same key the bank would refuse as a reused key. Two
+		// captures cannot both succeed: the bank answers already_captured,
+		// and a capture whose outcome is unknown is finished under its own
+		// key before another can start.
+		s.startOp(p, opCapture, fmt.Sprintf("%s:capture:%d", p.ID, amount+req.TipAmount), req.OpKey, amount, req.TipAmount, now)
 		return true, nil
 	})
 }
