@@ -3,6 +3,7 @@ package orders
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"math/rand/v2"
 	"time"
 
@@ -13,6 +14,11 @@ import (
 // (storepay stopped between writing it ahead and calling the bank) waits
 // for its terminal to repeat the request before it is declined.
 const neverSentGrace = time.Minute
+
+// lookupSettles is how old a request must be before a bank's lookup that
+// finds nothing under its key proves it was never processed: longer than
+// any request of a payment's 30 s budget can still be running at a bank.
+const lookupSettles = 2 * time.Minute
 
 func jitter(n int64) int64 {
 	if n <= 0 {
@@ -108,22 +114,40 @@ func (s *Service) declineNeverSent(ctx context.Context, p Payment) (Payment, err
 }
 
 // reverseUnknown resolves a payment the terminal heard as declined while
-// its bank's answer was unknown: repeat the authorization with the same
-// key to learn the answer, and reverse it if it was an approval.
+// its bank's answer was unknown. The bank is asked what it holds under the
+// payment's key (a lookup charges nobody) and an approval found is
+// reversed. Nothing found means nothing was done, once the request is old
+// enough that it cannot still be running at the bank; until then the
+// lookup is repeated. A bank that refuses the lookup gets the request
+// repeated under its key (the bank does the work at most once), and an
+// approval is reversed; with no card left to repeat it, a reversal by
+// reference.
 func (s *Service) reverseUnknown(ctx context.Context, p Payment) (Payment, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.opBudget())
 	defer cancel()
-	var err error
 	var auth gateway.Authorization
-	if card, openErr := s.Vault.Open(p.ID, p.sealed); openErr == nil {
-		auth, err = s.Bank.AuthorizeAt(ctx, p.Gateway, s.authRequest(p, card))
-		err = unresolved(err, p.Gateway)
-		if err == nil && auth.Status == gateway.StatusApproved {
-			_, err = s.Bank.Reverse(ctx, p.Gateway, gateway.ReverseRequest{Key: p.ID + ":reverse", AuthorizationID: auth.ID})
+	auths, err := s.Bank.Find(ctx, p.Gateway, gateway.Lookup{IdempotencyKey: p.ID})
+	switch e := gateway.AsError(err); {
+	case err == nil:
+		if len(auths) == 0 && s.now().Sub(p.pendingSince) < lookupSettles {
+			err = errors.New("the bank holds nothing under this payment's key yet; looking again later")
 		}
-	} else {
-		// No card to repeat the request with: reverse by reference.
-		_, err = s.Bank.Reverse(ctx, p.Gateway, gateway.ReverseRequest{Key: p.ID + ":reverse", Reference: p.ID})
+		for _, a := range auths {
+			if a.Status == gateway.StatusApproved && err == nil {
+				auth = a
+				_, err = s.Bank.Reverse(ctx, p.Gateway, gateway.ReverseRequest{Key: p.ID + ":reverse", AuthorizationID: a.ID})
+			}
+		}
+	case e != nil && e.Kind == gateway.KindRejected:
+		if card, openErr := s.Vault.Open(p.ID, p.sealed); openErr == nil {
+			auth, err = s.Bank.AuthorizeAt(ctx, p.Gateway, s.authRequest(p, card))
+			err = unresolved(err, p.Gateway)
+			if err == nil && auth.Status == gateway.StatusApproved {
+				_, err = s.Bank.Reverse(ctx, p.Gateway, gateway.ReverseRequest{Key: p.ID + ":reverse", AuthorizationID: auth.ID})
+			}
+		} else {
+			_, err = s.Bank.Reverse(ctx, p.Gateway, gateway.ReverseRequest{Key: p.ID + ":reverse", Reference: p.ID})
+		}
 	}
 	done := err == nil || gateway.AsError(err) != nil && gateway.AsError(err).Kind == gateway.KindRejected
 	now := s.now()

@@ -29,6 +29,9 @@ type Bank interface {
 	Capture(ctx context.Context, bank string, req gateway.CaptureRequest) (gateway.Authorization, error)
 	Reverse(ctx context.Context, bank string, req gateway.ReverseRequest) ([]gateway.Authorization, error)
 	Refund(ctx context.Context, bank string, req gateway.RefundRequest) (gateway.Refund, error)
+	// Find asks one bank what it holds under a reference or key: how a
+	// payment the terminal heard as declined is checked without charging.
+	Find(ctx context.Context, bank string, by gateway.Lookup) ([]gateway.Authorization, error)
 	// Preferred is the bank an authorization would go to now, or "" when
 	// no bank takes traffic (every breaker open).
 	Preferred() string

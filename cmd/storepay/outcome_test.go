@@ -46,17 +46,18 @@ func TestBankRefusingConnectionsDeclines(t *testing.T) {
 	}
 }
 
-// The bank swallows the request: the outcome is unknown. The terminal
-// hears declined; storepay keeps the payment pinned to that bank and, when
-// the bank answers again, repeats the request with the same key and
-// reverses the approval it finds. The card ends up not charged.
+// The bank approves and its answer is lost: the outcome is unknown. The
+// terminal hears declined; storepay keeps the payment pinned to that bank
+// and, when the bank answers again, looks up what it holds under the
+// payment's key and reverses the approval it finds. The card ends up not
+// charged.
 func TestUnknownOutcomeDeclinedThenReversed(t *testing.T) {
 	b := startBank(t, "bank-a", 1)
 	s := startStore(t, []*bank{b}, func(c *Config) {
 		c.Gateways[0].AttemptTimeout = Duration{200 * time.Millisecond}
 		c.Gateways[0].MaxAttempts = 2
 	})
-	b.sim.SetFaults("", banksim.Faults{Blackhole: &banksim.Fault{}})
+	b.sim.SetFaults("", banksim.Faults{DropAfterApply: &banksim.Fault{}})
 	id := s.order(900)
 	r := must(t, s.post("/v1/orders/"+id+"/payments", cardBody(900, visa, map[string]any{"offline_behavior": "require_online"})), 201)
 	if r.str("status") != "declined" || r.str("decline_code") != "bank_unavailable" {
@@ -81,10 +82,38 @@ func TestUnknownOutcomeDeclinedThenReversed(t *testing.T) {
 		}
 	}
 	if reversed != 1 {
-		t.Fatalf("want the approval found by the same-key retry reversed; ledger: %+v", l.Authorizations)
+		t.Fatalf("want the approval found by the lookup reversed; ledger: %+v", l.Authorizations)
 	}
 	if p := s.get("/v1/payments/" + pid); p.str("status") != "declined" {
 		t.Fatalf("final: %s", p)
+	}
+}
+
+// The bank answers 500 (outcome unknown) and in fact did nothing. The
+// resolver checks with a lookup, which charges nobody: it never sends the
+// authorization again, so the card holder never sees an approval and its
+// reversal for a payment the terminal declined.
+func TestDeclinedUnknownOutcomeIsCheckedByLookupNotByCharging(t *testing.T) {
+	b := startBank(t, "bank-a", 1)
+	s := startStore(t, []*bank{b}, func(c *Config) { c.Gateways[0].MaxAttempts = 2 })
+	b.sim.SetFaults("", banksim.Faults{Error: &banksim.Fault{}})
+	r := must(t, s.post("/v1/orders/"+s.order(900)+"/payments", cardBody(900, visa, map[string]any{"offline_behavior": "require_online"})), 201)
+	if r.str("status") != "declined" || s.get("/v1/payments/"+r.str("id")).str("pending_op") != "reverse" {
+		t.Fatalf("payment: %s, want declined with a pending check", r)
+	}
+	sent := b.sim.Ledger().Calls("", banksim.EndpointAuthorize)
+	b.sim.ClearFaults()
+	waitFor(t, "the resolver to look the payment up twice", 10*time.Second, func() bool {
+		return b.sim.Ledger().Calls("", banksim.EndpointFind) >= 2
+	})
+	l := b.sim.Ledger()
+	if n := l.Calls("", banksim.EndpointAuthorize); n != sent {
+		t.Fatalf("the authorization was sent %d more times after the outage", n-sent)
+	}
+	for _, a := range l.Authorizations {
+		if a.Reference == r.str("id") {
+			t.Fatalf("the bank holds %+v for a payment the terminal declined", a)
+		}
 	}
 }
 
