@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -353,6 +354,11 @@ func bankFailure(err error) bool {
 	e := AsError(err)
 	if e == nil {
 		return !errors.Is(err, context.Canceled)
+	}
+	if e.Status == http.StatusConflict && e.Code == "idempotency_key_in_use" {
+		// The bank is busy with this very key (an earlier attempt still
+		// running there): an answer, and no sign that the bank is sick.
+		return false
 	}
 	switch e.Kind {
 	case KindUnknown, KindNotSent, KindNotProcessed:
