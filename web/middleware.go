@@ -43,14 +43,14 @@ func info(r *http.Request) *reqInfo {
 
 // maxRequestID caps an inbound X-Request-Id: a client must not be able to
 // flood the logs through it.
-const maxRequestID = 128
+const maxRequestID = 255
 
 func validRequestID(id string) bool {
 	if id == "" || len(id) > maxRequestID {
 		return false
 	}
 	for i := 0; i < len(id); i++ {
-		if id[i] < 0x21 || id[i] > 0x7e {
+		if id[i] < 0x20 || id[i] > 0x7e {
 			return false
 		}
 	}

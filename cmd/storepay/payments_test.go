@@ -2,6 +2,7 @@ package main
 
 import (
 	"database/sql"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -33,6 +34,20 @@ func TestRequestID(t *testing.T) {
 	req := s.call("GET", "/healthz", "", "", nil)
 	if req.header.Get("X-Request-Id") == "" {
 		t.Fatal("no request id on /healthz")
+	}
+	// The client's id is echoed: any printable ASCII, spaces included.
+	for _, id := range []string{"7d3c9a4e-1b2f-4c55-9a0e-0d9f3c2b1a00", "lane 3 / sale 42", strings.Repeat("x", 255)} {
+		hreq, _ := http.NewRequest("GET", s.url+"/v1/payments", nil)
+		hreq.Header.Set("Authorization", "Bearer "+s.terminal)
+		hreq.Header.Set("X-Request-Id", id)
+		res, err := http.DefaultClient.Do(hreq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if got := res.Header.Get("X-Request-Id"); got != id {
+			t.Errorf("sent X-Request-Id %q, got back %q", id, got)
+		}
 	}
 }
 
