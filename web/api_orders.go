@@ -21,6 +21,10 @@ type orderRequest struct {
 	Channel  string        `json:"channel"`
 	Currency string        `json:"currency"`
 	Lines    []lineRequest `json:"lines"`
+	// TerminalID is read and ignored: the terminal is the token's device,
+	// never what a body claims (the contract), and a body that says it
+	// anyway is not refused as unknown.
+	TerminalID any `json:"terminal_id"`
 }
 
 func (s *Server) createOrder(w http.ResponseWriter, r *http.Request) {
@@ -105,6 +109,7 @@ type paymentRequest struct {
 	Currency        string       `json:"currency"`
 	Card            *cardRequest `json:"card"`
 	OfflineBehavior string       `json:"offline_behavior"`
+	TerminalID      any          `json:"terminal_id"` // ignored: see orderRequest
 }
 
 func (s *Server) createPayment(w http.ResponseWriter, r *http.Request) {

@@ -51,6 +51,19 @@ func TestRequestID(t *testing.T) {
 	}
 }
 
+// terminal_id is the token's device, never what a body says: a body that
+// names another terminal is not refused, and not believed.
+func TestTerminalIDComesFromTheToken(t *testing.T) {
+	s := startStore(t, []*bank{startBank(t, "bank-a", 1)})
+	body := cardBody(500, visa, map[string]any{"terminal_id": "lane-99"})
+	p := must(t, s.post("/v1/orders/"+s.order(500)+"/payments", body), 201)
+	if p.str("terminal_id") != "lane-3" {
+		t.Fatalf("terminal_id %q, want the token's lane-3", p.str("terminal_id"))
+	}
+	must(t, s.post("/v1/orders", map[string]any{"channel": "walk_in", "currency": "USD", "terminal_id": "lane-99",
+		"lines": []map[string]any{{"sku": "A", "description": "a", "quantity": 1, "unit_amount": 100}}}), 201)
+}
+
 func TestOrderLifecycle(t *testing.T) {
 	s := startStore(t, []*bank{startBank(t, "bank-a", 1)})
 	r := must(t, s.post("/v1/orders", map[string]any{"channel": "phone", "currency": "USD",
