@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"storepay/gateway"
@@ -305,7 +306,10 @@ func (s *Service) finishOp(ctx context.Context, started Payment, auth gateway.Au
 }
 
 func rejection(op string, e *gateway.Error) error {
-	if op == opVoid && e.Code == "already_settled" {
+	// The protocol names no code for reversing a settled authorization:
+	// any code that says so (already_settled, authorization_settled, ...)
+	// is read as such.
+	if op == opVoid && strings.Contains(e.Code, "settled") {
 		return errf(KindConflict, "payment_settled", "the bank has settled this payment; refund it instead")
 	}
 	return errf(KindInvalid, rejectedCode(e), "the bank rejected the %s (%s)", op, rejectedCode(e))
