@@ -41,7 +41,7 @@ func BenchmarkOfflineAccept(b *testing.B) {
 	}
 	svc := &orders.Service{DB: db, Bank: noBank{}, Vault: vault}
 	q := &saf.Queue{DB: db, Vault: vault, Payments: svc,
-		Rules: saf.Rules{FloorLimit: 1 << 40, TotalLimit: 1 << 50, VelocityCount: 1 << 30, VelocityAmount: 1 << 50}}
+		Rules: saf.Rules{FloorLimit: 1 << 40, TotalLimit: 1 << 50}}
 	svc.Offline = q
 	ids := make([]string, b.N)
 	for i := range ids {

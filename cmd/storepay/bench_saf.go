@@ -25,7 +25,7 @@ func benchOffline(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	}
 	env, err := newBenchEnv(ctx, *dir, 2, func(c *Config) {
-		c.Offline.FloorLimit, c.Offline.VelocityCount, c.Offline.VelocityAmount = 1<<40, 1<<30, 1<<50
+		c.Offline.FloorLimit = 1 << 40
 		c.Forwarding.Interval = Duration{-1} // measure acceptance, not forwarding
 	})
 	if err != nil {
@@ -86,7 +86,7 @@ func benchDrain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	env, err := newBenchEnv(ctx, *dir, 1, func(c *Config) {
-		c.Offline.FloorLimit, c.Offline.VelocityCount, c.Offline.VelocityAmount = 1<<40, 1<<30, 1<<50
+		c.Offline.FloorLimit = 1 << 40
 		c.Forwarding = ForwardingConfig{Concurrency: *conc, RatePerSecond: *rate, Interval: Duration{100 * time.Millisecond}}
 	})
 	if err != nil {
