@@ -308,3 +308,31 @@ func TestCrashesDuringDrain(t *testing.T) {
 		t.Fatalf("charges no payment explains: %v", charges)
 	}
 }
+
+// With the default forwarding settings, an emergency stop halts a drain
+// within one call in flight per bank: once the stop is answered, at most
+// one more payment per bank is charged.
+func TestEmergencyStopHaltsWithinOneCallPerBank(t *testing.T) {
+	a, b := startBank(t, "bank-a", 1), startBank(t, "bank-b", 1)
+	cfg := safConfig(5000, 10_000_000, "400000******0000")
+	delete(cfg["forwarding"].(map[string]any), "concurrency")
+	s := newStore(t, []gw{{bank: a}, {bank: b}}, cfg)
+	queueOffline(t, s, 60)
+	a.faults(t, "", `{"latency":{"fixed":"100ms"}}`)
+	charged := func(k *bank) int { return len(k.ledger(t).charges()) }
+	s.call("PUT", "/v1/estop", s.manager, "", map[string]any{"state": "go", "reason": "drain"})
+	waitFor(t, "the drain to start", 10*time.Second, func() bool { return charged(a)+charged(b) >= 3 })
+	if r := s.call("PUT", "/v1/estop", s.manager, "", map[string]any{"state": "stop", "reason": "fraud"}); r.status != 200 {
+		t.Fatalf("stop: %s", r)
+	}
+	atStop := map[*bank]int{a: charged(a), b: charged(b)}
+	time.Sleep(time.Second) // ten bank latencies: anything still going would land
+	for _, k := range []*bank{a, b} {
+		if n := charged(k) - atStop[k]; n > 1 {
+			t.Fatalf("%s charged %d payments after the stop was answered, want at most one", k.name, n)
+		}
+	}
+	if charged(a)+charged(b) >= 60 {
+		t.Fatal("the drain finished before the stop: the test proved nothing")
+	}
+}

@@ -20,7 +20,10 @@ import (
 // ForwardPolicy is how the forwarder treats the banks. Zero fields take
 // their defaults.
 type ForwardPolicy struct {
-	// Concurrency is how many forwards may be in flight per bank. Default 4.
+	// Concurrency is how many forwards may be in flight per bank. Default
+	// 1: an emergency stop then halts a drain within one call in flight
+	// per bank (the calls already sent cannot be taken back), and a
+	// recovering bank sees one store's backlog one payment at a time.
 	Concurrency int
 	// RatePerSecond caps forwards per second per bank, so that a bank
 	// coming back from an outage is not stampeded. Default 20.
@@ -49,7 +52,7 @@ type ForwardPolicy struct {
 
 func (p ForwardPolicy) withDefaults() ForwardPolicy {
 	if p.Concurrency <= 0 {
-		p.Concurrency = 4
+		p.Concurrency = 1
 	}
 	if p.RatePerSecond <= 0 {
 		p.RatePerSecond = 20

@@ -36,7 +36,7 @@ func TestRuleDefaults(t *testing.T) {
 		t.Fatalf("defaults: %+v", r)
 	}
 	p := ForwardPolicy{}.withDefaults()
-	if p.Concurrency != 4 || p.RatePerSecond != 20 || p.MaxAttempts != 10 || p.Interval != time.Second {
+	if p.Concurrency != 1 || p.RatePerSecond != 20 || p.MaxAttempts != 10 || p.Interval != time.Second {
 		t.Fatalf("forward defaults: %+v", p)
 	}
 }
