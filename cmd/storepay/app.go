@@ -45,11 +45,11 @@ type App struct {
 func OpenApp(ctx context.Context, cfg Config, getenv func(string) string, log *slog.Logger) (*App, error) {
 	rawKey := getenv(cfg.CardKeyEnv)
 	if rawKey == "" {
-		return nil, fmt.Errorf("card key: environment variable %s is not set; it must hold 64 hex digits (make one with: openssl rand -hex 32)", cfg.CardKeyEnv)
+		return nil, fmt.Errorf("config: card_key_env: environment variable %s is not set; it must hold 64 hex digits (make one with: openssl rand -hex 32)", cfg.CardKeyEnv)
 	}
 	key, err := gateway.ParseCardKey(rawKey)
 	if err != nil {
-		return nil, fmt.Errorf("card key: environment variable %s: %w", cfg.CardKeyEnv, err)
+		return nil, fmt.Errorf("config: card_key_env: environment variable %s: %w", cfg.CardKeyEnv, err)
 	}
 	vault, err := gateway.NewVault(key)
 	if err != nil {
