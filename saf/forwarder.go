@@ -358,8 +358,11 @@ func (f *forwarder) forward(l *lane, r Record) {
 	f.mu.Unlock()
 	ctx, cancel := context.WithTimeout(gateway.WithGate(flight, f.gate), f.pol.CallTimeout)
 	t0 := time.Now()
-	auth, err := f.q.Bank.AuthorizeAt(ctx, l.bank, gateway.AuthRequest{Key: r.idemKey, TerminalID: r.TerminalID,
-		Reference: r.PaymentID, Amount: r.Amount, Currency: r.Currency, Capture: r.capture, Stored: r.advice, Card: card})
+	auth, found := f.charged(ctx, l.bank, r, pinnedBefore)
+	if !found {
+		auth, err = f.q.Bank.AuthorizeAt(ctx, l.bank, gateway.AuthRequest{Key: r.idemKey, TerminalID: r.TerminalID,
+			Reference: r.PaymentID, Amount: r.Amount, Currency: r.Currency, Capture: r.capture, Stored: r.advice, Card: card})
+	}
 	cancel()
 	if err != nil && gateway.AsError(err) == nil {
 		err = &gateway.Error{Kind: gateway.KindUnknown, Gateway: l.bank, Err: err}
@@ -374,6 +377,29 @@ func (f *forwarder) forward(l *lane, r Record) {
 		defer f.recording.Done()
 		f.record(r, pinnedBefore, auth, err, took)
 	}()
+}
+
+// charged looks up, for a record pinned to bank (the bank may hold it),
+// whether the bank already approved the payment, and returns that
+// approval. A repeat under the same key would be answered the same way,
+// but only while the bank keeps the key (the protocol promises 7 days; a
+// record can wait longer for a manager), whereas the authorization stays
+// findable by the payment's reference. Any failure of the lookup falls
+// back to the same-key repeat.
+func (f *forwarder) charged(ctx context.Context, bank string, r Record, pinned bool) (gateway.Authorization, bool) {
+	if !pinned {
+		return gateway.Authorization{}, false
+	}
+	auths, err := f.q.Bank.Find(ctx, bank, gateway.Lookup{Reference: r.PaymentID})
+	if err != nil {
+		return gateway.Authorization{}, false
+	}
+	for _, a := range auths {
+		if a.Status == gateway.StatusApproved && a.Amount == r.Amount && a.Currency == r.Currency {
+			return a, true
+		}
+	}
+	return gateway.Authorization{}, false
 }
 
 // record commits a forward's outcome: the record, the payment, the

@@ -108,6 +108,7 @@ type Payments interface {
 // implements it.
 type Bank interface {
 	AuthorizeAt(ctx context.Context, bank string, req gateway.AuthRequest) (gateway.Authorization, error)
+	Find(ctx context.Context, bank string, by gateway.Lookup) ([]gateway.Authorization, error)
 	Preferred() string
 	Banks() []string
 	OnAvailable(fn func(bank string))

@@ -222,13 +222,19 @@ func TestUnknownOutcomeStoredPinnedToItsBank(t *testing.T) {
 	if r := s.safRecord(p.str("id")); r["gateway"] != "bank-a" {
 		t.Fatalf("record not pinned: %v", r)
 	}
+	sent := a.sim.Ledger().Calls("", banksim.EndpointAuthorize)
 	clearAll(t, a)
 	f := s.waitPayment(p.str("id"), "captured")
-	if f.str("gateway") != "bank-a" {
-		t.Fatalf("resolved at %s", f.str("gateway"))
+	if f.str("gateway") != "bank-a" || f.str("auth_code") == "" {
+		t.Fatalf("resolved: %s", f)
 	}
 	if n := a.sim.Ledger().ChargesFor(p.str("id")); n != 1 {
 		t.Fatalf("bank-a charged %d times", n)
+	}
+	// The bank's approval was found by looking the payment up: the
+	// authorization was not sent again.
+	if n := a.sim.Ledger().Calls("", banksim.EndpointAuthorize); n != sent {
+		t.Fatalf("the authorization was sent %d more times; the lookup should have found the approval", n-sent)
 	}
 	if n := b.sim.Ledger().Calls(b.urls[0], banksim.EndpointAuthorize); n != 0 {
 		t.Fatalf("bank-b was asked %d times about a payment pinned to bank-a", n)
