@@ -33,6 +33,9 @@ type Ledger struct {
 	parts    [][]entry // records, in the order of the parts read
 	byRef    index     // payment id (captures) or refund id (refunds)
 	byBankID index     // built on first use: rows without a usable merchant_reference
+	// refundsOf lists each payment's refunds, built on first use: for a
+	// Refunded row that names its payment rather than the refund.
+	refundsOf map[string][]int32
 	gateways []string
 	gwIndex  map[string]uint16
 	sales    []sale
@@ -443,6 +446,38 @@ func (l *Ledger) gateway(name string) uint16 {
 // lookupRef finds a record by payment id or refund id.
 func (l *Ledger) lookupRef(ref string) (int32, bool) {
 	return l.byRef.find(ref, func(i int32) string { return l.str(l.at(i).ref) })
+}
+
+// refundOf finds the refund of payment, at gateway gw and not settled
+// yet, that a Refunded row of amount names when it names the payment (its
+// id, or its authorization's) instead of the refund: the refund of that
+// amount, else the payment's only unsettled refund there.
+func (l *Ledger) refundOf(payment string, amount int64, gw uint16) (int32, bool) {
+	if l.refundsOf == nil {
+		l.refundsOf = map[string][]int32{}
+		l.all(func(i int32, e *entry) bool {
+			if e.kind == kindRefund {
+				p := l.str(e.payment)
+				l.refundsOf[p] = append(l.refundsOf[p], i)
+			}
+			return true
+		})
+	}
+	var only []int32
+	for _, i := range l.refundsOf[payment] {
+		e := l.at(i)
+		if e.state != unmatched || e.gw != gw {
+			continue
+		}
+		if e.amount == amount {
+			return i, true
+		}
+		only = append(only, i)
+	}
+	if len(only) == 1 {
+		return only[0], true
+	}
+	return 0, false
 }
 
 // lookupBankID finds a record by the bank's own id (bank_auth_id or

@@ -283,13 +283,37 @@ func (m *matcher) total(r *Row, sign int64) {
 // Only an identical row is a re-sent one: two fees under one reference,
 // or with none, are two fees.
 func (m *matcher) resentOther(r *Row) bool {
-	key := strings.Join([]string{r.Type.String(), r.PSPReference, r.MerchantReference, r.BatchNumber, r.BookingDate,
-		r.Currency, strconv.FormatInt(r.Gross, 10), strconv.FormatInt(r.Fee, 10), r.CardLast4, r.AuthCode}, "\x00")
-	if _, ok := m.seen[key]; ok {
+	if m.resent(r) {
 		return true
 	}
-	m.seen[key] = struct{}{}
+	m.remember(r)
 	return false
+}
+
+func rowKey(r *Row) string {
+	return strings.Join([]string{r.Type.String(), r.PSPReference, r.MerchantReference, r.BatchNumber, r.BookingDate,
+		r.Currency, strconv.FormatInt(r.Gross, 10), strconv.FormatInt(r.Fee, 10), r.CardLast4, r.AuthCode}, "\x00")
+}
+
+func (m *matcher) resent(r *Row) bool {
+	_, ok := m.seen[rowKey(r)]
+	return ok
+}
+
+func (m *matcher) remember(r *Row) { m.seen[rowKey(r)] = struct{}{} }
+
+// refundNamingItsPayment matches a Refunded row whose references name a
+// capture (the payment id, or the authorization id) to a refund of that
+// payment.
+func (m *matcher) refundNamingItsPayment(r *Row) (int32, bool) {
+	c, ok := m.l.lookupRef(r.MerchantReference)
+	if !ok || m.l.at(c).kind != kindCapture {
+		c, ok = m.l.lookupBankID(r.PSPReference)
+	}
+	if !ok || m.l.at(c).kind != kindCapture {
+		return 0, false
+	}
+	return m.l.refundOf(m.l.str(m.l.at(c).payment), r.Gross, m.gw)
 }
 
 func (m *matcher) row(r Row, gateway string) {
@@ -318,6 +342,14 @@ func (m *matcher) row(r Row, gateway string) {
 	if !ok || m.l.at(i).kind != want {
 		i, ok = m.l.lookupBankID(r.PSPReference)
 		ok = ok && m.l.at(i).kind == want
+	}
+	if !ok && r.Type == Refunded && !m.resent(&r) {
+		// The format's merchant_reference is "storepay's payment id" and
+		// its psp_reference the bank's id "of the authorization or
+		// refund": a bank may name a refund by its payment.
+		if i, ok = m.refundNamingItsPayment(&r); ok {
+			m.remember(&r) // so that a re-sent copy is told from a second refund
+		}
 	}
 	if !ok || m.l.at(i).gw != m.gw {
 		if m.resentOther(&r) {

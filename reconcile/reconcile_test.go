@@ -3,6 +3,8 @@ package reconcile_test
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -345,5 +347,41 @@ func TestLedgerReadInPartsGivesTheSameReport(t *testing.T) {
 		if reports[parts] != reports[1] {
 			t.Errorf("read in %d parts, the report differs:\n%s", parts, diff(reports[1], reports[parts]))
 		}
+	}
+}
+
+// A Refunded row may name its payment instead of the refund: the format's
+// merchant_reference is "storepay's payment id" and its psp_reference the
+// bank's id "of the authorization or refund". It settles that payment's
+// refund; a re-sent copy of it is a re-sent row, not a second refund.
+func TestRefundRowNamingItsPayment(t *testing.T) {
+	db, f, dir := loadFixture(t, "clean")
+	alt := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(alt, "2026-11-21"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, gw := range []string{"bank-a", "bank-b"} {
+		b, err := os.ReadFile(filepath.Join(dir, "2026-11-21", gw+".csv"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if gw == "bank-b" {
+			refund := "1121A,store-042,rfd_Pq7Lz3Cl,rfd_019aa7d04c2e7a61b93f0d5e8c14c001,Refunded"
+			byPayment := "1121A,store-042,auth_Lm2Qv8Cl02,pay_019aa6c1e5f07d2b8c1e4a7f3b2dd002,Refunded"
+			if !strings.Contains(string(b), refund) {
+				t.Fatal("the clean fixture changed: its refund row is not there")
+			}
+			s := strings.Replace(string(b), refund, byPayment, 1)
+			s += strings.SplitAfter(s, "\n")[3] // the refund row, re-sent
+			b = []byte(s)
+		}
+		if err := os.WriteFile(filepath.Join(alt, "2026-11-21", gw+".csv"), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res := run(t, db, "2026-11-21", f.sources(t, alt, "2026-11-21"))
+	if res.Status != reconcile.Clean || res.Summary.Categories[reconcile.Matched].Count != 7 || res.Summary.ResentRows != 1 {
+		t.Fatalf("status %s, %d matched, %d re-sent, %d discrepancies: want clean, 7 matched, 1 re-sent", res.Status,
+			res.Summary.Categories[reconcile.Matched].Count, res.Summary.ResentRows, res.Summary.Discrepancies)
 	}
 }
