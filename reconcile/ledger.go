@@ -36,9 +36,9 @@ type Ledger struct {
 	// refundsOf lists each payment's refunds, built on first use: for a
 	// Refunded row that names its payment rather than the refund.
 	refundsOf map[string][]int32
-	gateways []string
-	gwIndex  map[string]uint16
-	sales    []sale
+	gateways  []string
+	gwIndex   map[string]uint16
+	sales     []sale
 
 	currencies []string
 }
