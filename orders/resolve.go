@@ -125,6 +125,11 @@ func (s *Service) declineNeverSent(ctx context.Context, p Payment) (Payment, err
 func (s *Service) reverseUnknown(ctx context.Context, p Payment) (Payment, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.opBudget())
 	defer cancel()
+	reverse := func(by gateway.ReverseRequest) error {
+		by.Key = p.ID + ":reverse"
+		_, err := s.Bank.Reverse(ctx, p.Gateway, by)
+		return err
+	}
 	var auth gateway.Authorization
 	auths, err := s.Bank.Find(ctx, p.Gateway, gateway.Lookup{IdempotencyKey: p.ID})
 	switch e := gateway.AsError(err); {
@@ -133,20 +138,20 @@ func (s *Service) reverseUnknown(ctx context.Context, p Payment) (Payment, error
 			err = errors.New("the bank holds nothing under this payment's key yet; looking again later")
 		}
 		for _, a := range auths {
-			if a.Status == gateway.StatusApproved && err == nil {
-				auth = a
-				_, err = s.Bank.Reverse(ctx, p.Gateway, gateway.ReverseRequest{Key: p.ID + ":reverse", AuthorizationID: a.ID})
+			if a.Status == gateway.StatusApproved {
+				auth, err = a, reverse(gateway.ReverseRequest{AuthorizationID: a.ID})
+				break
 			}
 		}
 	case e != nil && e.Kind == gateway.KindRejected:
-		if card, openErr := s.Vault.Open(p.ID, p.sealed); openErr == nil {
-			auth, err = s.Bank.AuthorizeAt(ctx, p.Gateway, s.authRequest(p, card))
-			err = unresolved(err, p.Gateway)
-			if err == nil && auth.Status == gateway.StatusApproved {
-				_, err = s.Bank.Reverse(ctx, p.Gateway, gateway.ReverseRequest{Key: p.ID + ":reverse", AuthorizationID: auth.ID})
-			}
-		} else {
-			_, err = s.Bank.Reverse(ctx, p.Gateway, gateway.ReverseRequest{Key: p.ID + ":reverse", Reference: p.ID})
+		card, openErr := s.Vault.Open(p.ID, p.sealed)
+		if openErr != nil {
+			err = reverse(gateway.ReverseRequest{Reference: p.ID})
+			break
+		}
+		auth, err = s.Bank.AuthorizeAt(ctx, p.Gateway, s.authRequest(p, card))
+		if err = unresolved(err, p.Gateway); err == nil && auth.Status == gateway.StatusApproved {
+			err = reverse(gateway.ReverseRequest{AuthorizationID: auth.ID})
 		}
 	}
 	done := err == nil || gateway.AsError(err) != nil && gateway.AsError(err).Kind == gateway.KindRejected

@@ -333,7 +333,9 @@ func (s *SettlementReader) row(rec []string, line int) (Row, error) {
 	}
 	if r.BookingDate != "" {
 		if _, err := time.Parse(time.RFC3339, r.BookingDate); err != nil {
-			return bad("booking_date %q is not an RFC 3339 time", r.BookingDate)
+			// The value is not echoed: a malformed field could hold anything,
+			// a card number included.
+			return bad("booking_date is not an RFC 3339 time")
 		}
 	}
 	// A fee belongs to no payment; any other row must name what it

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/go-chi/chi/v5"
 
@@ -158,7 +159,7 @@ func (s *Server) putEStop(w http.ResponseWriter, r *http.Request) {
 	derr := decode(w, r, &req)
 	state, reason := saf.EStopState(req.State), req.Reason
 	if len(reason) > maxReason {
-		reason = reason[:maxReason] + "…"
+		reason = strings.ToValidUTF8(reason[:maxReason], "") + "…"
 	}
 	if derr != nil || !state.Valid() {
 		why := fmt.Sprintf("state %q is not go, pause or stop", req.State)
