@@ -14,7 +14,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"modernc.org/sqlite"
 )
 
 //go:embed *.sql
@@ -42,6 +45,57 @@ type DB struct {
 
 	statsMu sync.Mutex
 	stats   Stats
+
+	// faultAt is when (unix nanoseconds) a write last failed because
+	// the storage refused it; 0 if never.
+	faultAt atomic.Int64
+}
+
+// LastStorageFault reports when a write last failed because the storage
+// refused it (disk full, I/O error, read-only file), or the zero time.
+// A full disk is intermittent as SQLite sees it: once a checkpoint lets
+// the WAL be reused, a small write fits again while a sale does not, so
+// readiness looks at recent faults and not only at its own probe.
+func (db *DB) LastStorageFault() time.Time {
+	if n := db.faultAt.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
+
+// IsStorageFault reports whether err says the storage refused a write,
+// as opposed to a constraint, a busy lock or a bug.
+func IsStorageFault(err error) bool {
+	if errors.Is(err, ErrClosed) {
+		return true
+	}
+	var se *sqlite.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	switch se.Code() & 0xff {
+	case sqliteReadOnly, sqliteIOErr, sqliteCorrupt, sqliteFull, sqliteCantOpen, sqliteNotADB:
+		return true
+	}
+	return false
+}
+
+// SQLite's primary result codes for a storage that refuses writes
+// (https://sqlite.org/rescode.html).
+const (
+	sqliteReadOnly = 8
+	sqliteIOErr    = 10
+	sqliteCorrupt  = 11
+	sqliteFull     = 13
+	sqliteCantOpen = 14
+	sqliteNotADB   = 26
+)
+
+// noteFault remembers a storage fault for readiness.
+func (db *DB) noteFault(err error) {
+	if IsStorageFault(err) {
+		db.faultAt.Store(time.Now().UnixNano())
+	}
 }
 
 // Stats are the writer's counters since Open.
@@ -238,7 +292,11 @@ func (db *DB) Update(ctx context.Context, fn func(*sql.Tx) error) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	return <-req.done
+	err := <-req.done
+	if err != nil {
+		db.noteFault(err)
+	}
+	return err
 }
 
 // Close stops the writer after the commit in progress and closes both

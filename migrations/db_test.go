@@ -154,3 +154,43 @@ func BenchmarkUpdateParallel(b *testing.B) {
 		}
 	})
 }
+
+// A write the storage refuses is remembered for readiness; a write refused
+// for its own reasons (a constraint) is not a storage fault.
+func TestStorageFaultIsRemembered(t *testing.T) {
+	db := MustOpen(t)
+	ctx := context.Background()
+	put := func(tx *sql.Tx) error {
+		_, err := tx.Exec(`INSERT INTO heartbeat (id, at) VALUES (1, 'x')`)
+		return err
+	}
+	if err := db.Update(ctx, put); err != nil {
+		t.Fatal(err)
+	}
+	err := db.Update(ctx, put) // the same primary key again
+	if err == nil || migrations.IsStorageFault(err) {
+		t.Fatalf("duplicate key: err %v, storage fault %v", err, migrations.IsStorageFault(err))
+	}
+	if at := db.LastStorageFault(); !at.IsZero() {
+		t.Fatalf("a constraint violation was taken for a storage fault at %v", at)
+	}
+	// query_only makes SQLite refuse the write with SQLITE_READONLY, the
+	// code a read-only file gives.
+	err = db.Update(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.Exec(`PRAGMA query_only = 1`); err != nil {
+			return err
+		}
+		defer tx.Exec(`PRAGMA query_only = 0`)
+		_, err := tx.Exec(`UPDATE heartbeat SET at = 'y'`)
+		return fmt.Errorf("update heartbeat: %w", err)
+	})
+	if !migrations.IsStorageFault(err) {
+		t.Fatalf("read-only write: %v, not a storage fault", err)
+	}
+	if db.LastStorageFault().IsZero() {
+		t.Fatal("the refused write was not remembered")
+	}
+	if !migrations.IsStorageFault(fmt.Errorf("x: %w", migrations.ErrClosed)) {
+		t.Fatal("a closed database is a storage fault")
+	}
+}

@@ -71,7 +71,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 // storageFault reports whether err came from the database refusing a
 // write (disk full, I/O error, read-only file, closed).
 func storageFault(err error) bool {
-	if errors.Is(err, migrations.ErrClosed) {
+	if migrations.IsStorageFault(err) {
 		return true
 	}
 	msg := strings.ToLower(err.Error())

@@ -135,7 +135,13 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
-// readyz proves the database takes a durable write.
+// faultHold is how long a write the storage refused keeps storepay not
+// ready, even when readiness's own small write goes through: on a full
+// disk a tiny write can fit where a sale does not.
+const faultHold = 5 * time.Second
+
+// readyz proves the database takes a durable write and has refused none
+// for faultHold.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 	defer cancel()
@@ -147,6 +153,11 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		s.log.Warn("not ready: database write failed", "err", err)
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": "the database does not take writes"})
+		return
+	}
+	if at := s.db.LastStorageFault(); !at.IsZero() && time.Since(at) < faultHold {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable",
+			"reason": "the database refused a write at " + at.UTC().Format(time.RFC3339Nano) + " (disk full or failing?)"})
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
