@@ -135,6 +135,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	})
 	defer sim.Close()
 
+	// Faults go in before any listener opens: a client that reads the
+	// printed URL must never catch the bank without them.
+	if f := o.faults(); f != (banksim.Faults{}) {
+		if err := sim.SetFaults("", f); err != nil {
+			return err
+		}
+	}
 	for addr := range strings.SplitSeq(o.listen, ",") {
 		if addr = strings.TrimSpace(addr); addr == "" {
 			continue
@@ -153,11 +160,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	fmt.Fprintf(stdout, "banksim admin on %s\n", adminURL)
-	if f := o.faults(); f != (banksim.Faults{}) {
-		if err := sim.SetFaults("", f); err != nil {
-			return err
-		}
-	}
 
 	<-ctx.Done()
 	log.Info("banksim stopping")
