@@ -275,8 +275,10 @@ func (r *Router) at(ctx context.Context, name, op string, fn func(context.Contex
 	// nothing is sent, and the caller tries again later.
 	if why := b.refuses(); why != "" {
 		e := b.unavailable(why)
-		if until := b.coolUntil.Load(); !b.disabled.Load() && until > 0 {
-			e.RetryAfter = time.Until(time.Unix(0, until))
+		if !b.disabled.Load() {
+			// When it takes calls again: after a 429's pause, or when
+			// the breaker lets a trial through.
+			e.RetryAfter = max(time.Until(time.Unix(0, b.coolUntil.Load())), b.breaker.RemainingDelay())
 		}
 		return nil, e
 	}

@@ -279,7 +279,7 @@ func (s *Service) finishOp(ctx context.Context, started Payment, auth gateway.Au
 			result = errf(KindUnavailable, "bank_unavailable", "no bank could be reached; nothing was done, try again")
 		default:
 			p.LastError = callErr.Error()
-			s.backoff(&p, now)
+			s.backoff(&p, now, callErr)
 			result = &Error{Kind: KindUnavailable, Code: "bank_unavailable",
 				Message: "the bank did not confirm; storepay keeps retrying it with the same key", Transient: true}
 		}

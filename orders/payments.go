@@ -320,7 +320,7 @@ func (s *Service) recordAuth(ctx context.Context, id string, behavior OfflineBeh
 			p.clearOp()
 		case resolving:
 			p.LastError = callErr.Error()
-			s.backoff(&p, now)
+			s.backoff(&p, now, callErr)
 		default:
 			pinned := ""
 			if !gateway.NothingDone(callErr) {
@@ -440,8 +440,16 @@ func (s *Service) voidStored(tx *sql.Tx, p *Payment, now time.Time) error {
 }
 
 // backoff schedules the next resolution attempt: exponential, capped at
-// five minutes, so a bank that is down is not hammered.
-func (s *Service) backoff(p *Payment, now time.Time) {
+// five minutes, so a bank that is down is not hammered. A bank that sent
+// nothing and said when it takes calls again (its breaker's remaining
+// delay, a 429's Retry-After) is tried then, without counting an attempt;
+// a bank that recovers sooner makes its payments due at once (see
+// [Service.RunResolver]).
+func (s *Service) backoff(p *Payment, now time.Time, err error) {
+	if e := gateway.AsError(err); e != nil && e.RetryAfter > 0 && gateway.NothingDone(err) {
+		p.resolveAfter = now.Add(e.RetryAfter + time.Duration(jitter(int64(e.RetryAfter/10))))
+		return
+	}
 	p.resolveAttempts++
 	d := time.Second << min(p.resolveAttempts, 9)
 	d = min(d, 5*time.Minute)

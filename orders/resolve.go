@@ -177,7 +177,7 @@ func (s *Service) reverseUnknown(ctx context.Context, p Payment) (Payment, error
 			}
 		} else {
 			cur.LastError = err.Error()
-			s.backoff(&cur, now)
+			s.backoff(&cur, now, err)
 		}
 		p = cur
 		return save(tx, &cur, cur.Status, "", now)
@@ -189,8 +189,26 @@ func (s *Service) reverseUnknown(ctx context.Context, p Payment) (Payment, error
 }
 
 // RunResolver resolves pending payments now and then every interval until
-// ctx ends. An interval of 0 runs only the first pass.
+// ctx ends, and at once when a bank starts admitting traffic again: the
+// payments waiting on it are made due then, whatever their backoff, so a
+// recovered bank settles them in seconds rather than minutes. An interval
+// of 0 runs only the first pass.
 func (s *Service) RunResolver(ctx context.Context, interval time.Duration) {
+	wake := make(chan struct{}, 1)
+	if interval > 0 {
+		s.Bank.OnAvailable(func(bank string) {
+			if ctx.Err() != nil {
+				return
+			}
+			if err := s.dueAt(ctx, bank); err != nil && ctx.Err() == nil {
+				s.log().Warn("make payments due after a bank recovered", "gateway", bank, "err", err)
+			}
+			select {
+			case wake <- struct{}{}:
+			default:
+			}
+		})
+	}
 	for {
 		if _, err := s.Resolve(ctx); err != nil && ctx.Err() == nil {
 			s.log().Error("resolve pass", "err", err)
@@ -202,6 +220,17 @@ func (s *Service) RunResolver(ctx context.Context, interval time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-time.After(interval):
+		case <-wake:
 		}
 	}
+}
+
+// dueAt makes every payment waiting on bank due now.
+func (s *Service) dueAt(ctx context.Context, bank string) error {
+	now := ts(s.now())
+	return s.DB.Update(ctx, func(tx *sql.Tx) error {
+		_, err := tx.Exec(`UPDATE payments SET resolve_after = ? WHERE pending_op <> '' AND gateway = ? AND resolve_after > ?`,
+			now, bank, now)
+		return err
+	})
 }

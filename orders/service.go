@@ -35,6 +35,9 @@ type Bank interface {
 	// Preferred is the bank an authorization would go to now, or "" when
 	// no bank takes traffic (every breaker open).
 	Preferred() string
+	// OnAvailable registers fn to be called whenever a bank starts
+	// admitting traffic again.
+	OnAvailable(fn func(bank string))
 }
 
 // Service runs orders and payments. Create it with its fields set; the

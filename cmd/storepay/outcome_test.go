@@ -2,6 +2,7 @@ package main
 
 import (
 	"database/sql"
+	"strings"
 	"testing"
 	"time"
 
@@ -56,6 +57,10 @@ func TestUnknownOutcomeDeclinedThenReversed(t *testing.T) {
 	s := startStore(t, []*bank{b}, func(c *Config) {
 		c.Gateways[0].AttemptTimeout = Duration{200 * time.Millisecond}
 		c.Gateways[0].MaxAttempts = 2
+		// As in production, probes notice the recovery: should a resolver
+		// pass catch the bank still dropping and open its breaker, the
+		// payment is due again as soon as a probe half-opens it.
+		c.Gateways[0].ProbeInterval = Duration{100 * time.Millisecond}
 	})
 	b.sim.SetFaults("", banksim.Faults{DropAfterApply: &banksim.Fault{}})
 	id := s.order(900)
@@ -156,5 +161,33 @@ func TestRecoveryPassResolvesPaymentsLeftInFlight(t *testing.T) {
 	}
 	if o := s.get("/v1/orders/" + id); o.str("status") != "paid" {
 		t.Fatalf("order after recovery: %s", o)
+	}
+}
+
+// A resolver pass that catches the bank still failing backs off, and the
+// bank's breaker opens (10 s). When the bank answers again, a health probe
+// half-opens the breaker and the waiting payment is resolved at once,
+// not after its backoff or the breaker's delay.
+func TestResolverResumesWhenTheBankRecovers(t *testing.T) {
+	b := startBank(t, "bank-a", 1)
+	s := startStore(t, []*bank{b}, func(c *Config) {
+		c.Gateways[0].AttemptTimeout = Duration{200 * time.Millisecond}
+		c.Gateways[0].MaxAttempts = 2
+		c.Gateways[0].ProbeInterval = Duration{100 * time.Millisecond}
+	})
+	b.sim.SetFaults("", banksim.Faults{DropAfterApply: &banksim.Fault{}})
+	id := s.order(900)
+	r := must(t, s.post("/v1/orders/"+id+"/payments", cardBody(900, visa, map[string]any{"offline_behavior": "require_online"})), 201)
+	pid := r.str("id")
+	waitFor(t, "the breaker to open", 10*time.Second, func() bool {
+		return s.get("/v1/payments/"+pid).str("last_error") != "" && strings.Contains(s.call("GET", "/v1/gateways", s.manager, "", nil).String(), `"state":"open"`)
+	})
+	b.sim.ClearFaults()
+	// Well inside the breaker's 10 s delay and the resolver's backoff.
+	waitFor(t, "the resolver to reverse the approval", 5*time.Second, func() bool {
+		return s.get("/v1/payments/"+pid).str("pending_op") == ""
+	})
+	if n := b.sim.Ledger().ChargesFor(pid); n != 0 {
+		t.Fatalf("card still charged %d times", n)
 	}
 }
