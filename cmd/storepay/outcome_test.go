@@ -60,10 +60,12 @@ func TestUnknownOutcomeDeclinedThenReversed(t *testing.T) {
 		// As in production, probes notice the recovery: should a resolver
 		// pass catch the bank still dropping and open its breaker, the
 		// payment is due again as soon as a probe half-opens it.
-		c.Gateways[0].ProbeInterval = Duration{100 * time.Millisecond}
+		c.Gateways[0].ProbeInterval = Duration{500 * time.Millisecond}
 	})
-	b.sim.SetFaults("", banksim.Faults{DropAfterApply: &banksim.Fault{}})
 	id := s.order(900)
+	// Just before the payment: two failed probes in a row would open the
+	// breaker before the payment reached the bank.
+	b.sim.SetFaults("", banksim.Faults{DropAfterApply: &banksim.Fault{}})
 	r := must(t, s.post("/v1/orders/"+id+"/payments", cardBody(900, visa, map[string]any{"offline_behavior": "require_online"})), 201)
 	if r.str("status") != "declined" || r.str("decline_code") != "bank_unavailable" {
 		t.Fatalf("payment: %s", r)
@@ -173,10 +175,12 @@ func TestResolverResumesWhenTheBankRecovers(t *testing.T) {
 	s := startStore(t, []*bank{b}, func(c *Config) {
 		c.Gateways[0].AttemptTimeout = Duration{200 * time.Millisecond}
 		c.Gateways[0].MaxAttempts = 2
-		c.Gateways[0].ProbeInterval = Duration{100 * time.Millisecond}
+		c.Gateways[0].ProbeInterval = Duration{500 * time.Millisecond}
 	})
-	b.sim.SetFaults("", banksim.Faults{DropAfterApply: &banksim.Fault{}})
 	id := s.order(900)
+	// Just before the payment: two failed probes in a row would open the
+	// breaker before the payment reached the bank.
+	b.sim.SetFaults("", banksim.Faults{DropAfterApply: &banksim.Fault{}})
 	r := must(t, s.post("/v1/orders/"+id+"/payments", cardBody(900, visa, map[string]any{"offline_behavior": "require_online"})), 201)
 	pid := r.str("id")
 	waitFor(t, "the breaker to open", 10*time.Second, func() bool {
