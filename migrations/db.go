@@ -63,6 +63,10 @@ func (db *DB) LastStorageFault() time.Time {
 	return time.Time{}
 }
 
+// FreeBytes is the space left on the file system that holds the
+// database, as an unprivileged writer sees it.
+func (db *DB) FreeBytes() (uint64, error) { return freeBytes(filepath.Dir(db.path)) }
+
 // IsStorageFault reports whether err says the storage refused a write,
 // as opposed to a constraint, a busy lock or a bug.
 func IsStorageFault(err error) bool {
@@ -129,6 +133,13 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("open database: %w", err)
 		}
+	}
+	// A new database file is private from its first byte: SQLite gives
+	// its WAL and shared-memory files the database file's permissions.
+	if f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600); err == nil {
+		f.Close()
+	} else if !errors.Is(err, fs.ErrExist) {
+		return nil, fmt.Errorf("open database: %w", err)
 	}
 	write, err := sql.Open(driverName, dsn(path, true))
 	if err != nil {

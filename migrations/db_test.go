@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -192,5 +193,29 @@ func TestStorageFaultIsRemembered(t *testing.T) {
 	}
 	if !migrations.IsStorageFault(fmt.Errorf("x: %w", migrations.ErrClosed)) {
 		t.Fatal("a closed database is a storage fault")
+	}
+}
+
+// The database holds payment data: a new file and its WAL are readable
+// by storepay's user only, whatever the umask.
+func TestNewDatabaseIsPrivate(t *testing.T) {
+	db := MustOpen(t)
+	if err := db.Update(context.Background(), func(tx *sql.Tx) error {
+		_, err := tx.Exec(`INSERT INTO heartbeat (id, at) VALUES (1, 'x')`)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, suffix := range []string{"", "-wal"} {
+		fi, err := os.Stat(db.Path() + suffix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if perm := fi.Mode().Perm(); perm != 0o600 {
+			t.Errorf("storepay.db%s has mode %v, want -rw-------", suffix, perm)
+		}
+	}
+	if free, err := db.FreeBytes(); err != nil || free == 0 {
+		t.Fatalf("free space on a temp dir: %d, %v", free, err)
 	}
 }

@@ -3,7 +3,9 @@ package web
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"time"
 
@@ -137,11 +139,16 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 
 // faultHold is how long a write the storage refused keeps storepay not
 // ready, even when readiness's own small write goes through: on a full
-// disk a tiny write can fit where a sale does not.
+// disk a tiny write can fit (in WAL space already allocated) where a sale
+// does not.
 const faultHold = 5 * time.Second
 
-// readyz proves the database takes a durable write and has refused none
-// for faultHold.
+// minFreeBytes is the free space below which the database's disk counts
+// as full: a few batches of sales and a checkpoint's growth.
+const minFreeBytes = 128 << 10
+
+// readyz proves the database takes a durable write, has refused none for
+// faultHold, and has room left on its disk.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 	defer cancel()
@@ -150,17 +157,31 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 			migrations.FormatTime(s.now()))
 		return err
 	})
-	if err != nil {
-		s.log.Warn("not ready: database write failed", "err", err)
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": "the database does not take writes"})
-		return
+	free, ferr := s.db.FreeBytes()
+	if ferr != nil {
+		free = math.MaxUint64 // unknown: the write probe decides
 	}
-	if at := s.db.LastStorageFault(); !at.IsZero() && time.Since(at) < faultHold {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable",
-			"reason": "the database refused a write at " + at.UTC().Format(time.RFC3339Nano) + " (disk full or failing?)"})
+	if reason := unready(err, s.db.LastStorageFault(), time.Now(), free); reason != "" {
+		s.log.Warn("not ready", "reason", reason, "err", err)
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": reason})
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// unready says why storepay is not ready, or "": the readiness probe's
+// write failed (probeErr), the storage refused a write lately (lastFault),
+// or the database's disk is (nearly) full.
+func unready(probeErr error, lastFault, now time.Time, free uint64) string {
+	switch {
+	case probeErr != nil:
+		return "the database does not take writes"
+	case !lastFault.IsZero() && now.Sub(lastFault) < faultHold:
+		return "the database refused a write at " + lastFault.UTC().Format(time.RFC3339Nano) + " (disk full or failing?)"
+	case free < minFreeBytes:
+		return fmt.Sprintf("the database's disk is full: %d bytes free", free)
+	}
+	return ""
 }
 
 // Prune deletes idempotency records past their time to live.
