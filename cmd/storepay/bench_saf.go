@@ -21,7 +21,6 @@ func benchOffline(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	n := fs.Int("n", 20000, "payments to make")
 	conc := fs.Int("c", 64, "concurrent terminals")
 	dir := fs.String("dir", "", "`folder` on the disk to measure (default: the system's temp folder)")
-	prof := fs.String("cpuprofile", "", "write a CPU profile of the load to `file`")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -39,13 +38,6 @@ func benchOffline(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	rawBefore, err := rawCommitRate(env.dir, 2*time.Second)
 	if err != nil {
 		return err
-	}
-	if *prof != "" {
-		stop, err := startCPUProfile(*prof)
-		if err != nil {
-			return err
-		}
-		defer stop()
 	}
 	res, err := env.load(ctx, *n, *conc, func(i int) map[string]any {
 		return map[string]any{"method": "card", "amount": 100 + i%5000, "capture": true,
