@@ -1,14 +1,23 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"database/sql"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"storepay/gateway"
 	"storepay/gateway/banksim"
+	"storepay/migrations"
 )
 
 // benchOffline measures offline acceptance with every bank down: how many
@@ -39,14 +48,19 @@ func benchOffline(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
-	res, err := env.load(ctx, *n, *conc, func(i int) map[string]any {
+	body := func(i int) map[string]any {
 		return map[string]any{"method": "card", "amount": 100 + i%5000, "capture": true,
 			"card": map[string]any{"pan": benchPAN(i), "exp_month": 12, "exp_year": 2030}}
-	})
+	}
+	res, err := env.load(ctx, *n, *conc, body)
 	if err != nil {
 		return err
 	}
 	ws := env.app.DB.WriterStats()
+	floor, err := floorRate(ctx, env.dir, *n, *conc, body)
+	if err != nil {
+		return err
+	}
 	rawAfter, err := rawCommitRate(env.dir, 2*time.Second)
 	if err != nil {
 		return err
@@ -58,6 +72,7 @@ func benchOffline(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fmt.Fprintf(stdout, "  outcomes                                    %v, errors %d\n", res.statuses, res.errors)
 	fmt.Fprintf(stdout, "  raw SQLite single-row commits/s (before %.0f, after %.0f), mean %8.0f\n", rawBefore, rawAfter, raw)
 	fmt.Fprintf(stdout, "  ratio stored/raw                            %8.2f\n", res.rate()/raw)
+	fmt.Fprintf(stdout, "  floor: bare net/http + one INSERT each, same writer   %8.0f/s (ratio to raw %.2f)\n", floor, floor/raw)
 	fmt.Fprintf(stdout, "  writer: %d commits, %.1f writes each, %.0f µs running writes and %.0f µs committing per commit\n",
 		ws.Batches, float64(ws.Writes)/float64(max(ws.Batches, 1)), float64(ws.ExecTime.Microseconds())/float64(max(ws.Batches, 1)),
 		float64(ws.CommitTime.Microseconds())/float64(max(ws.Batches, 1)))
@@ -140,4 +155,89 @@ func benchDrain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fmt.Fprintf(stdout, "  drained in %s: %.2f × the bound (target ≤ 1.20)\n", took.Round(time.Millisecond), took.Seconds()/bound.Seconds())
 	fmt.Fprintf(stdout, "  bank charged %d stored advices for %d payments\n", charged, *n)
 	return nil
+}
+
+// floorRate is the yardstick for offline acceptance: the same load
+// against the least a durable acceptor can do on this machine, net/http
+// and JSON on loopback with one single-row INSERT per request through
+// storepay's group-committing writer (synchronous=FULL). What separates
+// storepay from it is storepay's own work per payment.
+func floorRate(ctx context.Context, dir string, n, conc int, body func(i int) map[string]any) (float64, error) {
+	db, err := migrations.Open(ctx, filepath.Join(dir, "floor.db"))
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	if err := db.Update(ctx, func(tx *sql.Tx) error {
+		_, err := tx.Exec(`CREATE TABLE floor (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, amount INTEGER NOT NULL, last4 TEXT NOT NULL)`)
+		return err
+	}); err != nil {
+		return 0, err
+	}
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Amount int64
+			Card   struct{ PAN string }
+		}
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil || len(req.Card.PAN) < 4 {
+			http.Error(w, "bad request", http.StatusBadRequest)
+			return
+		}
+		key := r.Header.Get("Idempotency-Key")
+		err := db.Update(r.Context(), func(tx *sql.Tx) error {
+			_, err := tx.Exec(`INSERT INTO floor (key, amount, last4) VALUES (?, ?, ?)`, key, req.Amount, req.Card.PAN[len(req.Card.PAN)-4:])
+			return err
+		})
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		json.NewEncoder(w).Encode(map[string]any{"key": key, "status": "stored"})
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	srv := &http.Server{Handler: h}
+	go srv.Serve(ln)
+	defer srv.Close()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
+	defer client.CloseIdleConnections()
+	u := "http://" + ln.Addr().String() + "/"
+	var next, failed atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				b, _ := json.Marshal(body(i))
+				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(b))
+				req.Header.Set("Idempotency-Key", fmt.Sprintf("f-%d", i))
+				req.Header.Set("Content-Type", "application/json")
+				res, err := client.Do(req)
+				if err != nil {
+					failed.Add(1)
+					continue
+				}
+				io.Copy(io.Discard, res.Body)
+				res.Body.Close()
+				if res.StatusCode != http.StatusCreated {
+					failed.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if f := failed.Load(); f > 0 {
+		return 0, fmt.Errorf("floor: %d of %d requests failed", f, n)
+	}
+	return float64(n) / time.Since(start).Seconds(), ctx.Err()
 }
