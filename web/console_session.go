@@ -96,8 +96,7 @@ func (s *Server) openSession(ctx context.Context, d devices.Device, replaces str
 	}
 	now := s.now()
 	err = s.db.Update(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.Exec(`DELETE FROM console_sessions WHERE expires_at <= ? OR last_seen_at <= ?`,
-			migrations.FormatTime(now), migrations.FormatTime(now.Add(-SessionIdle))); err != nil {
+		if _, err := deleteExpiredSessions(tx, now); err != nil {
 			return err
 		}
 		if replaces != "" {
@@ -331,4 +330,27 @@ func (s *Server) consoleLogout(w http.ResponseWriter, r *http.Request) {
 	}
 	setSessionCookie(w, r, "", -1)
 	http.Redirect(w, r, "/console/login?bye=1", http.StatusSeeOther)
+}
+
+// deleteExpiredSessions deletes the sessions past their lifetime or idle
+// time: they can never be used again.
+func deleteExpiredSessions(tx *sql.Tx, now time.Time) (int64, error) {
+	res, err := tx.Exec(`DELETE FROM console_sessions WHERE expires_at <= ? OR last_seen_at <= ?`,
+		migrations.FormatTime(now), migrations.FormatTime(now.Add(-SessionIdle)))
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+// PurgeSessions deletes expired console sessions. Sign-ins do it too, but
+// a store whose manager stops signing in must not keep them forever.
+func (s *Server) PurgeSessions(ctx context.Context) (int64, error) {
+	var n int64
+	err := s.db.Update(ctx, func(tx *sql.Tx) error {
+		var err error
+		n, err = deleteExpiredSessions(tx, s.now())
+		return err
+	})
+	return n, err
 }

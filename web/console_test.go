@@ -48,6 +48,7 @@ type consoleEnv struct {
 	sim      *banksim.Sim
 	manager  string
 	terminal string
+	srv      *web.Server
 	skew     atomic.Int64
 }
 
@@ -95,6 +96,7 @@ func newConsole(t *testing.T, tlsServer bool) *consoleEnv {
 		Forward: saf.ForwardPolicy{Interval: -1}}
 	e.orders.Offline = e.queue
 	srv := web.New(web.Config{DB: db, Orders: e.orders, Devices: e.reg, Router: e.router, SAF: e.queue, Log: log, Now: e.now})
+	e.srv = srv
 	var ts *httptest.Server
 	if tlsServer {
 		ts = httptest.NewTLSServer(srv.Handler())
@@ -884,4 +886,37 @@ func TestReconciliationProposalsAreDecidedOnceAndAudited(t *testing.T) {
 	if strings.Join(actions, ",") != "reconciliation.accept:,reconciliation.reject:customer paid cash instead" {
 		t.Fatalf("audit log: %v", actions)
 	}
+}
+
+// Expired sessions are purged by the background pruning too, not only by
+// the next sign-in; a live one stays.
+func TestExpiredSessionsArePurged(t *testing.T) {
+	e := newConsole(t, false)
+	e.login(e.manager)
+	e.advance(web.SessionIdle + time.Second)
+	idle := e.login(e.manager) // this sign-in purges the first, idle session
+	count := func() int {
+		var n int
+		if err := e.db.Read().QueryRow(`SELECT count(*) FROM console_sessions`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := count(); n != 1 {
+		t.Fatalf("%d sessions after a sign-in past the first one's idle time, want 1", n)
+	}
+	e.advance(web.SessionIdle + time.Second)
+	n, err := e.srv.PurgeSessions(context.Background())
+	if err != nil || n != 1 {
+		t.Fatalf("purged %d, %v; want the idle session", n, err)
+	}
+	if n := count(); n != 0 {
+		t.Fatalf("%d sessions left", n)
+	}
+	wantStatus(t, e.get("/console/estop", idle), http.StatusSeeOther)
+	fresh := e.login(e.manager)
+	if n, err := e.srv.PurgeSessions(context.Background()); err != nil || n != 0 {
+		t.Fatalf("purged %d, %v; a live session must stay", n, err)
+	}
+	wantStatus(t, e.get("/console/estop", fresh), http.StatusOK)
 }

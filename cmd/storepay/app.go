@@ -159,6 +159,11 @@ func (a *App) prune(ctx context.Context) {
 		} else if n > 0 {
 			a.Log.Info("pruned idempotency records", "count", n)
 		}
+		if n, err := a.Web.PurgeSessions(ctx); err != nil && ctx.Err() == nil {
+			a.Log.Warn("purge expired console sessions", "err", err)
+		} else if n > 0 {
+			a.Log.Info("purged expired console sessions", "count", n)
+		}
 		select {
 		case <-ctx.Done():
 			return
