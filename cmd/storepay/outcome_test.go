@@ -53,20 +53,7 @@ func TestBankRefusingConnectionsDeclines(t *testing.T) {
 // payment's key and reverses the approval it finds. The card ends up not
 // charged.
 func TestUnknownOutcomeDeclinedThenReversed(t *testing.T) {
-	b := startBank(t, "bank-a", 1)
-	s := startStore(t, []*bank{b}, func(c *Config) {
-		c.Gateways[0].AttemptTimeout = Duration{200 * time.Millisecond}
-		c.Gateways[0].MaxAttempts = 2
-		// As in production, probes notice the recovery: should a resolver
-		// pass catch the bank still dropping and open its breaker, the
-		// payment is due again as soon as a probe half-opens it.
-		c.Gateways[0].ProbeInterval = Duration{500 * time.Millisecond}
-	})
-	id := s.order(900)
-	// Just before the payment: two failed probes in a row would open the
-	// breaker before the payment reached the bank.
-	b.sim.SetFaults("", banksim.Faults{DropAfterApply: &banksim.Fault{}})
-	r := must(t, s.post("/v1/orders/"+id+"/payments", cardBody(900, visa, map[string]any{"offline_behavior": "require_online"})), 201)
+	b, s, r := payIntoLostAnswers(t)
 	if r.str("status") != "declined" || r.str("decline_code") != "bank_unavailable" {
 		t.Fatalf("payment: %s", r)
 	}
@@ -171,17 +158,7 @@ func TestRecoveryPassResolvesPaymentsLeftInFlight(t *testing.T) {
 // half-opens the breaker and the waiting payment is resolved at once,
 // not after its backoff or the breaker's delay.
 func TestResolverResumesWhenTheBankRecovers(t *testing.T) {
-	b := startBank(t, "bank-a", 1)
-	s := startStore(t, []*bank{b}, func(c *Config) {
-		c.Gateways[0].AttemptTimeout = Duration{200 * time.Millisecond}
-		c.Gateways[0].MaxAttempts = 2
-		c.Gateways[0].ProbeInterval = Duration{500 * time.Millisecond}
-	})
-	id := s.order(900)
-	// Just before the payment: two failed probes in a row would open the
-	// breaker before the payment reached the bank.
-	b.sim.SetFaults("", banksim.Faults{DropAfterApply: &banksim.Fault{}})
-	r := must(t, s.post("/v1/orders/"+id+"/payments", cardBody(900, visa, map[string]any{"offline_behavior": "require_online"})), 201)
+	b, s, r := payIntoLostAnswers(t)
 	pid := r.str("id")
 	waitFor(t, "the breaker to open", 10*time.Second, func() bool {
 		return s.get("/v1/payments/"+pid).str("last_error") != "" && strings.Contains(s.call("GET", "/v1/gateways", s.manager, "", nil).String(), `"state":"open"`)
@@ -194,4 +171,25 @@ func TestResolverResumesWhenTheBankRecovers(t *testing.T) {
 	if n := b.sim.Ledger().ChargesFor(pid); n != 0 {
 		t.Fatalf("card still charged %d times", n)
 	}
+}
+
+// payIntoLostAnswers pays 900 (require_online) at a bank that approves and
+// then drops every answer, and returns the bank, the store and the
+// terminal's answer. The bank keeps dropping until the test clears it.
+func payIntoLostAnswers(t *testing.T) (*bank, *store, resp) {
+	t.Helper()
+	b := startBank(t, "bank-a", 1)
+	s := startStore(t, []*bank{b}, func(c *Config) {
+		c.Gateways[0].AttemptTimeout = Duration{200 * time.Millisecond}
+		c.Gateways[0].MaxAttempts = 2
+		// As in production, probes notice the recovery: should a resolver
+		// pass catch the bank still dropping and open its breaker, the
+		// payment is due again as soon as a probe half-opens it.
+		c.Gateways[0].ProbeInterval = Duration{500 * time.Millisecond}
+	})
+	id := s.order(900)
+	// Just before the payment: two failed probes in a row would open the
+	// breaker before the payment reached the bank.
+	b.sim.SetFaults("", banksim.Faults{DropAfterApply: &banksim.Fault{}})
+	return b, s, must(t, s.post("/v1/orders/"+id+"/payments", cardBody(900, visa, map[string]any{"offline_behavior": "require_online"})), 201)
 }
