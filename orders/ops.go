@@ -305,11 +305,16 @@ func (s *Service) finishOp(ctx context.Context, started Payment, auth gateway.Au
 	return p, nil
 }
 
+// settledRejection reports whether a bank refused a reversal because the
+// authorization is settled. The protocol names no code for it: any code
+// that says so (already_settled, authorization_settled, ...) is read as
+// such.
+func settledRejection(e *gateway.Error) bool {
+	return e != nil && e.Kind == gateway.KindRejected && strings.Contains(e.Code, "settled")
+}
+
 func rejection(op string, e *gateway.Error) error {
-	// The protocol names no code for reversing a settled authorization:
-	// any code that says so (already_settled, authorization_settled, ...)
-	// is read as such.
-	if op == opVoid && strings.Contains(e.Code, "settled") {
+	if op == opVoid && settledRejection(e) {
 		return errf(KindConflict, "payment_settled", "the bank has settled this payment; refund it instead")
 	}
 	return errf(KindInvalid, rejectedCode(e), "the bank rejected the %s (%s)", op, rejectedCode(e))

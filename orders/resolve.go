@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"time"
 
@@ -125,12 +126,22 @@ func (s *Service) declineNeverSent(ctx context.Context, p Payment) (Payment, err
 func (s *Service) reverseUnknown(ctx context.Context, p Payment) (Payment, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.opBudget())
 	defer cancel()
-	reverse := func(by gateway.ReverseRequest) error {
-		by.Key = p.ID + ":reverse"
-		_, err := s.Bank.Reverse(ctx, p.Gateway, by)
+	var auth gateway.Authorization
+	refunded := false
+	// undo reverses the approval a; one the bank settled meanwhile (the
+	// business day closed) can no longer be reversed and is refunded in
+	// full instead, so the card holder is never left charged.
+	undo := func(a gateway.Authorization) error {
+		auth = a
+		_, err := s.Bank.Reverse(ctx, p.Gateway, gateway.ReverseRequest{Key: p.ID + ":reverse", AuthorizationID: a.ID})
+		if !settledRejection(gateway.AsError(err)) {
+			return err
+		}
+		_, err = s.Bank.Refund(ctx, p.Gateway, gateway.RefundRequest{Key: p.ID + ":refund-settled",
+			AuthorizationID: a.ID, Amount: a.CapturedAmount, Reference: p.ID})
+		refunded = err == nil
 		return err
 	}
-	var auth gateway.Authorization
 	auths, err := s.Bank.Find(ctx, p.Gateway, gateway.Lookup{IdempotencyKey: p.ID})
 	switch e := gateway.AsError(err); {
 	case err == nil:
@@ -139,19 +150,20 @@ func (s *Service) reverseUnknown(ctx context.Context, p Payment) (Payment, error
 		}
 		for _, a := range auths {
 			if a.Status == gateway.StatusApproved {
-				auth, err = a, reverse(gateway.ReverseRequest{AuthorizationID: a.ID})
+				err = undo(a)
 				break
 			}
 		}
 	case e != nil && e.Kind == gateway.KindRejected:
 		card, openErr := s.Vault.Open(p.ID, p.sealed)
 		if openErr != nil {
-			err = reverse(gateway.ReverseRequest{Reference: p.ID})
+			_, err = s.Bank.Reverse(ctx, p.Gateway, gateway.ReverseRequest{Key: p.ID + ":reverse", Reference: p.ID})
 			break
 		}
-		auth, err = s.Bank.AuthorizeAt(ctx, p.Gateway, s.authRequest(p, card))
-		if err = unresolved(err, p.Gateway); err == nil && auth.Status == gateway.StatusApproved {
-			err = reverse(gateway.ReverseRequest{AuthorizationID: auth.ID})
+		var a gateway.Authorization
+		a, err = s.Bank.AuthorizeAt(ctx, p.Gateway, s.authRequest(p, card))
+		if err = unresolved(err, p.Gateway); err == nil && a.Status == gateway.StatusApproved {
+			err = undo(a)
 		}
 	}
 	done := err == nil || gateway.AsError(err) != nil && gateway.AsError(err).Kind == gateway.KindRejected
@@ -166,7 +178,17 @@ func (s *Service) reverseUnknown(ctx context.Context, p Payment) (Payment, error
 			cur.sealed = nil
 			cur.clearOp()
 			cur.LastError = ""
-			if auth.Status == gateway.StatusApproved {
+			switch {
+			case err != nil && auth.ID != "":
+				// The bank refused the reversal or the refund: a manager
+				// must look at this payment's approval at the bank.
+				cur.LastError = err.Error()
+				detail = "approval " + auth.ID + " could not be undone after an unknown outcome: " + err.Error()
+				cur.BankAuthID = auth.ID
+			case refunded:
+				detail = fmt.Sprintf("approval %s was settled before it could be reversed; refunded %d", auth.ID, auth.CapturedAmount)
+				cur.BankAuthID = auth.ID
+			case auth.Status == gateway.StatusApproved:
 				detail = "approval " + auth.ID + " reversed after an unknown outcome"
 				cur.BankAuthID = auth.ID
 			}

@@ -63,7 +63,8 @@ func TestUnknownOutcomeDeclinedThenReversed(t *testing.T) {
 	}
 	b.sim.ClearFaults()
 	waitFor(t, "the resolver to reverse the approval", 10*time.Second, func() bool {
-		return s.get("/v1/payments/"+pid).str("pending_op") == ""
+		p := s.get("/v1/payments/" + pid)
+		return p.status == 200 && p.str("pending_op") == ""
 	})
 	l := b.sim.Ledger()
 	if n := l.ChargesFor(pid); n != 0 {
@@ -160,16 +161,21 @@ func TestRecoveryPassResolvesPaymentsLeftInFlight(t *testing.T) {
 func TestResolverResumesWhenTheBankRecovers(t *testing.T) {
 	b, s, r := payIntoLostAnswers(t)
 	pid := r.str("id")
+	if r.str("pending_op") != "reverse" {
+		t.Fatalf("want a payment waiting for its reversal: %s", r)
+	}
 	waitFor(t, "the breaker to open", 10*time.Second, func() bool {
 		return s.get("/v1/payments/"+pid).str("last_error") != "" && strings.Contains(s.call("GET", "/v1/gateways", s.manager, "", nil).String(), `"state":"open"`)
 	})
 	b.sim.ClearFaults()
 	// Well inside the breaker's 10 s delay and the resolver's backoff.
+	var p resp
 	waitFor(t, "the resolver to reverse the approval", 5*time.Second, func() bool {
-		return s.get("/v1/payments/"+pid).str("pending_op") == ""
+		p = s.get("/v1/payments/" + pid)
+		return p.status == 200 && p.str("pending_op") == ""
 	})
 	if n := b.sim.Ledger().ChargesFor(pid); n != 0 {
-		t.Fatalf("card still charged %d times", n)
+		t.Fatalf("card still charged %d times; payment %s; bank holds %+v", n, p, b.sim.Ledger().Authorizations)
 	}
 }
 
@@ -192,4 +198,43 @@ func payIntoLostAnswers(t *testing.T) (*bank, *store, resp) {
 	// breaker before the payment reached the bank.
 	b.sim.SetFaults("", banksim.Faults{DropAfterApply: &banksim.Fault{}})
 	return b, s, must(t, s.post("/v1/orders/"+id+"/payments", cardBody(900, visa, map[string]any{"offline_behavior": "require_online"})), 201)
+}
+
+// The approval of a payment the terminal heard as declined is settled
+// (the bank closed the business day) before storepay can reverse it. A
+// settled approval cannot be reversed, so storepay refunds it in full:
+// the card holder is not left paying for a sale that failed.
+func TestUnknownOutcomeSettledMeanwhileIsRefunded(t *testing.T) {
+	b, s, r := payIntoLostAnswers(t)
+	pid := r.str("id")
+	if r.str("pending_op") != "reverse" {
+		t.Fatalf("want a payment waiting for its reversal: %s", r)
+	}
+	var auth banksim.Authorization
+	for _, a := range b.sim.Ledger().Authorizations {
+		if a.Reference == pid {
+			auth = a
+		}
+	}
+	if auth.ID == "" || auth.CapturedAmount != 900 {
+		t.Fatalf("the bank should hold the captured sale: %+v", auth)
+	}
+	if err := b.sim.CloseDay(auth.BusinessDate); err != nil {
+		t.Fatal(err)
+	}
+	b.sim.ClearFaults()
+	var p resp
+	waitFor(t, "the resolver to undo the approval", 10*time.Second, func() bool {
+		p = s.get("/v1/payments/" + pid)
+		return p.status == 200 && p.str("pending_op") == ""
+	})
+	var refunded int64
+	for _, rf := range b.sim.Ledger().Refunds {
+		if rf.AuthorizationID == auth.ID {
+			refunded += rf.Amount
+		}
+	}
+	if refunded != 900 || p.str("status") != "declined" || p.str("last_error") != "" {
+		t.Fatalf("refunded %d of 900; payment %s", refunded, p)
+	}
 }
