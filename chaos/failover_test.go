@@ -93,7 +93,8 @@ func TestPrimarySlowBeyondTimeout(t *testing.T) {
 	}
 	a.clear(t)
 	waitFor(t, "the caught payment to be resolved", 15*time.Second, func() bool {
-		return s.get("/v1/payments/"+caught.str("id")).str("pending_op") == ""
+		p := s.get("/v1/payments/" + caught.str("id"))
+		return p.status == 200 && p.str("pending_op") == ""
 	})
 	at := where(t, a, b)
 	if got, ok := at[caught.str("id")]; ok {
@@ -134,7 +135,8 @@ func TestPrimaryDropsResponseAfterCharging(t *testing.T) {
 	}
 	a.clear(t)
 	waitFor(t, "the approval of the lost payment to be reversed", 15*time.Second, func() bool {
-		return s.get("/v1/payments/"+lost.str("id")).str("pending_op") == ""
+		p := s.get("/v1/payments/" + lost.str("id"))
+		return p.status == 200 && p.str("pending_op") == ""
 	})
 	at := where(t, a, b)
 	for _, id := range ids {
