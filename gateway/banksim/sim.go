@@ -85,6 +85,7 @@ type listener struct {
 	url   string
 	addr  string       // the resolved host:port, to listen again after Refuse
 	srv   *http.Server // nil while refused; guarded by Sim.lnMu
+	ln    net.Listener // srv's socket; guarded by Sim.lnMu
 	calls [numEndpoints + 1]atomic.Int64
 }
 
@@ -193,7 +194,7 @@ func (s *Sim) Close() error {
 	for _, l := range s.listeners {
 		if l.srv != nil {
 			servers = append(servers, l.srv)
-			l.srv = nil
+			l.srv, l.ln = nil, nil
 		}
 	}
 	if s.admin != nil {
@@ -228,7 +229,7 @@ func (s *Sim) newServer(h http.Handler) *http.Server {
 // serve starts l's server on ln. Caller holds lnMu.
 func (s *Sim) serve(l *listener, ln net.Listener) {
 	srv := s.newServer(s.protocolHandler(l))
-	l.srv = srv
+	l.srv, l.ln = srv, ln
 	s.wg.Go(func() { _ = srv.Serve(ln) })
 }
 
@@ -317,7 +318,11 @@ func (s *Sim) applyRefuse() error {
 			// Close, not Shutdown: a refusing bank has crashed, its open
 			// connections die with it.
 			_ = l.srv.Close()
-			l.srv = nil
+			// Close the socket here too: srv.Close misses a listener
+			// whose Serve goroutine has not started yet, and a client
+			// would meanwhile connect into its accept queue.
+			_ = l.ln.Close()
+			l.srv, l.ln = nil, nil
 			s.log.Info("banksim refusing connections", "url", l.url)
 		case !refuse[l] && l.srv == nil:
 			ln, err := net.Listen("tcp", l.addr)
