@@ -188,11 +188,21 @@ func (e *benchEnv) post(ctx context.Context, path, key string, body any) (int, [
 type loadResult struct {
 	latencies []time.Duration
 	elapsed   time.Duration
+	cpu       time.Duration // process CPU time over elapsed; 0 if not measured
 	errors    int
 	statuses  map[string]int
 }
 
 func (r loadResult) rate() float64 { return float64(len(r.latencies)) / r.elapsed.Seconds() }
+
+// cpuPer is the process CPU time per request, and how many of the
+// machine's cores the run kept busy on average.
+func (r loadResult) cpuPer(n int) (per time.Duration, cores float64) {
+	if n == 0 || r.elapsed <= 0 {
+		return 0, 0
+	}
+	return r.cpu / time.Duration(n), float64(r.cpu) / float64(r.elapsed)
+}
 
 func (r loadResult) percentile(p float64) time.Duration {
 	if len(r.latencies) == 0 {
@@ -244,6 +254,7 @@ func (e *benchEnv) load(ctx context.Context, n, conc int, body func(i int) map[s
 	}
 	res := loadResult{latencies: make([]time.Duration, 0, n), statuses: map[string]int{}}
 	next.Store(0)
+	cpu0, cpuOK := processCPU()
 	start := time.Now()
 	for w := 0; w < conc; w++ {
 		wg.Add(1)
@@ -272,6 +283,9 @@ func (e *benchEnv) load(ctx context.Context, n, conc int, body func(i int) map[s
 	}
 	wg.Wait()
 	res.elapsed = time.Since(start)
+	if cpu1, ok := processCPU(); ok && cpuOK {
+		res.cpu = cpu1 - cpu0
+	}
 	return res, ctx.Err()
 }
 

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -61,10 +62,12 @@ func benchOffline(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
+	rawCPU0, _ := processCPU()
 	rawAfter, err := rawCommitRate(env.dir, 2*time.Second)
 	if err != nil {
 		return err
 	}
+	rawCPU1, cpuOK := processCPU()
 	raw := (rawBefore + rawAfter) / 2
 	fmt.Fprintf(stdout, "offline acceptance, every bank down, %d payments from %d concurrent terminals\n", *n, *conc)
 	fmt.Fprintf(stdout, "  stored payments/s (durable, acknowledged)   %8.0f\n", res.rate())
@@ -72,7 +75,26 @@ func benchOffline(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fmt.Fprintf(stdout, "  outcomes                                    %v, errors %d\n", res.statuses, res.errors)
 	fmt.Fprintf(stdout, "  raw SQLite single-row commits/s (before %.0f, after %.0f), mean %8.0f\n", rawBefore, rawAfter, raw)
 	fmt.Fprintf(stdout, "  ratio stored/raw                            %8.2f\n", res.rate()/raw)
-	fmt.Fprintf(stdout, "  floor: bare net/http + one INSERT each, same writer   %8.0f/s (ratio to raw %.2f)\n", floor, floor/raw)
+	floorRate := float64(*n) / floor.elapsed.Seconds()
+	fmt.Fprintf(stdout, "  floor: bare net/http + one INSERT each, same writer   %8.0f/s (ratio to raw %.2f)\n", floorRate, floorRate/raw)
+	if res.cpu > 0 && floor.cpu > 0 {
+		per, cores := res.cpuPer(len(res.latencies))
+		fper, fcores := floor.cpuPer(*n)
+		// With every core busy, a machine of runtime.NumCPU() cores cannot
+		// acknowledge more than cores/CPU-per-payment: the ceiling that no
+		// batching of commits lifts.
+		fmt.Fprintf(stdout, "  CPU per payment, whole process (terminals, HTTP, storepay, SQLite)\n")
+		fmt.Fprintf(stdout, "    storepay %6.0f µs on %.2f cores busy: at most %6.0f/s on %d cores\n",
+			float64(per.Microseconds()), cores, float64(runtime.NumCPU())/per.Seconds(), runtime.NumCPU())
+		fmt.Fprintf(stdout, "    floor    %6.0f µs on %.2f cores busy: at most %6.0f/s on %d cores\n",
+			float64(fper.Microseconds()), fcores, float64(runtime.NumCPU())/fper.Seconds(), runtime.NumCPU())
+		if cpuOK {
+			// The raw loop is one goroutine: what of each commit's time is
+			// not CPU is the disk (the fsync).
+			per := float64((rawCPU1 - rawCPU0).Microseconds()) / (rawAfter * 2)
+			fmt.Fprintf(stdout, "    raw      %6.0f µs per commit, of %.0f µs: the disk's share is the rest\n", per, 1e6/rawAfter)
+		}
+	}
 	fmt.Fprintf(stdout, "  writer: %d commits, %.1f writes each, %.0f µs running writes and %.0f µs committing per commit\n",
 		ws.Batches, float64(ws.Writes)/float64(max(ws.Batches, 1)), float64(ws.ExecTime.Microseconds())/float64(max(ws.Batches, 1)),
 		float64(ws.CommitTime.Microseconds())/float64(max(ws.Batches, 1)))
@@ -162,17 +184,17 @@ func benchDrain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 // and JSON on loopback with one single-row INSERT per request through
 // storepay's group-committing writer (synchronous=FULL). What separates
 // storepay from it is storepay's own work per payment.
-func floorRate(ctx context.Context, dir string, n, conc int, body func(i int) map[string]any) (float64, error) {
+func floorRate(ctx context.Context, dir string, n, conc int, body func(i int) map[string]any) (loadResult, error) {
 	db, err := migrations.Open(ctx, filepath.Join(dir, "floor.db"))
 	if err != nil {
-		return 0, err
+		return loadResult{}, err
 	}
 	defer db.Close()
 	if err := db.Update(ctx, func(tx *sql.Tx) error {
 		_, err := tx.Exec(`CREATE TABLE floor (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, amount INTEGER NOT NULL, last4 TEXT NOT NULL)`)
 		return err
 	}); err != nil {
-		return 0, err
+		return loadResult{}, err
 	}
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
@@ -198,7 +220,7 @@ func floorRate(ctx context.Context, dir string, n, conc int, body func(i int) ma
 	})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return 0, err
+		return loadResult{}, err
 	}
 	srv := &http.Server{Handler: h}
 	go srv.Serve(ln)
@@ -208,6 +230,7 @@ func floorRate(ctx context.Context, dir string, n, conc int, body func(i int) ma
 	u := "http://" + ln.Addr().String() + "/"
 	var next, failed atomic.Int64
 	var wg sync.WaitGroup
+	cpu0, cpuOK := processCPU()
 	start := time.Now()
 	for range conc {
 		wg.Add(1)
@@ -236,8 +259,12 @@ func floorRate(ctx context.Context, dir string, n, conc int, body func(i int) ma
 		}()
 	}
 	wg.Wait()
-	if f := failed.Load(); f > 0 {
-		return 0, fmt.Errorf("floor: %d of %d requests failed", f, n)
+	res := loadResult{elapsed: time.Since(start)}
+	if cpu1, ok := processCPU(); ok && cpuOK {
+		res.cpu = cpu1 - cpu0
 	}
-	return float64(n) / time.Since(start).Seconds(), ctx.Err()
+	if f := failed.Load(); f > 0 {
+		return loadResult{}, fmt.Errorf("floor: %d of %d requests failed", f, n)
+	}
+	return res, ctx.Err()
 }

@@ -10,7 +10,7 @@ import (
 
 // bench offline runs end to end and prints every figure the performance
 // page records: the stored rate, the raw commit rate, their ratio and the
-// floor. The figures themselves are for docs/performance.md, not asserted.
+// floor, and the CPU each costs. The figures themselves are for docs/performance.md, not asserted.
 func TestBenchOfflinePrintsItsFigures(t *testing.T) {
 	var out, errb bytes.Buffer
 	err := run(context.Background(), []string{"bench", "offline", "-n", "200", "-c", "8", "-dir", t.TempDir()},
@@ -24,6 +24,9 @@ func TestBenchOfflinePrintsItsFigures(t *testing.T) {
 		`raw SQLite single-row commits/s .* mean\s+[0-9]+`,
 		`ratio stored/raw\s+[0-9.]+`,
 		`floor: .*\s+[0-9]+/s \(ratio to raw [0-9.]+\)`,
+		`storepay\s+[0-9]+ µs on [0-9.]+ cores busy: at most\s+[0-9]+/s`,
+		`floor\s+[0-9]+ µs on [0-9.]+ cores busy: at most\s+[0-9]+/s`,
+		`raw\s+[0-9]+ µs per commit, of [0-9]+ µs`,
 	} {
 		m := regexp.MustCompile(re).FindString(out.String())
 		if m == "" {
