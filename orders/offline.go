@@ -16,9 +16,11 @@ type Offline interface {
 	// (offline_limit_exceeded, ...) and queues nothing.
 	Admit(tx *sql.Tx, r OfflineRecord) error
 	// Cancel takes a payment out of the queue before it is forwarded (a
-	// void). It returns an *Error when the record is already being
-	// forwarded or was forwarded.
-	Cancel(tx *sql.Tx, paymentID string, now time.Time) error
+	// void). It returns an *Error when the record is being forwarded or
+	// was forwarded. pinned is the bank the record was pinned to, where
+	// an earlier request for it has an unknown outcome ("" if none): an
+	// approval there must still be reversed.
+	Cancel(tx *sql.Tx, paymentID string, now time.Time) (pinned string, err error)
 }
 
 // OfflineRecord is a card payment accepted without a bank's decision.

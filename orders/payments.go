@@ -426,17 +426,28 @@ func (s *Service) decideOffline(tx *sql.Tx, p *Payment, behavior OfflineBehavior
 	return nil
 }
 
-// voidStored takes a stored payment out of the queue.
+// voidStored takes a stored payment out of the queue. One pinned to a
+// bank, where a request for it has an unknown outcome, may be approved
+// there: it is voided at once, and the resolver reverses whatever that
+// bank holds under the payment's reference, as for an unknown outcome the
+// terminal heard as declined.
 func (s *Service) voidStored(tx *sql.Tx, p *Payment, now time.Time) error {
 	if s.Offline == nil {
 		return errf(KindConflict, "payment_not_voidable", "store-and-forward is not running")
 	}
-	if err := s.Offline.Cancel(tx, p.ID, now); err != nil {
+	pinned, err := s.Offline.Cancel(tx, p.ID, now)
+	if err != nil {
 		return err
 	}
 	from := p.Status
 	p.Status = Voided
-	return save(tx, p, from, "voided before forwarding", now)
+	detail := "voided before forwarding"
+	if pinned != "" {
+		p.Gateway = pinned
+		s.startOp(p, opReverse, p.ID, "", p.Amount, p.TipAmount, now)
+		detail = "voided before forwarding; any approval at " + pinned + " is reversed"
+	}
+	return save(tx, p, from, detail, now)
 }
 
 // backoff schedules the next resolution attempt: exponential, capped at

@@ -142,7 +142,10 @@ func (s *Service) reverseUnknown(ctx context.Context, p Payment) (Payment, error
 		refunded = err == nil
 		return err
 	}
-	auths, err := s.Bank.Find(ctx, p.Gateway, gateway.Lookup{IdempotencyKey: p.ID})
+	// By reference, not by key: a voided stored payment may have reached
+	// the bank as an online request (key: the payment id) or as a stored
+	// advice (its own key), and both carry the payment's reference.
+	auths, err := s.Bank.Find(ctx, p.Gateway, gateway.Lookup{Reference: p.ID})
 	switch e := gateway.AsError(err); {
 	case err == nil:
 		if len(auths) == 0 && s.now().Sub(p.pendingSince) < lookupSettles {

@@ -248,25 +248,26 @@ func ValidHotCard(s string) bool {
 }
 
 // Cancel takes a queued payment out of the queue (a void before it is
-// forwarded). A record being forwarded, or pinned to a bank where its
-// outcome is unknown, cannot be cancelled: payment_in_progress.
-func (q *Queue) Cancel(tx *sql.Tx, paymentID string, now time.Time) error {
+// forwarded). A record being forwarded cannot be cancelled:
+// payment_in_progress. A record pinned to a bank may have been approved
+// there; its bank is returned so that the payment reverses it.
+func (q *Queue) Cancel(tx *sql.Tx, paymentID string, now time.Time) (string, error) {
 	r, err := getRecordBy(tx, "payment_id", paymentID)
 	if err != nil {
-		return err
+		return "", err
 	}
 	switch {
-	case r.Status == Forwarding || (r.Gateway != "" && r.Attempts > 0):
-		return &orders.Error{Kind: orders.KindConflict, Code: "payment_in_progress", Transient: true,
-			Message: "this stored payment is being forwarded or its outcome at the bank is being resolved; retry later"}
+	case r.Status == Forwarding:
+		return "", &orders.Error{Kind: orders.KindConflict, Code: "payment_in_progress", Transient: true,
+			Message: "this stored payment is being forwarded; retry later"}
 	case !r.Status.outstanding():
-		return &orders.Error{Kind: orders.KindConflict, Code: "payment_not_voidable", Message: "the payment was already forwarded"}
+		return "", &orders.Error{Kind: orders.KindConflict, Code: "payment_not_voidable", Message: "the payment was already forwarded"}
 	}
 	if _, err := tx.Exec(`DELETE FROM saf_attempts WHERE record_id = ?`, r.ID); err != nil {
-		return err
+		return "", err
 	}
 	if _, err := tx.Exec(`DELETE FROM saf_records WHERE id = ?`, r.ID); err != nil {
-		return err
+		return "", err
 	}
-	return addOutstanding(tx, -1, -r.Amount)
+	return r.Gateway, addOutstanding(tx, -1, -r.Amount)
 }

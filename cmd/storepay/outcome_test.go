@@ -182,22 +182,64 @@ func TestResolverResumesWhenTheBankRecovers(t *testing.T) {
 // payIntoLostAnswers pays 900 (require_online) at a bank that approves and
 // then drops every answer, and returns the bank, the store and the
 // terminal's answer. The bank keeps dropping until the test clears it.
-func payIntoLostAnswers(t *testing.T) (*bank, *store, resp) {
+func payIntoLostAnswers(t *testing.T, opts ...storeOption) (*bank, *store, resp) {
+	return payIntoLostAnswersAs(t, "require_online", opts...)
+}
+
+// payIntoLostAnswersAs is payIntoLostAnswers with the given
+// offline_behavior: with prefer_online the payment is stored, pinned to
+// the bank that may hold it.
+func payIntoLostAnswersAs(t *testing.T, behavior string, opts ...storeOption) (*bank, *store, resp) {
 	t.Helper()
 	b := startBank(t, "bank-a", 1)
-	s := startStore(t, []*bank{b}, func(c *Config) {
+	s := startStore(t, []*bank{b}, append([]storeOption{func(c *Config) {
 		c.Gateways[0].AttemptTimeout = Duration{200 * time.Millisecond}
 		c.Gateways[0].MaxAttempts = 2
 		// As in production, probes notice the recovery: should a resolver
 		// pass catch the bank still dropping and open its breaker, the
 		// payment is due again as soon as a probe half-opens it.
 		c.Gateways[0].ProbeInterval = Duration{500 * time.Millisecond}
-	})
+	}}, opts...)...)
 	id := s.order(900)
 	// Just before the payment: two failed probes in a row would open the
 	// breaker before the payment reached the bank.
 	b.sim.SetFaults("", banksim.Faults{DropAfterApply: &banksim.Fault{}})
-	return b, s, must(t, s.post("/v1/orders/"+id+"/payments", cardBody(900, visa, map[string]any{"offline_behavior": "require_online"})), 201)
+	return b, s, must(t, s.post("/v1/orders/"+id+"/payments", cardBody(900, visa, map[string]any{"offline_behavior": behavior})), 201)
+}
+
+// A payment stored after its bank's answer was lost may be approved at
+// that bank. Voiding it before it is forwarded takes it out of the queue
+// and reverses whatever the bank holds: the card holder is not charged for
+// a voided sale.
+func TestVoidedStoredPaymentWithUnknownOutcomeIsReversed(t *testing.T) {
+	b, s, r := payIntoLostAnswersAs(t, "prefer_online", func(c *Config) {
+		c.Forwarding.Interval = Duration{-1} // only the void may take it out of the queue
+	})
+	pid := r.str("id")
+	if r.str("status") != "stored" || r.str("gateway") != "bank-a" {
+		t.Fatalf("want a payment stored pinned to bank-a: %s", r)
+	}
+	if n := b.sim.Ledger().ChargesFor(pid); n != 1 {
+		t.Fatalf("the bank should hold the lost approval, holds %d", n)
+	}
+	v := must(t, s.post("/v1/payments/"+pid+"/void", map[string]any{}), 200)
+	if v.str("status") != "voided" || v.str("pending_op") != "reverse" {
+		t.Fatalf("void: %s, want voided with a pending reversal", v)
+	}
+	if q := must(t, s.call("GET", "/v1/saf", s.manager, "", nil), 200); strings.Contains(q.String(), pid) {
+		t.Fatalf("the voided payment is still queued: %s", q)
+	}
+	b.sim.ClearFaults()
+	waitFor(t, "the resolver to reverse the approval", 10*time.Second, func() bool {
+		p := s.get("/v1/payments/" + pid)
+		return p.status == 200 && p.str("pending_op") == ""
+	})
+	if n := b.sim.Ledger().ChargesFor(pid); n != 0 {
+		t.Fatalf("card still charged %d times for a voided payment", n)
+	}
+	if p := s.get("/v1/payments/" + pid); p.str("status") != "voided" {
+		t.Fatalf("final: %s", p)
+	}
 }
 
 // The approval of a payment the terminal heard as declined is settled
