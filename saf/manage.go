@@ -117,12 +117,13 @@ func (q *Queue) Replay(ctx context.Context, id, actor, reason string) (Record, e
 }
 
 // Hold keeps a queued or expired record from being forwarded until it is
-// released. Errors: saf_record_not_found, saf_not_holdable.
+// released. A manager decided about it, so it no longer expires.
+// Errors: saf_record_not_found, saf_not_holdable.
 func (q *Queue) Hold(ctx context.Context, id, actor, reason string) (Record, error) {
 	return q.manage(ctx, id, actor, "saf.hold", reason, func(r *Record) error {
 		switch r.Status {
 		case Queued, Expired, Held:
-			r.Status = Held
+			r.Status, r.expireExempt = Held, true
 			return nil
 		}
 		return conflict("saf_not_holdable", "record %s is %s", r.ID, r.Status)
