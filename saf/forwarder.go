@@ -3,6 +3,7 @@ package saf
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -126,12 +127,30 @@ func (q *Queue) Open() error {
 		return nil
 	}
 	now := migrations.FormatTime(q.now())
+	var orphans int64
 	err = q.DB.Update(context.Background(), func(tx *sql.Tx) error {
-		_, err := tx.Exec(`UPDATE saf_records SET status = 'queued', next_attempt_at = ?, updated_at = ? WHERE status = 'forwarding'`, now, now)
+		if _, err := tx.Exec(`UPDATE saf_records SET status = 'queued', next_attempt_at = ?, updated_at = ? WHERE status = 'forwarding'`, now, now); err != nil {
+			return err
+		}
+		// A record pinned to a bank that is no longer configured can go
+		// nowhere else (that bank may hold it): a manager must see it.
+		banks, err := json.Marshal(q.Bank.Banks())
+		if err != nil {
+			return err
+		}
+		res, err := tx.Exec(`UPDATE saf_records SET status = 'held', updated_at = ?,
+			last_error = 'pinned to ' || gateway || ', which is not configured: that bank may hold this payment'
+			WHERE status = 'queued' AND gateway <> '' AND gateway NOT IN (SELECT value FROM json_each(?))`, now, string(banks))
+		if err == nil {
+			orphans, err = res.RowsAffected()
+		}
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("saf: recover records left forwarding: %w", err)
+	}
+	if orphans > 0 {
+		q.log().Error("ALERT: saf: records pinned to a bank that is not configured are held for a manager", "count", orphans)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &forwarder{q: q, pol: pol, ctx: ctx, cancel: cancel, wakeCh: make(chan struct{}, 1),
@@ -247,63 +266,70 @@ func (f *forwarder) scan() {
 	}
 }
 
-// dispatch hands due records to their banks' lanes without waiting: a
-// full lane just means that bank is busy; other banks' records go on. It
-// reads only as many records as the lanes can take (plus those already
-// handed out and not yet claimed), and only their id and bank: it runs
-// after every forward.
+// dispatch hands due records to their banks' lanes without waiting. Each
+// lane is filled from its own due records (pinned to its bank, or unpinned
+// when it is the preferred bank): a busy bank, or records pinned to one,
+// never keep another bank's records waiting. It reads only as many
+// records as a lane can take (plus those already handed out and not yet
+// claimed), and only their ids: it runs after every forward.
 func (f *forwarder) dispatch() {
-	free := 0
-	for _, l := range f.lanes {
-		free += cap(l.ch) - len(l.ch)
-	}
+	now := migrations.FormatTime(f.q.now())
+	preferred := f.q.Bank.Preferred()
 	f.mu.Lock()
 	handedOut := len(f.dispatched)
 	f.mu.Unlock()
-	if free == 0 {
-		return
-	}
-	rows, err := f.q.DB.Read().QueryContext(f.ctx, `SELECT id, gateway FROM saf_records WHERE status = 'queued' AND next_attempt_at <= ?
-		ORDER BY next_attempt_at LIMIT ?`, migrations.FormatTime(f.q.now()), free+handedOut)
-	if err != nil {
-		if f.ctx.Err() == nil {
-			f.q.log().Warn("saf: scan queue", "err", err)
-		}
-		return
-	}
-	var recs []Record
-	for rows.Next() {
-		var r Record
-		if err := rows.Scan(&r.ID, &r.Gateway); err != nil {
-			rows.Close()
-			f.q.log().Warn("saf: scan queue", "err", err)
-			return
-		}
-		recs = append(recs, r)
-	}
-	rows.Close()
-	preferred := f.q.Bank.Preferred()
-	full := map[string]bool{}
-	for _, r := range recs {
-		bank := r.Gateway
-		if bank == "" {
-			bank = preferred
-		}
-		l := f.lanes[bank]
-		if l == nil || full[bank] {
+	for bank, l := range f.lanes {
+		free := cap(l.ch) - len(l.ch)
+		if free == 0 {
 			continue
 		}
+		ids, err := f.due(bank, now, free+handedOut)
+		if err == nil && bank == preferred {
+			var unpinned []string
+			unpinned, err = f.due("", now, free+handedOut)
+			ids = append(ids, unpinned...)
+		}
+		if err != nil {
+			if f.ctx.Err() == nil {
+				f.q.log().Warn("saf: scan queue", "gateway", bank, "err", err)
+			}
+			return
+		}
 		f.mu.Lock()
-		if !f.dispatched[r.ID] {
+	fill:
+		for _, id := range ids {
+			if f.dispatched[id] {
+				continue
+			}
 			select {
-			case l.ch <- r:
-				f.dispatched[r.ID] = true
+			case l.ch <- Record{ID: id}:
+				f.dispatched[id] = true
 			default:
-				full[bank] = true
+				break fill
 			}
 		}
 		f.mu.Unlock()
 	}
+}
+
+// due lists up to limit ids of queued records pinned to bank ("" for the
+// unpinned ones) whose next attempt is due at now, oldest first.
+func (f *forwarder) due(bank, now string, limit int) ([]string, error) {
+	rows, err := f.q.DB.Read().QueryContext(f.ctx, `SELECT id FROM saf_records
+		WHERE status = 'queued' AND gateway = ? AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?`, bank, now, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, rows.Err()
 }
 
 func (f *forwarder) work(l *lane) {
@@ -349,8 +375,7 @@ func (f *forwarder) forward(l *lane, r Record) {
 	}
 	card, err := f.q.Vault.Open(r.PaymentID, r.sealed)
 	if err != nil {
-		f.record(r, pinnedBefore, gateway.Authorization{}, &gateway.Error{Kind: gateway.KindRejected, Code: "card_data_unreadable",
-			Gateway: l.bank, Err: err}, 0)
+		f.holdUnreadable(r, pinnedBefore, err)
 		return
 	}
 	f.mu.Lock()
@@ -358,8 +383,8 @@ func (f *forwarder) forward(l *lane, r Record) {
 	f.mu.Unlock()
 	ctx, cancel := context.WithTimeout(gateway.WithGate(flight, f.gate), f.pol.CallTimeout)
 	t0 := time.Now()
-	auth, found := f.charged(ctx, l.bank, r, pinnedBefore)
-	if !found {
+	auth, found, err := f.charged(ctx, l.bank, r, pinnedBefore)
+	if !found && err == nil {
 		auth, err = f.q.Bank.AuthorizeAt(ctx, l.bank, gateway.AuthRequest{Key: r.idemKey, TerminalID: r.TerminalID,
 			Reference: r.PaymentID, Amount: r.Amount, Currency: r.Currency, Capture: r.capture, Stored: r.advice, Card: card})
 	}
@@ -384,22 +409,51 @@ func (f *forwarder) forward(l *lane, r Record) {
 // approval. A repeat under the same key would be answered the same way,
 // but only while the bank keeps the key (the protocol promises 7 days; a
 // record can wait longer for a manager), whereas the authorization stays
-// findable by the payment's reference. Any failure of the lookup falls
-// back to the same-key repeat.
-func (f *forwarder) charged(ctx context.Context, bank string, r Record, pinned bool) (gateway.Authorization, bool) {
+// findable by the payment's reference. So a lookup that fails sends
+// nothing: its error comes back, and the record waits to look again.
+func (f *forwarder) charged(ctx context.Context, bank string, r Record, pinned bool) (gateway.Authorization, bool, error) {
 	if !pinned {
-		return gateway.Authorization{}, false
+		return gateway.Authorization{}, false, nil
 	}
 	auths, err := f.q.Bank.Find(ctx, bank, gateway.Lookup{Reference: r.PaymentID})
 	if err != nil {
-		return gateway.Authorization{}, false
+		return gateway.Authorization{}, false, fmt.Errorf("look up what %s holds before repeating: %w", bank, err)
 	}
 	for _, a := range auths {
 		if a.Status == gateway.StatusApproved && a.Amount == r.Amount && a.Currency == r.Currency {
-			return a, true
+			return a, true, nil
 		}
 	}
-	return gateway.Authorization{}, false
+	return gateway.Authorization{}, false, nil
+}
+
+// holdUnreadable holds a claimed record whose card data the vault cannot
+// open (the card key is not the one that sealed it): nothing is sent, the
+// sealed card is kept, and a manager releases the record once the right
+// STOREPAY_CARD_KEY is back.
+func (f *forwarder) holdUnreadable(r Record, pinnedBefore bool, openErr error) {
+	now := f.q.now()
+	if !pinnedBefore {
+		r.Gateway = ""
+	}
+	r.LastError = "card data cannot be opened with the configured STOREPAY_CARD_KEY: start storepay with the key that sealed it, then release this record"
+	r.lastUnavailable = false
+	err := f.q.DB.Update(context.WithoutCancel(f.ctx), func(tx *sql.Tx) error {
+		w := r
+		if err := setStatus(tx, &w, Held, now); err != nil {
+			return err
+		}
+		_, err := tx.Exec(`INSERT INTO saf_attempts (record_id, at, gateway, outcome, detail, duration_ms) VALUES (?,?,?,?,?,0)`,
+			r.ID, migrations.FormatTime(now), r.Gateway, "not sent: card data unreadable", "")
+		return err
+	})
+	if err != nil {
+		// Left forwarding: the next start puts it back in the queue.
+		f.q.log().Error("saf: hold a record with unreadable card data", "record", r.ID, "err", err)
+		return
+	}
+	f.q.log().Error("ALERT: saf: card data cannot be opened with the configured key; record held for a manager",
+		"record", r.ID, "payment_id", r.PaymentID, "err", openErr)
 }
 
 // record commits a forward's outcome: the record, the payment, the
@@ -458,8 +512,9 @@ func (f *forwarder) record(r Record, pinnedBefore bool, auth gateway.Authorizati
 	}
 	to := r.Status
 	r.Status = Forwarding
-	err := f.q.DB.Update(context.WithoutCancel(f.ctx), func(tx *sql.Tx) error {
-		if err := setStatus(tx, &r, to, now); err != nil {
+	if !f.commitOutcome(r.ID, r.PaymentID, func(tx *sql.Tx) error {
+		w := r // setStatus changes its record; a retry starts from "forwarding" again
+		if err := setStatus(tx, &w, to, now); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(`INSERT INTO saf_attempts (record_id, at, gateway, outcome, detail, duration_ms) VALUES (?,?,?,?,?,?)`,
@@ -476,11 +531,10 @@ func (f *forwarder) record(r Record, pinnedBefore bool, auth gateway.Authorizati
 			}
 		}
 		return f.q.Payments.ApplyForward(tx, *fr)
-	})
-	if err != nil {
-		f.q.log().Error("saf: record forward outcome", "record", r.ID, "payment_id", r.PaymentID, "err", err)
+	}) {
 		return
 	}
+	r.Status = to
 	forwards.Add(context.Background(), 1, metric.WithAttributes(attribute.String("gateway", r.Gateway),
 		attribute.String("outcome", string(to))))
 	switch to {
@@ -491,6 +545,29 @@ func (f *forwarder) record(r Record, pinnedBefore bool, auth gateway.Authorizati
 		f.q.log().Warn("saf: record held for a manager", "record", r.ID, "payment_id", r.PaymentID, "attempts", r.Attempts, "last_error", r.LastError)
 	}
 	f.guard(now, failed, fr != nil && fr.DeclineCode == "", r.Amount)
+}
+
+// commitOutcome commits a bank's answer to a forward, retrying until it
+// is on disk: the bank has acted, so the answer must not be dropped, and
+// until it commits the record stays "forwarding", out of the manager's
+// and the forwarder's reach. It gives up only when the forwarder stops;
+// the next start then puts the record back in the queue, pinned, and the
+// same-key repeat or the lookup learns the answer again.
+func (f *forwarder) commitOutcome(id, paymentID string, fn func(*sql.Tx) error) bool {
+	delay := 50 * time.Millisecond
+	for {
+		err := f.q.DB.Update(context.WithoutCancel(f.ctx), fn)
+		if err == nil {
+			return true
+		}
+		f.q.log().Error("saf: record forward outcome; retrying", "record", id, "payment_id", paymentID, "err", err, "retry_in", delay.String())
+		select {
+		case <-f.ctx.Done():
+			return false
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
 }
 
 func (f *forwarder) backoff(attempts int) time.Duration {
