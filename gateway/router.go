@@ -526,6 +526,13 @@ func (st *callState) abort(err error, urls int, canFailOver bool) bool {
 		return true
 	}
 	if errors.Is(err, timeout.ErrExceeded) {
+		if st.last == nil {
+			// The attempt's answer came as its time ran out and was
+			// dropped: the bank may have acted. Repeat here with the same
+			// key; never move to another bank.
+			st.sawUnknown = true
+			return false
+		}
 		err = st.last
 	}
 	e := AsError(err)
