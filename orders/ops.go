@@ -238,7 +238,9 @@ func (s *Service) finishOp(ctx context.Context, started Payment, auth gateway.Au
 	op := started.PendingOp
 	var p Payment
 	var result error
-	err := s.DB.Update(ctx, func(tx *sql.Tx) error {
+	// The bank has answered (or the budget ran out): its outcome is
+	// recorded even when ctx, the call's budget, has just expired.
+	err := s.DB.Update(context.WithoutCancel(ctx), func(tx *sql.Tx) error {
 		result = nil
 		var err error
 		if p, err = getPayment(tx, started.ID); err != nil {
@@ -271,11 +273,15 @@ func (s *Service) finishOp(ctx context.Context, started Payment, auth gateway.Au
 			p.LastError = callErr.Error()
 			refundStatus = "failed"
 			p.clearOp()
+			// Not done: a repeat of the request asks again (and hears the
+			// bank's answer), rather than being told it finished.
+			p.pendingOpKey = ""
 			result = rejection(op, e)
 		case gateway.NothingDone(callErr) && !resolving:
 			p.LastError = callErr.Error()
 			refundStatus = "failed"
 			p.clearOp()
+			p.pendingOpKey = ""
 			result = errf(KindUnavailable, "bank_unavailable", "no bank could be reached; nothing was done, try again")
 		default:
 			p.LastError = callErr.Error()

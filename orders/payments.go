@@ -298,7 +298,9 @@ func unresolved(err error, bank string) error {
 func (s *Service) recordAuth(ctx context.Context, id string, behavior OfflineBehavior, auth gateway.Authorization, bank string, callErr error, resolving bool) (Payment, error) {
 	now := s.now()
 	var p Payment
-	err := s.DB.Update(ctx, func(tx *sql.Tx) error {
+	// Recorded even when ctx, the payment's budget, has just run out: the
+	// decision must reach the disk and the terminal.
+	err := s.DB.Update(context.WithoutCancel(ctx), func(tx *sql.Tx) error {
 		var err error
 		if p, err = getPayment(tx, id); err != nil {
 			return err

@@ -161,7 +161,12 @@ func (s *Service) CreateOrder(ctx context.Context, req NewOrder) (Order, error) 
 		if l.UnitAmount < 0 || l.UnitAmount > maxAmount {
 			return Order{}, errf(KindBadRequest, "invalid_request", "lines[%d].unit_amount must be 0 to %d", i, int64(maxAmount))
 		}
-		total += l.Quantity * l.UnitAmount
+		// Each product fits in int64 (quantity and unit amount are
+		// bounded); the running total is kept within maxAmount so that the
+		// sum never wraps.
+		if total += l.Quantity * l.UnitAmount; total > maxAmount {
+			return Order{}, errf(KindInvalid, "invalid_amount", "the order's total must be at most %d minor units", int64(maxAmount))
+		}
 	}
 	if total <= 0 {
 		return Order{}, errf(KindInvalid, "invalid_amount", "the order's total must be positive")
@@ -304,8 +309,11 @@ func (s *Service) Cancel(ctx context.Context, id string) (Order, error) {
 	if err != nil {
 		return Order{}, err
 	}
+	// Run as the resolver runs them: a void the bank did not confirm, even
+	// one it provably did not act on, stays pending and is retried with
+	// the same key. The order is cancelled, so nobody else would ask.
 	for _, pid := range voids {
-		_, err := s.runOp(ctx, pid, false)
+		_, err := s.runOp(ctx, pid, true)
 		if err != nil {
 			s.log().Warn("void on cancel left to the resolver", "payment_id", pid, "err", err)
 		}

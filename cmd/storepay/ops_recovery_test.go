@@ -1,0 +1,102 @@
+package main
+
+import (
+	"testing"
+	"time"
+
+	"storepay/gateway/banksim"
+)
+
+// An order is cancelled while its card payment's bank answers "not
+// processed": the order is cancelled at once, and the void stays pending,
+// retried with the same key until the bank takes it. The card is not left
+// charged for a cancelled order.
+func TestCancelWhileTheBankIsDownVoidsLater(t *testing.T) {
+	b := startBank(t, "bank-a", 1)
+	s := startStore(t, []*bank{b})
+	id := s.order(900)
+	pid := must(t, s.post("/v1/orders/"+id+"/payments", cardBody(900, visa, nil)), 201).str("id")
+	if err := b.sim.SetFaults("", banksim.Faults{NotProcessed: &banksim.Fault{}}); err != nil {
+		t.Fatal(err)
+	}
+	if o := must(t, s.post("/v1/orders/"+id+"/cancel", nil), 200); o.str("status") != "cancelled" {
+		t.Fatalf("cancel: %s", o)
+	}
+	if p := s.get("/v1/payments/" + pid); p.str("pending_op") != "void" {
+		t.Fatalf("the void must stay pending while the bank does nothing: %s", p)
+	}
+	clearAll(t, b)
+	s.waitPayment(pid, "voided")
+	if n := b.sim.Ledger().ChargesFor(pid); n != 0 {
+		t.Fatalf("card still charged %d times for a cancelled order", n)
+	}
+}
+
+// A capture answered 503 bank_unavailable did nothing; the terminal
+// repeats it with the same Idempotency-Key once the bank is back, and the
+// capture is made (not answered 200 with nothing done).
+func TestCaptureRepeatedAfterNothingWasDoneCaptures(t *testing.T) {
+	b := startBank(t, "bank-a", 1)
+	s := startStore(t, []*bank{b})
+	pid := must(t, s.post("/v1/orders/"+s.order(900)+"/payments", cardBody(900, visa, map[string]any{"capture": false})), 201).str("id")
+	if err := b.sim.SetFaults("", banksim.Faults{NotProcessed: &banksim.Fault{}}); err != nil {
+		t.Fatal(err)
+	}
+	body := map[string]any{"amount": 900, "tip_amount": 100}
+	wantProblem(t, s.call("POST", "/v1/payments/"+pid+"/capture", s.terminal, "cap-1", body), 503, "bank_unavailable")
+	clearAll(t, b)
+	r := must(t, s.call("POST", "/v1/payments/"+pid+"/capture", s.terminal, "cap-1", body), 200)
+	if r.str("status") != "captured" || r.num("captured_amount") != 1000 {
+		t.Fatalf("repeated capture: %s", r)
+	}
+	for _, a := range b.sim.Ledger().Authorizations {
+		if a.Reference == pid && a.CapturedAmount != 1000 {
+			t.Fatalf("bank holds %+v, want 1000 captured", a)
+		}
+	}
+}
+
+// The bank calls use up the payment's whole budget: the decision is still
+// recorded and answered (stored, pinned to the bank that may hold it), not
+// lost with the expired budget.
+func TestPaymentIsDecidedWhenTheBankOutlivesTheBudget(t *testing.T) {
+	b := startBank(t, "bank-a", 1)
+	s := startStore(t, []*bank{b}, func(c *Config) {
+		c.Gateways[0].MaxAttempts = 10 // 10 attempts of 500 ms: longer than the budget
+		c.PaymentBudget = Duration{time.Second}
+	})
+	id := s.order(900)
+	if err := b.sim.SetFaults("", banksim.Faults{Blackhole: &banksim.Fault{}}); err != nil {
+		t.Fatal(err)
+	}
+	r := must(t, s.post("/v1/orders/"+id+"/payments", cardBody(900, visa, nil)), 201)
+	if r.str("status") != "stored" || r.str("gateway") != "bank-a" {
+		t.Fatalf("payment: %s, want stored pinned to bank-a", r)
+	}
+}
+
+// A capture whose bank calls outlive the operation's budget answers 503
+// (the bank did not confirm; storepay keeps at it), not 500.
+func TestCaptureOutlivingItsBudgetAnswers503(t *testing.T) {
+	b := startBank(t, "bank-a", 1)
+	s := startStore(t, []*bank{b}, func(c *Config) { c.Gateways[0].MaxAttempts = 10 })
+	s.app.Orders.OpBudget = time.Second
+	pid := must(t, s.post("/v1/orders/"+s.order(900)+"/payments", cardBody(900, visa, map[string]any{"capture": false})), 201).str("id")
+	if err := b.sim.SetFaults("", banksim.Faults{Blackhole: &banksim.Fault{}}); err != nil {
+		t.Fatal(err)
+	}
+	wantProblem(t, s.post("/v1/payments/"+pid+"/capture", map[string]any{"amount": 900}), 503, "bank_unavailable")
+	if p := s.get("/v1/payments/" + pid); p.str("pending_op") != "capture" {
+		t.Fatalf("the capture must stay pending: %s", p)
+	}
+}
+
+// An order whose total would not fit is refused, not wrapped around.
+func TestOrderTotalCannotOverflow(t *testing.T) {
+	s := startStore(t, []*bank{startBank(t, "bank-a", 1)})
+	lines := make([]map[string]any, 19)
+	for i := range lines {
+		lines[i] = map[string]any{"sku": "GOLD", "quantity": 1_000_000, "unit_amount": 1_000_000_000_000}
+	}
+	wantProblem(t, s.post("/v1/orders", map[string]any{"channel": "walk_in", "currency": "USD", "lines": lines}), 422, "invalid_amount")
+}
