@@ -216,7 +216,10 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 			return
 		}
 		ri.OpKey, ri.OpHash, ri.idemKey = dev+":"+key, hash, key
-		r.Body = io.NopCloser(bytes.NewReader(body))
+		// The body is read: its length is known now, also when it came
+		// chunked, so handlers that take an optional body see an empty one
+		// as empty.
+		r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
 		rw := &recorder{header: http.Header{}}
 		next.ServeHTTP(rw, r)
 		if rw.status == 0 {

@@ -1,6 +1,13 @@
 package main
 
 import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -99,4 +106,31 @@ func TestOrderTotalCannotOverflow(t *testing.T) {
 		lines[i] = map[string]any{"sku": "GOLD", "quantity": 1_000_000, "unit_amount": 1_000_000_000_000}
 	}
 	wantProblem(t, s.post("/v1/orders", map[string]any{"channel": "walk_in", "currency": "USD", "lines": lines}), 422, "invalid_amount")
+}
+
+// A body-less POST sent with chunked encoding and no chunks is an empty
+// body, as with Content-Length: 0: the cancel goes through.
+func TestChunkedEmptyBodyIsEmpty(t *testing.T) {
+	s := startStore(t, []*bank{startBank(t, "bank-a", 1)})
+	id := s.order(500)
+	u, err := url.Parse(s.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /v1/orders/%s/cancel HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nIdempotency-Key: chunked-1\r\n"+
+		"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", id, u.Host, s.terminal)
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || !strings.Contains(string(body), `"cancelled"`) {
+		t.Fatalf("chunked empty cancel: %d %s", res.StatusCode, body)
+	}
 }
