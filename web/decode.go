@@ -1,6 +1,7 @@
 package web
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,14 +17,21 @@ const maxBody = 1 << 20
 // fields, no trailing data. Its errors are problems that name the field
 // but never echo a value (a value might be a card number).
 func decode(w http.ResponseWriter, r *http.Request, v any) error {
-	body := http.MaxBytesReader(w, r.Body, maxBody)
-	dec := json.NewDecoder(body)
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		return decodeProblem(err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return decodeProblem(err)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return problem(http.StatusBadRequest, "invalid_json", "the body must hold a single JSON object")
+	}
+	var uk *UnknownKeyError
+	if err := ExactKeys(data, v); errors.As(err, &uk) {
+		return problem(http.StatusBadRequest, "unknown_field", fmt.Sprintf("unknown field %q is not part of this request (keys are case-sensitive)", uk.Path))
 	}
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 
 	"storepay/gateway"
 	"storepay/saf"
+	"storepay/web"
 )
 
 // Config is storepay's configuration file (JSON). The contract's keys
@@ -154,6 +155,10 @@ func ParseConfig(b []byte) (Config, error) {
 	if err := dec.Decode(&c); err != nil {
 		return Config{}, configDecodeError(err)
 	}
+	var uk *web.UnknownKeyError
+	if err := web.ExactKeys(b, &c); errors.As(err, &uk) {
+		return Config{}, fmt.Errorf("config: %s: unknown key (keys are case-sensitive)", uk.Path)
+	}
 	if err := c.validate(); err != nil {
 		return Config{}, err
 	}
@@ -181,8 +186,8 @@ func (c *Config) validate() error {
 	if strings.TrimSpace(c.StoreID) == "" {
 		return errors.New("config: store_id: must not be empty")
 	}
-	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
-		return fmt.Errorf("config: listen: %q is not host:port", c.Listen)
+	if err := validListen(c.Listen); err != nil {
+		return fmt.Errorf("config: listen: %q %w", c.Listen, err)
 	}
 	if strings.TrimSpace(c.Database) == "" {
 		return errors.New("config: database: must not be empty")
@@ -274,4 +279,39 @@ func (c Config) forwardPolicy() saf.ForwardPolicy {
 		BackoffMin: f.BackoffMin.Duration, BackoffMax: f.BackoffMax.Duration, Interval: f.Interval.Duration,
 		CallTimeout: f.CallTimeout.Duration, GuardWindow: f.GuardWindow.Duration, GuardMaxErrors: f.GuardMaxErrors,
 		GuardMaxAmount: f.GuardMaxAmount}
+}
+
+// validListen checks a listen address without binding it: host:port with
+// a numeric port, and a host that is empty, an IP address, or a name.
+func validListen(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return errors.New("is not host:port")
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || (port != "0" && n == 0) {
+		return errors.New("needs a port number from 0 to 65535")
+	}
+	if host == "" || net.ParseIP(host) != nil {
+		return nil
+	}
+	// Not an IP address: it must be a host name, and all-digit labels
+	// (999.1.1.1) are a mistyped address, not a name.
+	digits := true
+	for _, label := range strings.Split(host, ".") {
+		if label == "" || len(label) > 63 {
+			return errors.New("has an invalid host")
+		}
+		for _, c := range label {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+				return errors.New("has an invalid host")
+			}
+			if c < '0' || c > '9' {
+				digits = false
+			}
+		}
+	}
+	if digits {
+		return errors.New("has an invalid IP address")
+	}
+	return nil
 }

@@ -64,6 +64,12 @@ func TestParseConfigErrorsNameTheKey(t *testing.T) {
 		{"DuplicateGateway", `"name": "bank-b"`, `"name": "bank-a"`, "gateways[1].name"},
 		{"NegativeLimit", `"total_limit": 500000`, `"total_limit": -1`, "offline.total_limit"},
 		{"BadListen", `"127.0.0.1:8080"`, `"everywhere"`, "listen"},
+		{"ListenPortOutOfRange", `"127.0.0.1:8080"`, `"127.0.0.1:99999"`, "listen"},
+		{"ListenNamedPort", `"127.0.0.1:8080"`, `"127.0.0.1:http-alt"`, "listen"},
+		{"ListenBadIP", `"127.0.0.1:8080"`, `"999.1.1.1:80"`, "listen"},
+		{"KeyInAnotherCase", `"offline":`, `"Offline":`, "Offline"},
+		{"NestedKeyInAnotherCase", `"floor_limit"`, `"Floor_Limit"`, "offline.Floor_Limit"},
+		{"GatewayKeyInAnotherCase", `"urls": ["http://127.0.0.1:9201"]`, `"URLS": ["http://127.0.0.1:9201"]`, "gateways[1].URLS"},
 		{"NoURLs", `"urls": ["http://127.0.0.1:9201"]`, `"urls": []`, "gateways[1].urls"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

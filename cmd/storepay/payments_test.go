@@ -113,6 +113,8 @@ func TestBadInputChangesNothing(t *testing.T) {
 	}{
 		{"MalformedJSON", "/v1/orders", `{"channel":`, 400, "invalid_json"},
 		{"UnknownField", "/v1/orders", `{"channel":"walk_in","currency":"USD","lines":[],"extra":1}`, 400, "unknown_field"},
+		{"KeyInAnotherCase", "/v1/orders", `{"Channel":"walk_in","currency":"USD","lines":[{"sku":"A","quantity":1,"unit_amount":1}]}`, 400, "unknown_field"},
+		{"NestedKeyInAnotherCase", "/v1/orders/" + id + "/payments", `{"method":"card","amount":100,"card":{"PAN":"` + visa + `","exp_month":12,"exp_year":2030}}`, 400, "unknown_field"},
 		{"WrongType", "/v1/orders", `{"channel":"walk_in","currency":"USD","lines":"x"}`, 400, "invalid_json"},
 		{"BadChannel", "/v1/orders", `{"channel":"drone","currency":"USD","lines":[{"sku":"A","quantity":1,"unit_amount":1}]}`, 400, "invalid_request"},
 		{"BadCurrency", "/v1/orders", `{"channel":"walk_in","currency":"XYZ","lines":[{"sku":"A","quantity":1,"unit_amount":1}]}`, 422, "invalid_currency"},
