@@ -269,6 +269,30 @@ func (s *Service) finishOp(ctx context.Context, started Payment, auth gateway.Au
 			}
 			p.LastError = ""
 			p.clearOp()
+		case op == opVoid && settledRejection(e):
+			o, err := getOrderHead(tx, p.OrderID)
+			if err != nil {
+				return err
+			}
+			if o.Status != OrderCancelled || p.CapturedAmount <= p.RefundedAmount {
+				p.LastError = callErr.Error()
+				p.clearOp()
+				p.pendingOpKey = ""
+				result = rejection(op, e)
+				break
+			}
+			// The order was cancelled, but the bank had settled the sale
+			// already: what it captured is refunded, so the customer does
+			// not pay for a cancelled order.
+			r := Refund{ID: newID("rfd_"), PaymentID: p.ID, Amount: p.CapturedAmount - p.RefundedAmount, Status: "pending", CreatedAt: now}
+			if _, err := tx.Exec(`INSERT INTO refunds (id, payment_id, amount, status, op_key, created_at, updated_at)
+				VALUES (?,?,?,?,?,?,?)`, r.ID, p.ID, r.Amount, r.Status, nullable(""), ts(now), ts(now)); err != nil {
+				return err
+			}
+			s.startOp(&p, opRefund, r.ID, "", r.Amount, 0, now)
+			p.LastError = "settled before the order was cancelled: refunding " + fmt.Sprint(r.Amount)
+			result = &Error{Kind: KindUnavailable, Code: "bank_unavailable", Transient: true,
+				Message: "the bank had settled this payment; it is being refunded"}
 		case e != nil && e.Kind == gateway.KindRejected:
 			p.LastError = callErr.Error()
 			refundStatus = "failed"

@@ -134,3 +134,34 @@ func TestChunkedEmptyBodyIsEmpty(t *testing.T) {
 		t.Fatalf("chunked empty cancel: %d %s", res.StatusCode, body)
 	}
 }
+
+// An order is cancelled after the bank settled its card sale (the
+// business day closed): the sale can no longer be voided, so what was
+// captured is refunded. The customer does not pay for a cancelled order.
+func TestCancelAfterSettlementRefunds(t *testing.T) {
+	b := startBank(t, "bank-a", 1)
+	s := startStore(t, []*bank{b})
+	id := s.order(900)
+	pid := must(t, s.post("/v1/orders/"+id+"/payments", cardBody(900, visa, nil)), 201).str("id")
+	for _, a := range b.sim.Ledger().Authorizations {
+		if a.Reference == pid {
+			if err := b.sim.CloseDay(a.BusinessDate); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if o := must(t, s.post("/v1/orders/"+id+"/cancel", nil), 200); o.str("status") != "cancelled" {
+		t.Fatalf("cancel: %s", o)
+	}
+	p := s.waitPayment(pid, "refunded")
+	if p.num("refunded_amount") != 900 {
+		t.Fatalf("refunded: %s", p)
+	}
+	refunded := int64(0)
+	for _, r := range b.sim.Ledger().Refunds {
+		refunded += r.Amount
+	}
+	if refunded != 900 {
+		t.Fatalf("the bank refunded %d of 900", refunded)
+	}
+}
