@@ -65,6 +65,7 @@ type entry struct {
 	gross                int64  // what the settling row said
 	line                 int32  // of the settling row
 	psp                  int32  // -1: the row's psp_reference is bankID; else an index into Result.psps
+	rowHash              uint64 // of the settling row, every field: tells a re-sent copy from a second settlement
 	gw                   uint16
 	src                  uint16 // source whose row settled it
 	currency, bankCur    [3]byte

@@ -7,6 +7,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"iter"
 	"os"
@@ -134,7 +135,7 @@ type bankRow struct {
 	gateway     string
 	otherGW     string // the store recorded the reference at this other bank
 	entry       int32  // the store record it duplicates, -1 for none
-	conflicting bool   // same psp_reference as the settled row, other amount
+	conflicting bool   // same psp_reference as the settled row, another row
 	earlier     earlier
 }
 
@@ -290,6 +291,17 @@ func (m *matcher) resentOther(r *Row) bool {
 	return false
 }
 
+// hashRow hashes every field of a row, as rowKey joins them.
+func hashRow(r *Row) uint64 {
+	h := fnv.New64a()
+	for _, f := range []string{r.Type.String(), r.PSPReference, r.MerchantReference, r.BatchNumber, r.BookingDate,
+		r.Currency, strconv.FormatInt(r.Gross, 10), strconv.FormatInt(r.Fee, 10), r.CardLast4, r.AuthCode} {
+		h.Write([]byte(f))
+		h.Write([]byte{0})
+	}
+	return h.Sum64()
+}
+
 func rowKey(r *Row) string {
 	return strings.Join([]string{r.Type.String(), r.PSPReference, r.MerchantReference, r.BatchNumber, r.BookingDate,
 		r.Currency, strconv.FormatInt(r.Gross, 10), strconv.FormatInt(r.Fee, 10), r.CardLast4, r.AuthCode}, "\x00")
@@ -371,9 +383,11 @@ func (m *matcher) row(r Row, gateway string) {
 		return
 	}
 	// The store record is settled already by an earlier row of this report.
+	// Only a copy of that very row (a re-sent batch) is harmless; the same
+	// authorization settled again in another batch or at another time is
+	// money taken twice.
 	psp := m.psp(e)
-	sameAmount := e.gross == r.Gross && string(e.bankCur[:]) == r.Currency
-	if psp == r.PSPReference && sameAmount {
+	if e.rowHash == hashRow(&r) {
 		m.res.Summary.ResentRows++
 		return
 	}
@@ -405,6 +419,7 @@ func keep(r Row, gateway string) bankRow {
 
 func (m *matcher) settle(e *entry, r *Row) {
 	e.state, e.src, e.line, e.gross = settled, m.src, int32(r.Line), r.Gross
+	e.rowHash = hashRow(r)
 	copy(e.bankCur[:], r.Currency)
 	e.psp = -1
 	if r.PSPReference != m.l.str(e.bankID) {
@@ -725,6 +740,9 @@ func (m *matcher) duplicate(d bankRow) Item {
 		it.RefundID = l.str(e.ref)
 		it.Detail = fmt.Sprintf("%s refunded %s a second time: %s for %s besides %s; the store made one refund of %s.",
 			d.gateway, it.RefundID, d.PSPReference, bm, first, Money(-e.amount, it.Currency))
+	case d.conflicting && e.gross == d.Gross && string(e.bankCur[:]) == d.Currency:
+		it.Detail = fmt.Sprintf("%s's report settles %s twice for %s (in another batch or at another time, not a re-sent copy); the store captured %s once.",
+			d.gateway, d.PSPReference, bm, Money(e.amount, it.Currency))
 	case d.conflicting:
 		it.Detail = fmt.Sprintf("%s's report lists %s twice with different amounts (%s and %s); the store captured %s once.",
 			d.gateway, d.PSPReference, Money(e.gross, string(e.bankCur[:])), bm, Money(e.amount, it.Currency))

@@ -385,3 +385,31 @@ func TestRefundRowNamingItsPayment(t *testing.T) {
 			res.Summary.Categories[reconcile.Matched].Count, res.Summary.ResentRows, res.Summary.Discrepancies)
 	}
 }
+
+// The same authorization settled again in another batch is not a re-sent
+// copy of its row: the card holder paid twice, and a person must see it.
+func TestSameAuthorizationSettledInAnotherBatchIsADuplicate(t *testing.T) {
+	db, f, dir := loadFixture(t, "clean")
+	tmp := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(tmp, "2026-11-21"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for gw := range f.Banks {
+		b, err := os.ReadFile(filepath.Join(dir, "2026-11-21", gw+".csv"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if gw == "bank-a" {
+			b = append(b, "20261121-02,store-042,auth_7Gx2mQCl00,pay_019aa6c1e5f07d2b8c1e4a7f3b2dd000,Settled,2026-11-21T21:40:00Z,USD,1450,-72,1378,4242,CL0000\n"...)
+		}
+		if err := os.WriteFile(filepath.Join(tmp, "2026-11-21", gw+".csv"), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res := run(t, db, "2026-11-21", f.sources(t, tmp, "2026-11-21"))
+	rep := res.Report()
+	dups := items(rep, reconcile.DuplicateAtBank, "pay_019aa6c1e5f07d2b8c1e4a7f3b2dd000")
+	if len(dups) != 1 || res.Summary.ResentRows != 0 || res.Status == reconcile.Clean {
+		t.Fatalf("status %s, %d resent, duplicates %+v: want the second settlement reported as duplicate_at_bank", res.Status, res.Summary.ResentRows, dups)
+	}
+}
