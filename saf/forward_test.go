@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -33,10 +34,17 @@ func (f *failOnce) ApplyForward(tx *sql.Tx, r orders.ForwardResult) error {
 	return f.Payments.ApplyForward(tx, r)
 }
 
-// The bank approved a forward, and committing its answer failed once:
-// the forwarder commits it again instead of leaving the record
-// "forwarding" (out of everyone's reach) until a restart.
-func TestForwardOutcomeCommitIsRetried(t *testing.T) {
+type forwardEnv struct {
+	sim    *banksim.Sim
+	router *gateway.Router
+	svc    *orders.Service
+	q      *saf.Queue
+}
+
+// newForwardEnv is a queue over a real SQLite file and a real banksim
+// behind the real router; the queue is not opened.
+func newForwardEnv(t *testing.T) *forwardEnv {
+	t.Helper()
 	ctx := context.Background()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	db, err := migrations.Open(ctx, filepath.Join(t.TempDir(), "storepay.db"))
@@ -61,20 +69,42 @@ func TestForwardOutcomeCommitIsRetried(t *testing.T) {
 		t.Fatal(err)
 	}
 	svc := &orders.Service{DB: db, Bank: router, Vault: vault, Log: log}
-	payments := &failOnce{Payments: svc}
-	q := &saf.Queue{DB: db, Vault: vault, Bank: router, Payments: payments, Log: log,
+	q := &saf.Queue{DB: db, Vault: vault, Bank: router, Payments: svc, Log: log,
 		Rules:   saf.Rules{FloorLimit: 10000, TotalLimit: 500000},
 		Forward: saf.ForwardPolicy{Interval: 10 * time.Millisecond}}
 	svc.Offline = q
-	o, err := svc.CreateOrder(ctx, orders.NewOrder{Channel: orders.WalkIn, Currency: "USD", TerminalID: "lane-1",
-		Lines: []orders.Line{{SKU: "sku", Description: "thing", Quantity: 1, UnitAmount: 800}}})
+	return &forwardEnv{sim: sim, router: router, svc: svc, q: q}
+}
+
+// pay makes a payment of amount; its offline behaviour says how.
+func (e *forwardEnv) pay(t *testing.T, key string, amount int64, behavior orders.OfflineBehavior) orders.Payment {
+	t.Helper()
+	ctx := context.Background()
+	o, err := e.svc.CreateOrder(ctx, orders.NewOrder{Channel: orders.WalkIn, Currency: "USD", TerminalID: "lane-1",
+		Lines: []orders.Line{{SKU: "sku", Description: "thing", Quantity: 1, UnitAmount: amount}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := svc.Pay(ctx, orders.PayRequest{OrderID: o.ID, TerminalID: "lane-1", OpKey: "lane-1\x00k1", Method: orders.Card,
-		Amount: 800, OfflineBehavior: orders.ForceOffline, Card: &gateway.Card{PAN: "4242424242424242", ExpMonth: 12, ExpYear: 2030}})
-	if err != nil || p.Status != orders.Stored {
-		t.Fatalf("payment %+v, %v: want stored", p, err)
+	p, err := e.svc.Pay(ctx, orders.PayRequest{OrderID: o.ID, TerminalID: "lane-1", OpKey: "lane-1\x00" + key, Method: orders.Card,
+		Amount: amount, OfflineBehavior: behavior, Card: &gateway.Card{PAN: "4242424242424242", ExpMonth: 12, ExpYear: 2030}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// The bank approved a forward, and committing its answer failed once:
+// the forwarder commits it again instead of leaving the record
+// "forwarding" (out of everyone's reach) until a restart.
+func TestForwardOutcomeCommitIsRetried(t *testing.T) {
+	ctx := context.Background()
+	e := newForwardEnv(t)
+	svc, q, sim := e.svc, e.q, e.sim
+	payments := &failOnce{Payments: svc}
+	q.Payments = payments
+	p := e.pay(t, "k1", 800, orders.ForceOffline)
+	if p.Status != orders.Stored {
+		t.Fatalf("payment %+v: want stored", p)
 	}
 	if err := q.Open(); err != nil {
 		t.Fatal(err)
@@ -104,5 +134,64 @@ func TestForwardOutcomeCommitIsRetried(t *testing.T) {
 	}
 	if n := sim.Ledger().ChargesFor(p.ID); n != 1 {
 		t.Fatalf("charged %d times", n)
+	}
+}
+
+// refusedLookups is the real router, except that every lookup is refused
+// with a 404, as a bank without the lookup endpoint (or a proxy in front
+// of it) answers.
+type refusedLookups struct{ *gateway.Router }
+
+func (refusedLookups) Find(context.Context, string, gateway.Lookup) ([]gateway.Authorization, error) {
+	return nil, &gateway.Error{Kind: gateway.KindRejected, Code: "not_found", Err: errors.New("HTTP 404")}
+}
+
+// A payment stored after its bank's answer was lost is pinned to that
+// bank. A refused lookup there is not the bank's answer to the payment:
+// the record waits and nothing is sent, declined or erased.
+func TestRefusedLookupIsNotADecline(t *testing.T) {
+	ctx := context.Background()
+	e := newForwardEnv(t)
+	if err := e.sim.SetFaults("", banksim.Faults{DropAfterApply: &banksim.Fault{}}); err != nil {
+		t.Fatal(err)
+	}
+	p := e.pay(t, "k1", 800, orders.PreferOnline)
+	if p.Status != orders.Stored || p.Gateway != "bank-a" {
+		t.Fatalf("payment %+v: want stored, pinned to bank-a", p)
+	}
+	if err := e.sim.ClearFaults(); err != nil {
+		t.Fatal(err)
+	}
+	sent := e.sim.Ledger().Calls("", banksim.EndpointAuthorize)
+	e.q.Bank = refusedLookups{e.router}
+	if err := e.q.Open(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.q.Close)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r, err := e.q.RecordForPayment(ctx, p.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Status != saf.Queued && r.Status != saf.Forwarding {
+			t.Fatalf("record %s (%s) after a refused lookup; want it waiting", r.Status, r.DeclineCode)
+		}
+		if strings.Contains(r.LastError, "look up") {
+			if r.Attempts != 0 {
+				t.Fatalf("a lookup that sent nothing counted %d attempts", r.Attempts)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no lookup was tried: %+v", r)
+		}
+		time.Sleep(10 * time.Millisecond) // polling the record, not waiting out a race
+	}
+	if cur, _ := e.svc.Payment(ctx, p.ID); cur.Status != orders.Stored {
+		t.Fatalf("payment %s after a refused lookup; want stored", cur.Status)
+	}
+	if n := e.sim.Ledger().Calls("", banksim.EndpointAuthorize); n != sent {
+		t.Fatalf("the authorization was sent %d more times", n-sent)
 	}
 }

@@ -358,8 +358,8 @@ func (f *forwarder) forward(l *lane, r Record) {
 		if err != nil {
 			return err
 		}
-		if cur.Status != Queued || (cur.Gateway != "" && cur.Gateway != l.bank) {
-			return nil // held, replayed or pinned elsewhere meanwhile
+		if cur.Status != Queued || (cur.Gateway != "" && cur.Gateway != l.bank) || cur.NextAttemptAt.After(now) {
+			return nil // held, pinned elsewhere or put off (a "not sent" since it was listed) meanwhile
 		}
 		r = cur
 		pinnedBefore = r.Gateway != ""
@@ -410,14 +410,17 @@ func (f *forwarder) forward(l *lane, r Record) {
 // but only while the bank keeps the key (the protocol promises 7 days; a
 // record can wait longer for a manager), whereas the authorization stays
 // findable by the payment's reference. So a lookup that fails sends
-// nothing: its error comes back, and the record waits to look again.
+// nothing, and whatever the bank said (a refusal too) is not its answer
+// to the payment: the record waits, as for a bank that is down, and looks
+// again; no attempt is counted, nothing was sent.
 func (f *forwarder) charged(ctx context.Context, bank string, r Record, pinned bool) (gateway.Authorization, bool, error) {
 	if !pinned {
 		return gateway.Authorization{}, false, nil
 	}
 	auths, err := f.q.Bank.Find(ctx, bank, gateway.Lookup{Reference: r.PaymentID})
 	if err != nil {
-		return gateway.Authorization{}, false, fmt.Errorf("look up what %s holds before repeating: %w", bank, err)
+		return gateway.Authorization{}, false, &gateway.Error{Kind: gateway.KindUnavailable, Gateway: bank,
+			Err: fmt.Errorf("look up what %s holds before repeating: %w", bank, err)}
 	}
 	for _, a := range auths {
 		if a.Status == gateway.StatusApproved && a.Amount == r.Amount && a.Currency == r.Currency {
@@ -438,7 +441,7 @@ func (f *forwarder) holdUnreadable(r Record, pinnedBefore bool, openErr error) {
 	}
 	r.LastError = "card data cannot be opened with the configured STOREPAY_CARD_KEY: start storepay with the key that sealed it, then release this record"
 	r.lastUnavailable = false
-	err := f.q.DB.Update(context.WithoutCancel(f.ctx), func(tx *sql.Tx) error {
+	if !f.commitOutcome(r.ID, r.PaymentID, func(tx *sql.Tx) error {
 		w := r
 		if err := setStatus(tx, &w, Held, now); err != nil {
 			return err
@@ -446,11 +449,8 @@ func (f *forwarder) holdUnreadable(r Record, pinnedBefore bool, openErr error) {
 		_, err := tx.Exec(`INSERT INTO saf_attempts (record_id, at, gateway, outcome, detail, duration_ms) VALUES (?,?,?,?,?,0)`,
 			r.ID, migrations.FormatTime(now), r.Gateway, "not sent: card data unreadable", "")
 		return err
-	})
-	if err != nil {
-		// Left forwarding: the next start puts it back in the queue.
-		f.q.log().Error("saf: hold a record with unreadable card data", "record", r.ID, "err", err)
-		return
+	}) {
+		return // left forwarding: the next start puts it back in the queue
 	}
 	f.q.log().Error("ALERT: saf: card data cannot be opened with the configured key; record held for a manager",
 		"record", r.ID, "payment_id", r.PaymentID, "err", openErr)

@@ -3,7 +3,9 @@ package saf
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -106,6 +108,9 @@ func conflict(code, format string, args ...any) error {
 // saf_not_replayable (forwarded, declined, or being forwarded).
 func (q *Queue) Replay(ctx context.Context, id, actor, reason string) (Record, error) {
 	return q.manage(ctx, id, actor, "saf.replay", reason, func(r *Record) error {
+		if err := q.reachable(r); err != nil {
+			return err
+		}
 		switch r.Status {
 		case Queued, Held, Expired:
 			r.Status, r.NextAttemptAt = Queued, q.now()
@@ -137,10 +142,23 @@ func (q *Queue) Release(ctx context.Context, id, actor, reason string) (Record, 
 		if r.Status != Held {
 			return conflict("saf_not_held", "record %s is %s, not held", r.ID, r.Status)
 		}
+		if err := q.reachable(r); err != nil {
+			return err
+		}
 		r.Status, r.NextAttemptAt, r.Attempts = Queued, q.now(), 0
 		r.expireExempt = true
 		return nil
 	})
+}
+
+// reachable refuses to queue a record pinned to a bank that is not
+// configured: no lane would ever pick it up, and no other bank may take
+// it (that bank may hold the payment).
+func (q *Queue) reachable(r *Record) error {
+	if r.Gateway == "" || slices.Contains(q.Bank.Banks(), r.Gateway) {
+		return nil
+	}
+	return conflict("saf_bank_not_configured", "record %s is pinned to %s, which is not configured: configure that bank again, or settle the payment with it by hand", r.ID, r.Gateway)
 }
 
 func (q *Queue) manage(ctx context.Context, id, actor, action, reason string, change func(*Record) error) (Record, error) {
@@ -180,15 +198,21 @@ type BulkResult struct {
 // action.
 func (q *Queue) ReplayAll(ctx context.Context, actor, reason string) (BulkResult, error) {
 	now := q.now()
+	banks, err := json.Marshal(q.Bank.Banks())
+	if err != nil {
+		return BulkResult{}, err
+	}
 	var res BulkResult
-	err := q.DB.Update(ctx, func(tx *sql.Tx) error {
+	err = q.DB.Update(ctx, func(tx *sql.Tx) error {
 		res = BulkResult{}
-		if err := tx.QueryRow(`SELECT count(*), coalesce(sum(amount), 0) FROM saf_records WHERE status IN ('queued', 'held')`).
+		// Not those pinned to a bank that is not configured (see reachable).
+		const which = `status IN ('queued', 'held') AND (gateway = '' OR gateway IN (SELECT value FROM json_each(?)))`
+		if err := tx.QueryRow(`SELECT count(*), coalesce(sum(amount), 0) FROM saf_records WHERE `+which, string(banks)).
 			Scan(&res.Count, &res.Amount); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(`UPDATE saf_records SET status = 'queued', attempts = 0, next_attempt_at = ?, updated_at = ?
-			WHERE status IN ('queued', 'held')`, migrations.FormatTime(now), migrations.FormatTime(now)); err != nil {
+			WHERE `+which, migrations.FormatTime(now), migrations.FormatTime(now), string(banks)); err != nil {
 			return err
 		}
 		return devices.Audit(tx, devices.Entry{At: now, Actor: actor, Action: "saf.replay_all", Target: "saf", Reason: reason,

@@ -262,6 +262,11 @@ func (q *Queue) Cancel(tx *sql.Tx, paymentID string, now time.Time) (string, err
 			Message: "this stored payment is being forwarded; retry later"}
 	case !r.Status.outstanding():
 		return "", &orders.Error{Kind: orders.KindConflict, Code: "payment_not_voidable", Message: "the payment was already forwarded"}
+	case q.reachable(&r) != nil:
+		// Its reversal could not be made: the record stays, held, for a
+		// manager to settle with that bank.
+		return "", &orders.Error{Kind: orders.KindConflict, Code: "payment_not_voidable",
+			Message: "this payment may be held by " + r.Gateway + ", which is not configured; a manager must settle it with that bank"}
 	}
 	if _, err := tx.Exec(`DELETE FROM saf_attempts WHERE record_id = ?`, r.ID); err != nil {
 		return "", err

@@ -139,6 +139,18 @@ func TestRecordPinnedToARemovedBankIsHeld(t *testing.T) {
 	if n := a.sim.Ledger().Calls("", banksim.EndpointAuthorize); n != 0 {
 		t.Fatalf("bank-a was asked %d times about a payment bank-b may hold", n)
 	}
+	// Nothing may queue it again, and a void cannot reverse it at a bank
+	// that is not configured: it stays held for the manager.
+	id := rec["id"].(string)
+	wantProblem(t, s.mgr("POST", "/v1/saf/"+id+"/release", map[string]any{"reason": "try"}), 409, "saf_bank_not_configured")
+	wantProblem(t, s.mgr("POST", "/v1/saf/"+id+"/replay", map[string]any{"reason": "try"}), 409, "saf_bank_not_configured")
+	if n := must(t, s.mgr("POST", "/v1/saf/replay", map[string]any{"reason": "all"}), 200).num("count"); n != 0 {
+		t.Fatalf("replay all queued %d records; the one pinned to a removed bank must stay held", n)
+	}
+	wantProblem(t, s.post("/v1/payments/"+pinned+"/void", nil), 409, "payment_not_voidable")
+	if got := s.safRecord(pinned); got["status"] != "held" {
+		t.Fatalf("record after the refused actions: %v", got)
+	}
 }
 
 // Before repeating a request whose outcome is unknown, the forwarder asks
