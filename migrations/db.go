@@ -141,7 +141,7 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	} else if !errors.Is(err, fs.ErrExist) {
 		return nil, fmt.Errorf("open database: %w", err)
 	}
-	write, err := sql.Open(driverName, dsn(path, true))
+	write, err := sql.Open(driverName, dsn(path, roleWriter))
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
 	}
@@ -153,14 +153,14 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		write.Close()
 		return nil, err
 	}
-	read, err := sql.Open(driverName, dsn(path, false))
+	read, err := sql.Open(driverName, dsn(path, roleReader))
 	if err != nil {
 		write.Close()
 		return nil, fmt.Errorf("open database: %w", err)
 	}
 	read.SetMaxOpenConns(8)
 	read.SetMaxIdleConns(8)
-	ckpt, err := sql.Open(driverName, dsn(path, true))
+	ckpt, err := sql.Open(driverName, dsn(path, roleCheckpointer))
 	if err != nil {
 		write.Close()
 		read.Close()
@@ -185,10 +185,9 @@ func Open(ctx context.Context, path string) (*DB, error) {
 // checkpointEvery is how often the WAL is copied back into the database;
 // past maxWALFrames (64 MiB of 4 KiB pages) the checkpointer waits for
 // readers so that the WAL is reused.
-const (
-	checkpointEvery = 500 * time.Millisecond
-	maxWALFrames    = 16384
-)
+const checkpointEvery = 500 * time.Millisecond
+
+var maxWALFrames = 16384 // a variable for tests
 
 // checkpoint copies the WAL into the database file in the background
 // (PASSIVE: it never blocks the writer or the readers), so the WAL stays
@@ -221,13 +220,20 @@ func (db *DB) checkpoint() {
 // _pragma=name(value); WAL with synchronous=FULL is what survives a power
 // cut. The writer takes its lock at BEGIN (_txlock=immediate) so that a
 // transaction never fails half way on a lock upgrade.
-func dsn(path string, writer bool) string {
+func dsn(path string, role connRole) string {
 	q := url.Values{}
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "synchronous(FULL)")
-	q.Add("_pragma", "busy_timeout(10000)")
+	if role == roleCheckpointer {
+		// A RESTART checkpoint keeps new writers out while it waits for
+		// readers: it may wait only briefly, or every terminal's write
+		// would wait on it. It tries again at the next tick.
+		q.Add("_pragma", "busy_timeout(50)")
+	} else {
+		q.Add("_pragma", "busy_timeout(10000)")
+	}
 	q.Add("_pragma", "foreign_keys(1)")
-	if writer {
+	if role != roleReader {
 		q.Set("_txlock", "immediate")
 		// The writer never checkpoints: a checkpoint copies the WAL into
 		// the database file and fsyncs it, and inside a commit it would
@@ -242,6 +248,15 @@ func dsn(path string, writer bool) string {
 	}
 	return "file:" + path + "?" + q.Encode()
 }
+
+// connRole is what a connection pool is for.
+type connRole int
+
+const (
+	roleWriter connRole = iota
+	roleReader
+	roleCheckpointer
+)
 
 // Path is the database file's path.
 func (db *DB) Path() string { return db.path }
