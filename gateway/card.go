@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"strings"
 	"time"
 )
@@ -118,8 +119,9 @@ func hasPrefixRange(p string, n, lo, hi int) bool {
 // (STOREPAY_CARD_KEY), so one secret serves both purposes without one
 // key doing two jobs.
 type Vault struct {
-	aead  cipher.AEAD
-	fpKey []byte
+	aead   cipher.AEAD
+	fpKey  []byte
+	reqKey []byte
 }
 
 // ParseCardKey decodes a card key: exactly 64 hex digits (AES-256).
@@ -148,6 +150,10 @@ func NewVault(key []byte) (*Vault, error) {
 	if err != nil {
 		return nil, err
 	}
+	reqKey, err := hkdf.Key(sha256.New, key, nil, "storepay request hash v1", 32)
+	if err != nil {
+		return nil, err
+	}
 	block, err := aes.NewCipher(encKey)
 	if err != nil {
 		return nil, err
@@ -156,7 +162,7 @@ func NewVault(key []byte) (*Vault, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Vault{aead: aead, fpKey: fpKey}, nil
+	return &Vault{aead: aead, fpKey: fpKey, reqKey: reqKey}, nil
 }
 
 // Seal encrypts c with AES-256-GCM. The ciphertext is bound to id (the
@@ -189,6 +195,12 @@ func (v *Vault) Open(id string, sealed []byte) (Card, error) {
 	}
 	return c, nil
 }
+
+// RequestHash returns a keyed hash for telling requests apart: requests
+// carry card numbers, and an unkeyed hash of one could be reversed by
+// trying every card number that matches the stored first six and last
+// four digits.
+func (v *Vault) RequestHash() hash.Hash { return hmac.New(sha256.New, v.reqKey) }
 
 // Fingerprint identifies a card number without revealing it: an HMAC under
 // a key only this store holds, so it cannot be reversed by trying every

@@ -76,7 +76,7 @@ func (s *Service) Pay(ctx context.Context, req PayRequest) (Payment, error) {
 	}
 	err := s.DB.Update(ctx, func(tx *sql.Tx) error {
 		existing, found, err := paymentByOpKey(tx, req.OpKey)
-		if found && req.OpHash != "" && existing.opHash != req.OpHash {
+		if found && req.OpHash != "" && existing.opHash != "" && existing.opHash != req.OpHash {
 			return errReuse
 		}
 		if err != nil || found {

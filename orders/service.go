@@ -179,7 +179,7 @@ func (s *Service) CreateOrder(ctx context.Context, req NewOrder) (Order, error) 
 			var id, hash string
 			err := tx.QueryRow(`SELECT id, op_hash FROM orders WHERE op_key = ?`, req.OpKey).Scan(&id, &hash)
 			if err == nil {
-				if req.OpHash != "" && hash != req.OpHash {
+				if req.OpHash != "" && hash != "" && hash != req.OpHash {
 					return errReuse
 				}
 				o, err = getOrder(tx, id)

@@ -150,15 +150,23 @@ func parseIdempotencyKey(v string) (string, bool) {
 
 // requestHash binds a key to what was asked: method, path and the body as
 // canonical JSON (so that key order or spacing do not matter).
-func requestHash(method, path string, body []byte) string {
+func (s *Server) requestHash(method, path string, body []byte) string {
+	// Keyed under the card key: a payment's body holds its card number.
 	h := sha256.New()
+	if s.orders != nil && s.orders.Vault != nil {
+		h = s.orders.Vault.RequestHash()
+	}
 	h.Write([]byte(method + " " + path + "\n"))
 	var v any
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	if err := dec.Decode(&v); err == nil {
-		if canon, err := json.Marshal(v); err == nil {
-			body = canon
+		// One JSON value and nothing after it is hashed in canonical form,
+		// so that formatting does not matter; anything else as sent.
+		if _, err := dec.Token(); errors.Is(err, io.EOF) {
+			if canon, err := json.Marshal(v); err == nil {
+				body = canon
+			}
 		}
 	}
 	h.Write(body)
@@ -192,13 +200,15 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 			return
 		}
 		defer s.idem.unlock(lockKey)
-		hash := requestHash(r.Method, r.URL.Path, body)
+		hash := s.requestHash(r.Method, r.URL.Path, body)
 		rec, found, err := s.idem.lookup(r.Context(), dev, key)
 		if err != nil {
 			s.fail(w, r, err)
 			return
 		}
-		if found && rec.hash != hash {
+		// An empty stored hash predates keyed hashes (migration 0006): the
+		// key is taken as repeated.
+		if found && rec.hash != "" && rec.hash != hash {
 			writeProblem(w, r, problem(http.StatusUnprocessableEntity, "idempotency_key_reuse", "this Idempotency-Key was used for a different request"))
 			return
 		}
