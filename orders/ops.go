@@ -87,6 +87,25 @@ func (s *Service) Void(ctx context.Context, id, opKey string) (Payment, error) {
 // (503).
 func (s *Service) Refund(ctx context.Context, id, opKey string, amount int64) (Payment, error) {
 	return s.startBankOp(ctx, id, opKey, func(tx *sql.Tx, p *Payment, now time.Time) (bool, error) {
+		if opKey != "" {
+			// A repeat of a refund already made (its stored answer pruned,
+			// or never stored) refunds nothing more; one that failed is
+			// tried again under the same key.
+			var status, paymentID string
+			err := tx.QueryRow(`SELECT status, payment_id FROM refunds WHERE op_key = ?`, opKey).Scan(&status, &paymentID)
+			switch {
+			case err == nil && paymentID != p.ID:
+				return false, errReuse
+			case err == nil && status != "failed":
+				return false, nil
+			case err == nil:
+				if _, err := tx.Exec(`UPDATE refunds SET op_key = NULL WHERE op_key = ?`, opKey); err != nil {
+					return false, err
+				}
+			case !errors.Is(err, sql.ErrNoRows):
+				return false, err
+			}
+		}
 		if p.Status != Captured && p.Status != PartiallyRefunded {
 			return false, errf(KindConflict, "payment_not_captured", "payment %s is %s; only a captured payment can be refunded", p.ID, p.Status)
 		}
@@ -101,7 +120,7 @@ func (s *Service) Refund(ctx context.Context, id, opKey string, amount int64) (P
 			r.Status = "refunded"
 		}
 		if _, err := tx.Exec(`INSERT INTO refunds (id, payment_id, amount, status, op_key, created_at, updated_at)
-			VALUES (?,?,?,?,?,?,?)`, r.ID, p.ID, amount, r.Status, nullable(""), ts(now), ts(now)); err != nil {
+			VALUES (?,?,?,?,?,?,?)`, r.ID, p.ID, amount, r.Status, nullable(opKey), ts(now), ts(now)); err != nil {
 			return false, err
 		}
 		if p.Method == Cash {

@@ -2,6 +2,10 @@ package main
 
 import (
 	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -164,4 +168,58 @@ func TestCancelAfterSettlementRefunds(t *testing.T) {
 	if refunded != 900 {
 		t.Fatalf("the bank refunded %d of 900", refunded)
 	}
+}
+
+// The request hashes kept to tell a repeat from a reused key are keyed:
+// a plain SHA-256 of a card payment's body could be reversed by trying
+// the card digits between the stored first six and last four.
+func TestRequestHashesAreKeyed(t *testing.T) {
+	s := startStore(t, []*bank{startBank(t, "bank-a", 1)})
+	id := s.order(900)
+	body := cardBody(900, visa, nil)
+	p := must(t, s.call("POST", "/v1/orders/"+id+"/payments", s.terminal, "pay-1", body), 201)
+	canon, err := json.Marshal(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := sha256.Sum256(append([]byte("POST /v1/orders/"+id+"/payments\n"), canon...))
+	var opHash, reqHash string
+	if err := s.app.DB.Read().QueryRow(`SELECT op_hash FROM payments WHERE id = ?`, p.str("id")).Scan(&opHash); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.app.DB.Read().QueryRow(`SELECT request_hash FROM idempotency WHERE key = 'pay-1'`).Scan(&reqHash); err != nil {
+		t.Fatal(err)
+	}
+	if opHash == "" || reqHash == "" || opHash == hex.EncodeToString(plain[:]) || reqHash == hex.EncodeToString(plain[:]) {
+		t.Fatalf("stored hashes %q and %q: want keyed hashes, not the body's SHA-256", opHash, reqHash)
+	}
+	// The same request again is a repeat; with trailing data it is another
+	// request under the same key.
+	if r := must(t, s.call("POST", "/v1/orders/"+id+"/payments", s.terminal, "pay-1", body), 201); r.header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("repeat not replayed: %s", r)
+	}
+	wantProblem(t, s.call("POST", "/v1/orders/"+id+"/payments", s.terminal, "pay-1", string(canon)+" junk"), 422, "idempotency_key_reuse")
+}
+
+// A refund repeated after its stored answer was pruned (72 hours) finds
+// the refund it made by its key, and refunds nothing more.
+func TestRefundRepeatedAfterItsAnswerWasPrunedRefundsOnce(t *testing.T) {
+	b := startBank(t, "bank-a", 1)
+	s := startStore(t, []*bank{b})
+	pid := must(t, s.post("/v1/orders/"+s.order(900)+"/payments", cardBody(900, visa, nil)), 201).str("id")
+	must(t, s.call("POST", "/v1/payments/"+pid+"/refunds", s.terminal, "refund-1", map[string]any{"amount": 300}), 201)
+	must(t, s.call("POST", "/v1/payments/"+pid+"/refunds", s.terminal, "refund-2", map[string]any{"amount": 300}), 201)
+	if err := s.app.DB.Update(context.Background(), execSQL(`DELETE FROM idempotency`)); err != nil {
+		t.Fatal(err)
+	}
+	r := s.call("POST", "/v1/payments/"+pid+"/refunds", s.terminal, "refund-1", map[string]any{"amount": 300})
+	if r.status >= 300 || r.num("refunded_amount") != 600 {
+		t.Fatalf("repeat of refund-1: %s, want the payment with 600 refunded", r)
+	}
+	if n := len(b.sim.Ledger().Refunds); n != 2 {
+		t.Fatalf("the bank made %d refunds, want 2", n)
+	}
+	// The same key on another payment is a reused key, not a repeat.
+	other := must(t, s.post("/v1/orders/"+s.order(500)+"/payments", cardBody(500, visa, nil)), 201).str("id")
+	wantProblem(t, s.call("POST", "/v1/payments/"+other+"/refunds", s.terminal, "refund-1", map[string]any{"amount": 100}), 422, "idempotency_key_reuse")
 }
