@@ -110,8 +110,20 @@ func (m *matcher) missingInStore(ctx context.Context, tx *sql.Tx) error {
 			err := rfd.QueryRowContext(ctx, r.MerchantReference).Scan(&status, &paymentID, &at)
 			switch {
 			case errors.Is(err, sql.ErrNoRows):
-				it.Detail = fmt.Sprintf("%s refunded %s under %s (reference %s), which the store has no record of.",
-					r.gateway, bank, r.PSPReference, orUnknown(r.MerchantReference))
+				// The reference may name the payment itself (the format
+				// calls it storepay's payment id): say which payment.
+				var payStatus, method, gw, capturedAt string
+				switch perr := pay.QueryRowContext(ctx, r.MerchantReference).Scan(&payStatus, &method, &gw, &capturedAt); {
+				case perr == nil:
+					it.PaymentID, it.MerchantReference = r.MerchantReference, ""
+					it.Detail = fmt.Sprintf("%s refunded %s of payment %s (%s in the store) under %s, a refund the store has no record of.",
+						r.gateway, bank, r.MerchantReference, payStatus, r.PSPReference)
+				case errors.Is(perr, sql.ErrNoRows):
+					it.Detail = fmt.Sprintf("%s refunded %s under %s (reference %s), which the store has no record of.",
+						r.gateway, bank, r.PSPReference, orUnknown(r.MerchantReference))
+				default:
+					return fmt.Errorf("look up payment %s: %w", r.MerchantReference, perr)
+				}
 			case err != nil:
 				return fmt.Errorf("look up refund %s: %w", r.MerchantReference, err)
 			default:

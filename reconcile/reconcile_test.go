@@ -386,30 +386,52 @@ func TestRefundRowNamingItsPayment(t *testing.T) {
 	}
 }
 
-// The same authorization settled again in another batch is not a re-sent
-// copy of its row: the card holder paid twice, and a person must see it.
-func TestSameAuthorizationSettledInAnotherBatchIsADuplicate(t *testing.T) {
-	db, f, dir := loadFixture(t, "clean")
+// withExtraRows copies a fixture night's reports to a temporary folder,
+// adding rows to bank-a's report.
+func withExtraRows(t *testing.T, f fixture, dir, date, rows string) string {
+	t.Helper()
 	tmp := t.TempDir()
-	if err := os.MkdirAll(filepath.Join(tmp, "2026-11-21"), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(tmp, date), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	for gw := range f.Banks {
-		b, err := os.ReadFile(filepath.Join(dir, "2026-11-21", gw+".csv"))
+		b, err := os.ReadFile(filepath.Join(dir, date, gw+".csv"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		if gw == "bank-a" {
-			b = append(b, "20261121-02,store-042,auth_7Gx2mQCl00,pay_019aa6c1e5f07d2b8c1e4a7f3b2dd000,Settled,2026-11-21T21:40:00Z,USD,1450,-72,1378,4242,CL0000\n"...)
+			b = append(b, rows...)
 		}
-		if err := os.WriteFile(filepath.Join(tmp, "2026-11-21", gw+".csv"), b, 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(tmp, date, gw+".csv"), b, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
+	return tmp
+}
+
+// The same authorization settled again in another batch is not a re-sent
+// copy of its row: the card holder paid twice, and a person must see it.
+func TestSameAuthorizationSettledInAnotherBatchIsADuplicate(t *testing.T) {
+	db, f, dir := loadFixture(t, "clean")
+	tmp := withExtraRows(t, f, dir, "2026-11-21",
+		"20261121-02,store-042,auth_7Gx2mQCl00,pay_019aa6c1e5f07d2b8c1e4a7f3b2dd000,Settled,2026-11-21T21:40:00Z,USD,1450,-72,1378,4242,CL0000\n")
 	res := run(t, db, "2026-11-21", f.sources(t, tmp, "2026-11-21"))
 	rep := res.Report()
 	dups := items(rep, reconcile.DuplicateAtBank, "pay_019aa6c1e5f07d2b8c1e4a7f3b2dd000")
 	if len(dups) != 1 || res.Summary.ResentRows != 0 || res.Status == reconcile.Clean {
 		t.Fatalf("status %s, %d resent, duplicates %+v: want the second settlement reported as duplicate_at_bank", res.Status, res.Summary.ResentRows, dups)
+	}
+}
+
+// A refund the store has no record of, whose reference names one of the
+// store's payments, is reported against that payment.
+func TestUnknownRefundNamingAPaymentNamesIt(t *testing.T) {
+	db, f, dir := loadFixture(t, "clean")
+	tmp := withExtraRows(t, f, dir, "2026-11-21",
+		"20261121-01,store-042,rfd_bankonly1,pay_019aa6c1e5f07d2b8c1e4a7f3b2dd000,Refunded,2026-11-21T21:40:00Z,USD,-1450,0,-1450,4242,\n")
+	rep := run(t, db, "2026-11-21", f.sources(t, tmp, "2026-11-21")).Report()
+	got := items(rep, reconcile.MissingInStore, "pay_019aa6c1e5f07d2b8c1e4a7f3b2dd000")
+	if len(got) != 1 || got[0].PSPReference != "rfd_bankonly1" {
+		t.Fatalf("missing_in_store items for the payment: %+v; want the bank's refund, with its payment id", got)
 	}
 }
