@@ -452,8 +452,10 @@ func (l *Ledger) lookupRef(ref string) (int32, bool) {
 // refundOf finds the refund of payment, at gateway gw and not settled
 // yet, that a Refunded row of amount names when it names the payment (its
 // id, or its authorization's) instead of the refund: the refund of that
-// amount, else the payment's only unsettled refund there.
-func (l *Ledger) refundOf(payment string, amount int64, gw uint16) (int32, bool) {
+// amount, else the payment's only unsettled refund there. psp is the
+// row's own refund id ("" when the row names the authorization): a refund
+// the bank confirmed under another id is another refund, never taken.
+func (l *Ledger) refundOf(payment string, amount int64, gw uint16, psp string) (int32, bool) {
 	if l.refundsOf == nil {
 		l.refundsOf = map[string][]int32{}
 		l.all(func(i int32, e *entry) bool {
@@ -468,6 +470,9 @@ func (l *Ledger) refundOf(payment string, amount int64, gw uint16) (int32, bool)
 	for _, i := range l.refundsOf[payment] {
 		e := l.at(i)
 		if e.state != unmatched || e.gw != gw {
+			continue
+		}
+		if id := l.str(e.bankID); psp != "" && id != "" && id != psp {
 			continue
 		}
 		if e.amount == amount {

@@ -325,7 +325,13 @@ func (m *matcher) refundNamingItsPayment(r *Row) (int32, bool) {
 	if !ok || m.l.at(c).kind != kindCapture {
 		return 0, false
 	}
-	return m.l.refundOf(m.l.str(m.l.at(c).payment), r.Gross, m.gw)
+	// A row naming the authorization says nothing of which refund it is;
+	// one under its own id is only the refund the bank confirmed so.
+	psp := r.PSPReference
+	if psp == m.l.str(m.l.at(c).bankID) {
+		psp = ""
+	}
+	return m.l.refundOf(m.l.str(m.l.at(c).payment), r.Gross, m.gw, psp)
 }
 
 func (m *matcher) row(r Row, gateway string) {

@@ -435,3 +435,41 @@ func TestUnknownRefundNamingAPaymentNamesIt(t *testing.T) {
 		t.Fatalf("missing_in_store items for the payment: %+v; want the bank's refund, with its payment id", got)
 	}
 }
+
+// A Refunded row naming a payment under a refund id of its own does not
+// take over a refund the bank confirmed under another id: that one is
+// still matched by its own row, and this one is a refund the store has no
+// record of (it was never reported as a second refund of the other).
+func TestRefundRowDoesNotTakeAnotherConfirmedRefund(t *testing.T) {
+	db, f, dir := loadFixture(t, "clean")
+	alt := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(alt, "2026-11-21"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, gw := range []string{"bank-a", "bank-b"} {
+		b, err := os.ReadFile(filepath.Join(dir, "2026-11-21", gw+".csv"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if gw == "bank-b" {
+			confirmed := "1121A,store-042,rfd_Pq7Lz3Cl,"
+			other := "1121A,store-042,rfd_bankother,pay_019aa6c1e5f07d2b8c1e4a7f3b2dd002,Refunded,2026-11-21T17:00:00Z,USD,-300,0,-300,4242,\n"
+			if !strings.Contains(string(b), confirmed) {
+				t.Fatal("the clean fixture changed: its refund row is not there")
+			}
+			b = []byte(strings.Replace(string(b), confirmed, other+confirmed, 1))
+		}
+		if err := os.WriteFile(filepath.Join(alt, "2026-11-21", gw+".csv"), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res := run(t, db, "2026-11-21", f.sources(t, alt, "2026-11-21"))
+	rep := res.Report()
+	const p = "pay_019aa6c1e5f07d2b8c1e4a7f3b2dd002"
+	missing := items(rep, reconcile.MissingInStore, p)
+	if res.Summary.Categories[reconcile.Matched].Count != 7 || len(missing) != 1 || missing[0].PSPReference != "rfd_bankother" ||
+		len(items(rep, reconcile.DuplicateAtBank, p)) != 0 {
+		t.Fatalf("%d matched, missing in store %+v, duplicates %+v: want 7 matched and rfd_bankother missing in store",
+			res.Summary.Categories[reconcile.Matched].Count, missing, items(rep, reconcile.DuplicateAtBank, p))
+	}
+}
