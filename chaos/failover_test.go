@@ -299,3 +299,37 @@ func TestEveryBankDown(t *testing.T) {
 		t.Fatalf("charges with every bank down: %v", at)
 	}
 }
+
+// A bank that accepts connections and never answers, its health checks
+// included: once its breaker is open, the failing probes keep it open, and
+// no customer's payment is sent there as a trial when the breaker's delay
+// runs out (each such trial would end unknown, pinned to the hung bank,
+// while the other bank would have approved it).
+func TestHungBankGetsNoTrialPayments(t *testing.T) {
+	a, b := startBank(t, "bank-a", 1), startBank(t, "bank-b", 1)
+	s := newStore(t, []gw{{bank: a}, {bank: b}}, nil)
+	a.faults(t, "", `{"blackhole":{}}`)
+	caught := s.pay(500, map[string]any{"offline_behavior": "require_online"})
+	if caught.str("decline_code") != "bank_unavailable" {
+		t.Fatalf("payment caught in the hung bank: %s", caught)
+	}
+	waitFor(t, "bank-a's breaker to open", 10*time.Second, func() bool {
+		return s.gateways()["bank-a"]["state"] == "open"
+	})
+	sent := a.ledger(t).calls(a.urls[0], "POST /v1/authorizations")
+	probes := a.ledger(t).calls(a.urls[0], "GET /v1/health")
+	// Pay on through three breaker delays (1 s each): a probe of the hung
+	// bank takes its 300 ms attempt timeout, and the next starts 200 ms
+	// later, so six probes take 3 s.
+	for n := 0; a.ledger(t).calls(a.urls[0], "GET /v1/health") < probes+6; n++ {
+		if n >= 5000 {
+			t.Fatal("bank-a was not probed 6 times")
+		}
+		if p := s.pay(500, map[string]any{"offline_behavior": "require_online"}); p.str("status") != "captured" || p.str("gateway") != "bank-b" {
+			t.Fatalf("payment while bank-a hangs: %s", p)
+		}
+	}
+	if n := a.ledger(t).calls(a.urls[0], "POST /v1/authorizations"); n != sent {
+		t.Fatalf("bank-a was sent %d payments as breaker trials while its probes failed", n-sent)
+	}
+}

@@ -392,8 +392,21 @@ func (b *bank) refuses() string {
 		return "the bank asked for a pause (429 Retry-After)"
 	case b.breaker.IsOpen() && b.breaker.RemainingDelay() > 0:
 		return "circuit breaker open"
+	case b.probesFailing():
+		// Its breaker's delay may be over, but no customer's payment is
+		// sent as a trial to a bank whose health checks keep failing: a
+		// healthy probe half-opens the breaker and lets traffic back.
+		return "health probes failing"
 	}
 	return ""
+}
+
+// probesFailing reports whether the last two health probes failed on
+// every URL.
+func (b *bank) probesFailing() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.probeFails >= 2
 }
 
 func (b *bank) admits() bool { return b.refuses() == "" }
