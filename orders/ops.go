@@ -271,6 +271,14 @@ func (s *Service) finishOp(ctx context.Context, started Payment, auth gateway.Au
 		from := p.Status
 		refundStatus := ""
 		e := gateway.AsError(callErr)
+		orderCancelled := false
+		if op == opVoid && e != nil && e.Kind == gateway.KindRejected {
+			o, err := getOrderHead(tx, p.OrderID)
+			if err != nil {
+				return err
+			}
+			orderCancelled = o.Status == OrderCancelled
+		}
 		switch {
 		case callErr == nil:
 			switch op {
@@ -288,28 +296,18 @@ func (s *Service) finishOp(ctx context.Context, started Payment, auth gateway.Au
 			}
 			p.LastError = ""
 			p.clearOp()
-		case op == opVoid && settledRejection(e):
-			o, err := getOrderHead(tx, p.OrderID)
-			if err != nil {
-				return err
-			}
-			if o.Status != OrderCancelled || p.CapturedAmount <= p.RefundedAmount {
-				p.LastError = callErr.Error()
-				p.clearOp()
-				p.pendingOpKey = ""
-				result = rejection(op, e)
-				break
-			}
-			// The order was cancelled, but the bank had settled the sale
-			// already: what it captured is refunded, so the customer does
-			// not pay for a cancelled order.
+		case op == opVoid && e != nil && e.Kind == gateway.KindRejected && p.CapturedAmount > p.RefundedAmount && orderCancelled:
+			// The order was cancelled, but the bank would not void the
+			// sale (settled already: the protocol names no code for it):
+			// what it captured is refunded, so the customer does not pay
+			// for a cancelled order. The refund's answer decides.
 			r := Refund{ID: newID("rfd_"), PaymentID: p.ID, Amount: p.CapturedAmount - p.RefundedAmount, Status: "pending", CreatedAt: now}
 			if _, err := tx.Exec(`INSERT INTO refunds (id, payment_id, amount, status, op_key, created_at, updated_at)
 				VALUES (?,?,?,?,?,?,?)`, r.ID, p.ID, r.Amount, r.Status, nullable(""), ts(now), ts(now)); err != nil {
 				return err
 			}
 			s.startOp(&p, opRefund, r.ID, "", r.Amount, 0, now)
-			p.LastError = "settled before the order was cancelled: refunding " + fmt.Sprint(r.Amount)
+			p.LastError = "the bank would not void it (" + e.Code + ") once the order was cancelled: refunding " + fmt.Sprint(r.Amount)
 			result = &Error{Kind: KindUnavailable, Code: "bank_unavailable", Transient: true,
 				Message: "the bank had settled this payment; it is being refunded"}
 		case e != nil && e.Kind == gateway.KindRejected:

@@ -134,7 +134,10 @@ func (s *Service) reverseUnknown(ctx context.Context, p Payment) (Payment, error
 	undo := func(a gateway.Authorization) error {
 		auth = a
 		_, err := s.Bank.Reverse(ctx, p.Gateway, gateway.ReverseRequest{Key: p.ID + ":reverse", AuthorizationID: a.ID})
-		if !settledRejection(gateway.AsError(err)) {
+		// The protocol names no code for a settled authorization: any
+		// refusal to reverse a captured approval is answered with a
+		// refund, and the bank's answer to that decides.
+		if e := gateway.AsError(err); e == nil || e.Kind != gateway.KindRejected || a.CapturedAmount <= 0 {
 			return err
 		}
 		_, err = s.Bank.Refund(ctx, p.Gateway, gateway.RefundRequest{Key: p.ID + ":refund-settled",
@@ -160,7 +163,7 @@ func (s *Service) reverseUnknown(ctx context.Context, p Payment) (Payment, error
 	case e != nil && e.Kind == gateway.KindRejected:
 		card, openErr := s.Vault.Open(p.ID, p.sealed)
 		if openErr != nil {
-			_, err = s.Bank.Reverse(ctx, p.Gateway, gateway.ReverseRequest{Key: p.ID + ":reverse", Reference: p.ID})
+			_, err = s.Bank.Reverse(ctx, p.Gateway, gateway.ReverseRequest{Key: p.ID + ":reverse-by-reference", Reference: p.ID})
 			break
 		}
 		var a gateway.Authorization
