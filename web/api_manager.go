@@ -11,25 +11,20 @@ func (s *Server) listGateways(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) enableGateway(w http.ResponseWriter, r *http.Request) {
-	s.gatewayAction(w, r, "gateway.enable", s.router.Enable)
+	s.gatewayAction(w, r, true)
 }
 
 func (s *Server) disableGateway(w http.ResponseWriter, r *http.Request) {
-	s.gatewayAction(w, r, "gateway.disable", s.router.Disable)
+	s.gatewayAction(w, r, false)
 }
 
-func (s *Server) gatewayAction(w http.ResponseWriter, r *http.Request, action string, do func(string) error) {
-	name := chi.URLParam(r, "name")
+func (s *Server) gatewayAction(w http.ResponseWriter, r *http.Request, enable bool) {
 	reason, err := decodeReason(w, r)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	if err := do(name); err != nil {
-		s.fail(w, r, problem(http.StatusNotFound, "gateway_not_found", "no such gateway"))
-		return
-	}
-	if err := s.audited(r, action, name, reason); err != nil {
+	if err := s.setGateway(r, chi.URLParam(r, "name"), enable, reason); err != nil {
 		s.fail(w, r, err)
 		return
 	}

@@ -3,6 +3,7 @@ package web
 import (
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -305,13 +306,7 @@ func (s *Server) consoleBanks(w http.ResponseWriter, r *http.Request) {
 // router's own method, then the audit entry through [Server.audited].
 func (s *Server) consoleBankAction(w http.ResponseWriter, r *http.Request) {
 	name, action := chi.URLParam(r, "name"), chi.URLParam(r, "action")
-	var do func(string) error
-	switch action {
-	case "enable":
-		do = s.router.Enable
-	case "disable":
-		do = s.router.Disable
-	default:
+	if action != "enable" && action != "disable" {
 		s.consoleNotFound(w, r)
 		return
 	}
@@ -319,11 +314,11 @@ func (s *Server) consoleBankAction(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if err := do(name); err != nil {
+	if !slices.Contains(s.router.Banks(), name) {
 		s.consoleFail(w, r, problem(http.StatusNotFound, "gateway_not_found", "There is no bank "+strconv.Quote(name)+"."), "/console/banks", "Back to the banks")
 		return
 	}
-	if err := s.audited(r, "gateway."+action, name, reason); err != nil {
+	if err := s.setGateway(r, name, action == "enable", reason); err != nil {
 		s.consoleFail(w, r, err, "/console/banks", "Back to the banks")
 		return
 	}

@@ -73,6 +73,10 @@ func OpenApp(ctx context.Context, cfg Config, getenv func(string) string, log *s
 	a.SAF = &saf.Queue{DB: db, Vault: vault, Bank: router, Payments: a.Orders, Rules: cfg.safRules(),
 		Forward: cfg.forwardPolicy(), Log: log}
 	a.Orders.Offline = a.SAF
+	if err := web.RestoreDisabledGateways(ctx, db, router); err != nil {
+		db.Close()
+		return nil, err
+	}
 	a.Web = web.New(web.Config{DB: db, Orders: a.Orders, Devices: a.Devices, Router: router, SAF: a.SAF, Metrics: metrics, Log: log})
 	return a, nil
 }

@@ -182,3 +182,32 @@ func TestFailedLookupSendsNothing(t *testing.T) {
 		t.Fatalf("charged %d times", n)
 	}
 }
+
+// A bank a manager took out of service stays out across a restart, until
+// a manager enables it.
+func TestManagerDisableSurvivesARestart(t *testing.T) {
+	a, b := startBank(t, "bank-a", 1), startBank(t, "bank-b", 1)
+	s := startStore(t, []*bank{a, b})
+	state := func(name string) string {
+		for _, g := range must(t, s.mgr("GET", "/v1/gateways", nil), 200).body["data"].([]any) {
+			if m := g.(map[string]any); m["name"] == name {
+				return m["state"].(string)
+			}
+		}
+		return ""
+	}
+	must(t, s.mgr("POST", "/v1/gateways/bank-a/disable", map[string]any{"reason": "double charging"}), 200)
+	s.restart()
+	if got := state("bank-a"); got != "disabled" {
+		t.Fatalf("bank-a after a restart: %s, want disabled", got)
+	}
+	if p := must(t, s.post("/v1/orders/"+s.order(500)+"/payments", cardBody(500, visa, nil)), 201); p.str("gateway") != "bank-b" {
+		t.Fatalf("payment with bank-a disabled: %s", p)
+	}
+	must(t, s.mgr("POST", "/v1/gateways/bank-a/enable", map[string]any{"reason": "fixed"}), 200)
+	s.restart()
+	if got := state("bank-a"); got != "closed" {
+		t.Fatalf("bank-a after enable and a restart: %s, want closed", got)
+	}
+	wantProblem(t, s.mgr("POST", "/v1/gateways/bank-z/disable", nil), 404, "gateway_not_found")
+}
