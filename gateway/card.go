@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"regexp"
 	"strings"
 	"time"
 )
@@ -209,4 +210,32 @@ func (v *Vault) Fingerprint(pan string) string {
 	m := hmac.New(sha256.New, v.fpKey)
 	m.Write([]byte(pan))
 	return hex.EncodeToString(m.Sum(nil)[:16])
+}
+
+// panLike matches 13 to 19 digits, single spaces or dashes allowed between
+// them, as a card number is written.
+var panLike = regexp.MustCompile(`\d(?:[ -]?\d){12,18}`)
+
+// MaskPANs replaces every card number in s (13 to 19 digits passing the
+// Luhn check, starting with 2 to 6 as the card networks' numbers do) with
+// its first six and last four digits. Text from outside (a bank's report,
+// a search box) may carry one, and storepay never shows or stores a full
+// card number. Long numeric references that are not card numbers (a
+// bank's 16-digit reference starting with 8) are left alone.
+func MaskPANs(s string) string {
+	if len(s) < 13 {
+		return s
+	}
+	return panLike.ReplaceAllStringFunc(s, func(m string) string {
+		d := strings.Map(func(r rune) rune {
+			if r >= '0' && r <= '9' {
+				return r
+			}
+			return -1
+		}, m)
+		if d[0] < '2' || d[0] > '6' || !LuhnValid(d) {
+			return m
+		}
+		return d[:6] + strings.Repeat("*", len(d)-10) + d[len(d)-4:]
+	})
 }

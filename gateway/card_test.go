@@ -102,3 +102,19 @@ func TestWithCheckDigit(t *testing.T) {
 		}
 	}
 }
+
+func TestMaskPANs(t *testing.T) {
+	for in, want := range map[string]string{
+		"4242424242424242":                     "424242******4242",
+		"reference 4242 4242 4242 4242 here":   "reference 424242******4242 here",
+		"type \"5555-5555-5555-4444\" is not":  "type \"555555******4444\" is not",
+		"8815012345678901":                     "8815012345678901", // a bank reference, not a card number
+		"4242424242424241":                     "4242424242424241", // fails the Luhn check
+		"pay_019aa6c1e5f07d2b8c1e4a7f3b2dd000": "pay_019aa6c1e5f07d2b8c1e4a7f3b2dd000",
+		"amount 1450":                          "amount 1450",
+	} {
+		if got := gateway.MaskPANs(in); got != want {
+			t.Errorf("MaskPANs(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

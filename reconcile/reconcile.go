@@ -12,6 +12,7 @@ import (
 	"iter"
 	"os"
 	"slices"
+	"storepay/gateway"
 	"strconv"
 	"strings"
 	"sync"
@@ -541,9 +542,23 @@ func (m *matcher) finish(ctx context.Context, inRun map[uint16]bool) error {
 		res.discrepancies = append(res.discrepancies, saleItem(s, l.Date))
 	}
 	for i := range res.discrepancies {
-		if res.discrepancies[i].Resolution == nil {
-			propose(&res.discrepancies[i], "")
+		it := &res.discrepancies[i]
+		if it.Resolution == nil {
+			propose(it, "")
 		}
+		// A bank's report is text from outside: a card number it carries
+		// where a reference or a type belongs is never kept or shown.
+		it.PaymentID, it.PSPReference = gateway.MaskPANs(it.PaymentID), gateway.MaskPANs(it.PSPReference)
+		it.MerchantReference, it.Detail = gateway.MaskPANs(it.MerchantReference), gateway.MaskPANs(it.Detail)
+		if it.Resolution != nil {
+			it.Resolution.Description = gateway.MaskPANs(it.Resolution.Description)
+		}
+	}
+	for i := range res.psps {
+		res.psps[i] = gateway.MaskPANs(res.psps[i])
+	}
+	for i := range res.Problems {
+		res.Problems[i].Error = gateway.MaskPANs(res.Problems[i].Error)
 	}
 	slices.SortFunc(res.discrepancies, func(a, b Item) int {
 		return cmp.Or(cmp.Compare(a.Category.rank(), b.Category.rank()), strings.Compare(a.Gateway, b.Gateway),

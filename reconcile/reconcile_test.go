@@ -1,7 +1,9 @@
 package reconcile_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -471,5 +473,32 @@ func TestRefundRowDoesNotTakeAnotherConfirmedRefund(t *testing.T) {
 		len(items(rep, reconcile.DuplicateAtBank, p)) != 0 {
 		t.Fatalf("%d matched, missing in store %+v, duplicates %+v: want 7 matched and rfd_bankother missing in store",
 			res.Summary.Categories[reconcile.Matched].Count, missing, items(rep, reconcile.DuplicateAtBank, p))
+	}
+}
+
+// A bank's report that carries card numbers where references, types or
+// amounts belong: no full card number reaches the report or the database.
+func TestCardNumbersInAReportAreMasked(t *testing.T) {
+	db, f, dir := loadFixture(t, "clean")
+	tmp := withExtraRows(t, f, dir, "2026-11-21",
+		"20261121-01,store-042,auth_X1,4242 4242 4242 4242,Settled,2026-11-21T21:40:00Z,USD,700,0,700,4242,A1\n"+
+			"20261121-01,store-042,auth_X2,pay_x,4000000000000002,2026-11-21T21:40:00Z,USD,700,0,700,4242,A1\n"+
+			"20261121-01,store-042,auth_X3,pay_y,Settled,2026-11-21T21:40:00Z,USD,5555555555554444,0,700,4242,A1\n")
+	res := run(t, db, "2026-11-21", f.sources(t, tmp, "2026-11-21"))
+	var js bytes.Buffer
+	if err := res.WriteJSON(&js); err != nil {
+		t.Fatal(err)
+	}
+	stored, err := json.Marshal(last(t, db, "2026-11-21"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pan := range []string{"4242 4242 4242 4242", "4242424242424242", "4000000000000002", "5555555555554444"} {
+		if strings.Contains(js.String(), pan) || strings.Contains(string(stored), pan) {
+			t.Errorf("the report carries the card number %s", pan)
+		}
+	}
+	if !strings.Contains(js.String(), "424242******4242") {
+		t.Errorf("the masked reference is missing from the report: %s", js.String())
 	}
 }
