@@ -194,6 +194,23 @@ type BulkResult struct {
 	Amount int64 `json:"amount"`
 }
 
+// replayAllWhich selects what ReplayAll touches: every queued and held
+// record, except those pinned to a bank that is not configured (see
+// reachable). Its one argument is the configured banks, as JSON.
+const replayAllWhich = `status IN ('queued', 'held') AND (gateway = '' OR gateway IN (SELECT value FROM json_each(?)))`
+
+// ReplayAllCount is what ReplayAll would touch now.
+func (q *Queue) ReplayAllCount(ctx context.Context) (BulkResult, error) {
+	banks, err := json.Marshal(q.Bank.Banks())
+	if err != nil {
+		return BulkResult{}, err
+	}
+	var res BulkResult
+	err = q.DB.Read().QueryRowContext(ctx, `SELECT count(*), coalesce(sum(amount), 0) FROM saf_records WHERE `+replayAllWhich,
+		string(banks)).Scan(&res.Count, &res.Amount)
+	return res, err
+}
+
 // ReplayAll makes every queued and held record due now, in one audited
 // action.
 func (q *Queue) ReplayAll(ctx context.Context, actor, reason string) (BulkResult, error) {
@@ -205,14 +222,12 @@ func (q *Queue) ReplayAll(ctx context.Context, actor, reason string) (BulkResult
 	var res BulkResult
 	err = q.DB.Update(ctx, func(tx *sql.Tx) error {
 		res = BulkResult{}
-		// Not those pinned to a bank that is not configured (see reachable).
-		const which = `status IN ('queued', 'held') AND (gateway = '' OR gateway IN (SELECT value FROM json_each(?)))`
-		if err := tx.QueryRow(`SELECT count(*), coalesce(sum(amount), 0) FROM saf_records WHERE `+which, string(banks)).
+		if err := tx.QueryRow(`SELECT count(*), coalesce(sum(amount), 0) FROM saf_records WHERE `+replayAllWhich, string(banks)).
 			Scan(&res.Count, &res.Amount); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(`UPDATE saf_records SET status = 'queued', attempts = 0, next_attempt_at = ?, updated_at = ?
-			WHERE `+which, migrations.FormatTime(now), migrations.FormatTime(now), string(banks)); err != nil {
+			WHERE `+replayAllWhich, migrations.FormatTime(now), migrations.FormatTime(now), string(banks)); err != nil {
 			return err
 		}
 		return devices.Audit(tx, devices.Entry{At: now, Actor: actor, Action: "saf.replay_all", Target: "saf", Reason: reason,

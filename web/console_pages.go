@@ -1,6 +1,7 @@
 package web
 
 import (
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
@@ -25,6 +26,8 @@ var consoleFlash = map[string]string{
 	"replay":  "Replayed: the record is due now and is forwarded as soon as the emergency stop and its bank allow.",
 	"hold":    "Held: the record will not be forwarded until a manager releases it.",
 	"release": "Released: the record is back in the queue, due now.",
+	"replay_all": "Replayed the queue: every queued and held record is due now and is forwarded as soon as the emergency stop and the banks allow. " +
+		"The audit log says how many.",
 	"estop":   "The emergency stop was changed.",
 	"enable":  "The bank is back in service and its circuit breaker is closed.",
 	"disable": "The bank is out of service until a manager enables it.",
@@ -149,14 +152,7 @@ func (s *Server) consoleQueue(w http.ResponseWriter, r *http.Request) {
 		}
 		return "/console/saf?" + v.Encode()
 	}
-	msg := flash(r)
-	if q.Get("done") == "replay_all" {
-		n, _ := strconv.Atoi(q.Get("n"))
-		amt, _ := strconv.ParseInt(q.Get("amount"), 10, 64)
-		msg = "Replayed " + strconv.Itoa(n) + " " + map[bool]string{true: "record", false: "records"}[n == 1] +
-			" (" + money(amt, "") + "): due now, forwarded as soon as the emergency stop and the banks allow."
-	}
-	s.render(w, r, http.StatusOK, "queue", view{Title: "Store-and-forward queue", Nav: "saf", Flash: msg, Data: d})
+	s.render(w, r, http.StatusOK, "queue", view{Title: "Store-and-forward queue", Nav: "saf", Flash: flash(r), Data: d})
 }
 
 type recordData struct {
@@ -229,7 +225,14 @@ func (s *Server) consoleReplayAllConfirm(w http.ResponseWriter, r *http.Request)
 		s.consoleInternal(w, r, err)
 		return
 	}
-	d.Count, d.Amount = d.Queued+d.Held, d.QueuedAmount+d.HeldAmount
+	// What a replay of everything would touch, counted as it counts:
+	// records pinned to a bank that is not configured stay held.
+	all, err := s.saf.ReplayAllCount(r.Context())
+	if err != nil {
+		s.consoleInternal(w, r, err)
+		return
+	}
+	d.Count, d.Amount = all.Count, all.Amount
 	s.render(w, r, http.StatusOK, "replay_all", view{Title: "Replay the queue", Nav: "saf", Data: d})
 }
 
@@ -241,12 +244,13 @@ func (s *Server) consoleReplayAll(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	res, err := s.saf.ReplayAll(r.Context(), info(r).Device.Name, reason)
-	if err != nil {
+	if _, err := s.saf.ReplayAll(r.Context(), info(r).Device.Name, reason); err != nil {
 		s.consoleFail(w, r, err, "/console/saf", "Back to the queue")
 		return
 	}
-	http.Redirect(w, r, "/console/saf?done=replay_all&n="+strconv.Itoa(res.Count)+"&amount="+strconv.FormatInt(res.Amount, 10), http.StatusSeeOther)
+	// How many it touched is in the audit log; no figure travels in the
+	// URL, where a crafted link could make the console claim anything.
+	http.Redirect(w, r, "/console/saf?done=replay_all", http.StatusSeeOther)
 }
 
 type estopData struct {
@@ -270,12 +274,30 @@ func (s *Server) consoleEStop(w http.ResponseWriter, r *http.Request) {
 	s.render(w, r, http.StatusOK, "estop", view{Title: "Emergency stop", Nav: "estop", Flash: flash(r), Data: d})
 }
 
+// consoleSetEStop sets the emergency stop. Stopping must never be held up:
+// pause and stop need no reason, and anything unreadable counts as stop,
+// as on the API; only going again needs one.
 func (s *Server) consoleSetEStop(w http.ResponseWriter, r *http.Request) {
-	reason, ok := s.formReason(w, r, "/console/estop")
-	if !ok {
-		return
+	state := saf.EStopState(r.PostForm.Get("state"))
+	var reason string
+	switch {
+	case state == saf.Go:
+		var ok bool
+		if reason, ok = s.formReason(w, r, "/console/estop"); !ok {
+			return
+		}
+	case state.Valid():
+		reason = strings.TrimSpace(r.PostForm.Get("reason"))
+		if len(reason) > maxReason {
+			reason = strings.ToValidUTF8(reason[:maxReason], "") + "…"
+		}
+		if reason == "" {
+			reason = "no reason given"
+		}
+	default:
+		reason, state = fmt.Sprintf("unreadable request taken as stop (state %q is not go, pause or stop)", r.PostForm.Get("state")), saf.Stop
 	}
-	if _, err := s.saf.SetEStop(r.Context(), saf.EStopState(r.PostForm.Get("state")), info(r).Device.Name, reason); err != nil {
+	if _, err := s.saf.SetEStop(r.Context(), state, info(r).Device.Name, reason); err != nil {
 		s.consoleFail(w, r, err, "/console/estop", "Back to the emergency stop")
 		return
 	}
@@ -339,6 +361,7 @@ func (s *Server) consoleAudit(w http.ResponseWriter, r *http.Request) {
 	before, _ := strconv.ParseInt(q.Get("before"), 10, 64)
 	d := auditData{Action: q.Get("action"), Target: strings.TrimSpace(q.Get("target")), Actions: []string{
 		"saf.replay", "saf.replay_all", "saf.hold", "saf.release", "estop.go", "estop.pause", "estop.stop",
+		"reconciliation.accept", "reconciliation.reject",
 		"gateway.enable", "gateway.disable", "console.login", "console.logout"}}
 	d.Filtered = d.Action != "" || d.Target != "" || before > 0
 	entries, err := devices.AuditLog(r.Context(), s.db, devices.AuditFilter{Action: d.Action, Target: d.Target, Before: before, Limit: consolePage + 1})

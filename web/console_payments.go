@@ -9,6 +9,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"storepay/gateway"
 	"storepay/migrations"
 	"storepay/orders"
 	"storepay/saf"
@@ -57,8 +58,14 @@ func (s *Server) consolePayments(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	d := paymentsData{Q: strings.TrimSpace(q.Get("q")), Terminal: strings.TrimSpace(q.Get("terminal")),
 		Status: q.Get("status"), From: q.Get("from"), To: q.Get("to"), Statuses: consolePaymentStatuses}
-	f := orders.SearchFilter{Limit: consolePage, TerminalID: d.Terminal}
 	var problems []string
+	// A card number typed into a search box is neither searched nor shown
+	// back: only its last four digits are ever searched.
+	if gateway.MaskPANs(d.Q) != d.Q || gateway.MaskPANs(d.Terminal) != d.Terminal {
+		d.Q, d.Terminal = "", ""
+		problems = append(problems, "That looks like a card number: search by its last four digits instead.")
+	}
+	f := orders.SearchFilter{Limit: consolePage, TerminalID: d.Terminal}
 	switch {
 	case strings.HasPrefix(d.Q, "saf_"):
 		http.Redirect(w, r, "/console/saf/"+url.PathEscape(d.Q), http.StatusSeeOther)

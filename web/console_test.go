@@ -511,11 +511,15 @@ func TestConsoleActionsAreAuditedAsTheManager(t *testing.T) {
 	}
 	a = e.post(s, "/console/saf/replay-all", "/console/saf/replay-all", url.Values{"reason": {"bank is back"}})
 	wantStatus(t, a, http.StatusSeeOther)
-	if loc := a.header.Get("Location"); loc != "/console/saf?done=replay_all&n=2&amount=1000" {
+	if loc := a.header.Get("Location"); loc != "/console/saf?done=replay_all" {
 		t.Fatalf("replay all went to %q", loc)
 	}
-	if page := e.get(a.header.Get("Location"), s); !strings.Contains(page.body, "Replayed 2 records (10.00)") {
+	if page := e.get(a.header.Get("Location"), s); !strings.Contains(page.body, "Replayed the queue") {
 		t.Fatalf("queue after replay all: %s", page.body)
+	}
+	// No figure from a URL is shown as what was done.
+	if page := e.get("/console/saf?done=replay_all&n=4812&amount=1250000", s); strings.Contains(page.body, "4812") {
+		t.Fatalf("the queue page repeats a figure from its URL: %s", page.body)
 	}
 
 	wantStatus(t, e.post(s, "/console/banks", "/console/banks/bank-a/disable", url.Values{"reason": {"wrong API key"}}), http.StatusSeeOther)
@@ -524,7 +528,14 @@ func TestConsoleActionsAreAuditedAsTheManager(t *testing.T) {
 	}
 	wantStatus(t, e.post(s, "/console/banks", "/console/banks/bank-a/enable", url.Values{"reason": {"key fixed"}}), http.StatusSeeOther)
 	wantStatus(t, e.post(s, "/console/banks", "/console/banks/bank-z/enable", url.Values{"reason": {"x"}}), http.StatusNotFound)
-	wantStatus(t, e.post(s, "/console/estop", "/console/estop", url.Values{"state": {"halt"}, "reason": {"x"}}), http.StatusBadRequest)
+	// Anything unreadable counts as stop, as on the API; going again needs
+	// a reason, stopping does not.
+	wantStatus(t, e.post(s, "/console/estop", "/console/estop", url.Values{"state": {"halt"}, "reason": {"x"}}), http.StatusSeeOther)
+	if st := e.queue.EStop(context.Background()).State; st != saf.Stop {
+		t.Fatalf("emergency stop after an unreadable state: %s", st)
+	}
+	wantStatus(t, e.post(s, "/console/estop", "/console/estop", url.Values{"state": {"go"}, "reason": {""}}), http.StatusBadRequest)
+	wantStatus(t, e.post(s, "/console/estop", "/console/estop", url.Values{"state": {"pause"}, "reason": {""}}), http.StatusSeeOther)
 	wantStatus(t, e.post(s, "/console/estop", "/console/estop", url.Values{"state": {"stop"}, "reason": {"fraud alert"}}), http.StatusSeeOther)
 
 	var got []string
@@ -536,7 +547,8 @@ func TestConsoleActionsAreAuditedAsTheManager(t *testing.T) {
 	}
 	want := []string{"console.login:console:", "saf.hold:" + r1.ID + ":customer disputes", "saf.release:" + r1.ID + ":resolved",
 		"saf.replay_all:saf:bank is back", "gateway.disable:bank-a:wrong API key", "gateway.enable:bank-a:key fixed",
-		"estop.stop:estop:fraud alert"}
+		`estop.stop:estop:unreadable request taken as stop (state "halt" is not go, pause or stop)`,
+		"estop.pause:estop:no reason given", "estop.stop:estop:fraud alert"}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("audit log:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
@@ -590,9 +602,9 @@ func TestConsoleNeverShowsAFullCardNumber(t *testing.T) {
 	p, rec := e.storedPayment(900, pan)
 	for _, path := range []string{"/console", "/console/saf", "/console/saf/" + rec.ID, "/console/payments",
 		"/console/payments/" + p.ID, "/console/orders/" + p.OrderID, "/console/audit",
-		"/console/payments?last4=" + pan} {
+		"/console/payments?last4=" + pan, "/console/payments?q=" + pan, "/console/payments?terminal=4242+4242+4242+4242"} {
 		a := e.get(path, s)
-		if strings.Contains(a.body, pan) || strings.Contains(a.body, "424242424242") {
+		if strings.Contains(a.body, pan) || strings.Contains(a.body, "424242424242") || strings.Contains(a.body, "4242 4242 4242 4242") {
 			t.Errorf("%s shows a card number", path)
 		}
 	}
