@@ -65,7 +65,9 @@ func (s *Service) ApplyForward(tx *sql.Tx, f ForwardResult) error {
 		return fmt.Errorf("apply forward to %s: payment is %s, not stored", p.ID, p.Status)
 	}
 	from := p.Status
-	p.Gateway, p.BankAuthID = f.Gateway, f.Auth.ID
+	// The bank has decided: the error of the online attempt that sent the
+	// payment offline is stale.
+	p.Gateway, p.BankAuthID, p.LastError = f.Gateway, f.Auth.ID, ""
 	detail := "forwarded"
 	if f.DeclineCode != "" {
 		p.Status, p.DeclineCode = DeclinedAfterForward, f.DeclineCode

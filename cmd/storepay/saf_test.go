@@ -72,8 +72,8 @@ func TestStoredOfflineThenForwardedOnce(t *testing.T) {
 	// still refusing could rightly land at bank-b a moment later.
 	clearAll(t, a)
 	f := s.waitPayment(p.str("id"), "captured")
-	if f.str("gateway") != "bank-a" || f.str("mode") != "offline" || f.str("auth_code") == "" {
-		t.Fatalf("forwarded payment: %s", f)
+	if f.str("gateway") != "bank-a" || f.str("mode") != "offline" || f.str("auth_code") == "" || f.str("last_error") != "" {
+		t.Fatalf("forwarded payment: %s, want it at bank-a, with no error left from its online attempt", f)
 	}
 	var advice *banksim.Authorization
 	for _, au := range a.sim.Ledger().Authorizations {
