@@ -358,29 +358,19 @@ func TestLedgerReadInPartsGivesTheSameReport(t *testing.T) {
 // refund; a re-sent copy of it is a re-sent row, not a second refund.
 func TestRefundRowNamingItsPayment(t *testing.T) {
 	db, f, dir := loadFixture(t, "clean")
-	alt := t.TempDir()
-	if err := os.MkdirAll(filepath.Join(alt, "2026-11-21"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, gw := range []string{"bank-a", "bank-b"} {
-		b, err := os.ReadFile(filepath.Join(dir, "2026-11-21", gw+".csv"))
-		if err != nil {
-			t.Fatal(err)
+	alt := withReports(t, f, dir, "2026-11-21", func(gw string, b []byte) []byte {
+		if gw != "bank-b" {
+			return b
 		}
-		if gw == "bank-b" {
-			refund := "1121A,store-042,rfd_Pq7Lz3Cl,rfd_019aa7d04c2e7a61b93f0d5e8c14c001,Refunded"
-			byPayment := "1121A,store-042,auth_Lm2Qv8Cl02,pay_019aa6c1e5f07d2b8c1e4a7f3b2dd002,Refunded"
-			if !strings.Contains(string(b), refund) {
-				t.Fatal("the clean fixture changed: its refund row is not there")
-			}
-			s := strings.Replace(string(b), refund, byPayment, 1)
-			s += strings.SplitAfter(s, "\n")[3] // the refund row, re-sent
-			b = []byte(s)
+		refund := "1121A,store-042,rfd_Pq7Lz3Cl,rfd_019aa7d04c2e7a61b93f0d5e8c14c001,Refunded"
+		byPayment := "1121A,store-042,auth_Lm2Qv8Cl02,pay_019aa6c1e5f07d2b8c1e4a7f3b2dd002,Refunded"
+		if !strings.Contains(string(b), refund) {
+			t.Fatal("the clean fixture changed: its refund row is not there")
 		}
-		if err := os.WriteFile(filepath.Join(alt, "2026-11-21", gw+".csv"), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+		s := strings.Replace(string(b), refund, byPayment, 1)
+		s += strings.SplitAfter(s, "\n")[3] // the refund row, re-sent
+		return []byte(s)
+	})
 	res := run(t, db, "2026-11-21", f.sources(t, alt, "2026-11-21"))
 	if res.Status != reconcile.Clean || res.Summary.Categories[reconcile.Matched].Count != 7 || res.Summary.ResentRows != 1 {
 		t.Fatalf("status %s, %d matched, %d re-sent, %d discrepancies: want clean, 7 matched, 1 re-sent", res.Status,
@@ -388,9 +378,9 @@ func TestRefundRowNamingItsPayment(t *testing.T) {
 	}
 }
 
-// withExtraRows copies a fixture night's reports to a temporary folder,
-// adding rows to bank-a's report.
-func withExtraRows(t *testing.T, f fixture, dir, date, rows string) string {
+// withReports copies a fixture night's reports to a temporary folder,
+// each through edit (given the gateway and the report's bytes).
+func withReports(t *testing.T, f fixture, dir, date string, edit func(gw string, b []byte) []byte) string {
 	t.Helper()
 	tmp := t.TempDir()
 	if err := os.MkdirAll(filepath.Join(tmp, date), 0o755); err != nil {
@@ -401,14 +391,22 @@ func withExtraRows(t *testing.T, f fixture, dir, date, rows string) string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if gw == "bank-a" {
-			b = append(b, rows...)
-		}
-		if err := os.WriteFile(filepath.Join(tmp, date, gw+".csv"), b, 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(tmp, date, gw+".csv"), edit(gw, b), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
 	return tmp
+}
+
+// withExtraRows copies a fixture night's reports, adding rows to bank-a's.
+func withExtraRows(t *testing.T, f fixture, dir, date, rows string) string {
+	t.Helper()
+	return withReports(t, f, dir, date, func(gw string, b []byte) []byte {
+		if gw == "bank-a" {
+			b = append(b, rows...)
+		}
+		return b
+	})
 }
 
 // The same authorization settled again in another batch is not a re-sent
@@ -444,27 +442,17 @@ func TestUnknownRefundNamingAPaymentNamesIt(t *testing.T) {
 // record of (it was never reported as a second refund of the other).
 func TestRefundRowDoesNotTakeAnotherConfirmedRefund(t *testing.T) {
 	db, f, dir := loadFixture(t, "clean")
-	alt := t.TempDir()
-	if err := os.MkdirAll(filepath.Join(alt, "2026-11-21"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, gw := range []string{"bank-a", "bank-b"} {
-		b, err := os.ReadFile(filepath.Join(dir, "2026-11-21", gw+".csv"))
-		if err != nil {
-			t.Fatal(err)
+	alt := withReports(t, f, dir, "2026-11-21", func(gw string, b []byte) []byte {
+		if gw != "bank-b" {
+			return b
 		}
-		if gw == "bank-b" {
-			confirmed := "1121A,store-042,rfd_Pq7Lz3Cl,"
-			other := "1121A,store-042,rfd_bankother,pay_019aa6c1e5f07d2b8c1e4a7f3b2dd002,Refunded,2026-11-21T17:00:00Z,USD,-300,0,-300,4242,\n"
-			if !strings.Contains(string(b), confirmed) {
-				t.Fatal("the clean fixture changed: its refund row is not there")
-			}
-			b = []byte(strings.Replace(string(b), confirmed, other+confirmed, 1))
+		confirmed := "1121A,store-042,rfd_Pq7Lz3Cl,"
+		other := "1121A,store-042,rfd_bankother,pay_019aa6c1e5f07d2b8c1e4a7f3b2dd002,Refunded,2026-11-21T17:00:00Z,USD,-300,0,-300,4242,\n"
+		if !strings.Contains(string(b), confirmed) {
+			t.Fatal("the clean fixture changed: its refund row is not there")
 		}
-		if err := os.WriteFile(filepath.Join(alt, "2026-11-21", gw+".csv"), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+		return []byte(strings.Replace(string(b), confirmed, other+confirmed, 1))
+	})
 	res := run(t, db, "2026-11-21", f.sources(t, alt, "2026-11-21"))
 	rep := res.Report()
 	const p = "pay_019aa6c1e5f07d2b8c1e4a7f3b2dd002"
