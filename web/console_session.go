@@ -57,6 +57,12 @@ const (
 	maxFormBody = 64 << 10
 )
 
+// isPoll reports whether r is a page refreshing itself (htmx's header, or
+// the no-JavaScript dashboard's ?poll=1): not a person's activity.
+func isPoll(r *http.Request) bool {
+	return r.Header.Get(pollHeader) != "" || (r.Method == http.MethodGet && r.URL.Query().Get("poll") == "1")
+}
+
 func newSessionID() (string, error) {
 	b := make([]byte, 32)
 	if _, err := rand.Read(b); err != nil {
@@ -148,7 +154,7 @@ func (s *Server) session(r *http.Request) (d devices.Device, id string, ok bool,
 	if d.Role != devices.RoleManager || !now.Before(exp) || now.Sub(seen) >= SessionIdle {
 		return devices.Device{}, "", false, nil
 	}
-	if r.Header.Get(pollHeader) == "" && now.Sub(seen) >= sessionTouch {
+	if !isPoll(r) && now.Sub(seen) >= sessionTouch {
 		err := s.db.Update(r.Context(), func(tx *sql.Tx) error {
 			_, err := tx.Exec(`UPDATE console_sessions SET last_seen_at = ? WHERE id_hash = ?`, migrations.FormatTime(now), sessionHash(id))
 			return err

@@ -376,6 +376,20 @@ func TestConsoleSessionsExpire(t *testing.T) {
 			t.Fatalf("a poll after the idle time: %d %v", a.status, a.header)
 		}
 	})
+	t.Run("NoScriptRefreshDoesNotKeepItAlive", func(t *testing.T) {
+		s := e.login(e.manager)
+		if page := e.get("/console", s); !strings.Contains(page.body, `url=/console?poll=1`) {
+			t.Fatalf("the dashboard's no-JavaScript refresh is not marked as a poll: %s", page.body)
+		}
+		for i := 0; i < 2; i++ {
+			e.advance(web.SessionIdle / 3)
+			wantStatus(t, e.get("/console?poll=1", s), http.StatusOK)
+		}
+		e.advance(web.SessionIdle / 2)
+		if a := e.get("/console?poll=1", s); !strings.Contains(a.body, `name="token"`) {
+			t.Fatalf("after the idle time with only refreshes, the dashboard is not the sign-in form: %d %s", a.status, a.body)
+		}
+	})
 	t.Run("AbsoluteExpiry", func(t *testing.T) {
 		s := e.login(e.manager)
 		for elapsed := time.Duration(0); elapsed < web.SessionLifetime-web.SessionIdle; elapsed += web.SessionIdle / 2 {
