@@ -36,7 +36,9 @@ var consoleTimeLayouts = []string{"2006-01-02T15:04", "2006-01-02T15:04:05", "20
 
 func parseLocal(s string) (time.Time, bool) {
 	for _, l := range consoleTimeLayouts {
-		if t, err := time.ParseInLocation(l, s, time.Local); err == nil {
+		// Stored times sort as text with four-digit years: a year past
+		// 9998 (a day added to 9999-12-31) would sort before every other.
+		if t, err := time.ParseInLocation(l, s, time.Local); err == nil && t.Year() >= 1 && t.Year() <= 9998 {
 			return t, true
 		}
 	}
