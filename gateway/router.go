@@ -174,7 +174,7 @@ func (r *Router) Authorize(ctx context.Context, req AuthRequest, pinned string, 
 	var lastErr error = &Error{Kind: KindUnavailable, Err: errors.New("no bank is configured")}
 	var tried []string
 	for _, b := range r.banks {
-		if why := b.refuses(); why != "" {
+		if why := b.takesNewPayments(); why != "" {
 			lastErr = b.unavailable(why)
 			continue
 		}
@@ -392,10 +392,21 @@ func (b *bank) refuses() string {
 		return "the bank asked for a pause (429 Retry-After)"
 	case b.breaker.IsOpen() && b.breaker.RemainingDelay() > 0:
 		return "circuit breaker open"
-	case b.probesFailing():
-		// Its breaker's delay may be over, but no customer's payment is
-		// sent as a trial to a bank whose health checks keep failing: a
-		// healthy probe half-opens the breaker and lets traffic back.
+	}
+	return ""
+}
+
+// takesNewPayments says why the bank takes no new authorization now, or
+// "": what refuses says, and also while its health probes keep failing.
+// Its breaker's delay may be over, but no customer's payment is sent as a
+// trial to a bank known to be down; a healthy probe lets traffic back.
+// Calls tied to the bank (captures, reversals, repeats of a payment it
+// may hold) are not held back by the probes: they can go nowhere else.
+func (b *bank) takesNewPayments() string {
+	if why := b.refuses(); why != "" {
+		return why
+	}
+	if b.probesFailing() {
 		return "health probes failing"
 	}
 	return ""
@@ -409,7 +420,7 @@ func (b *bank) probesFailing() bool {
 	return b.probeFails >= 2
 }
 
-func (b *bank) admits() bool { return b.refuses() == "" }
+func (b *bank) admits() bool { return b.takesNewPayments() == "" }
 
 // callState follows one call's attempts at one bank.
 type callState struct {
@@ -640,6 +651,9 @@ func (r *Router) Enable(name string) error {
 	}
 	b.disabled.Store(false)
 	b.coolUntil.Store(0)
+	b.mu.Lock()
+	b.probeFails = 0 // a manager's word; the next probes judge afresh
+	b.mu.Unlock()
 	b.breaker.Close()
 	r.log.Info("bank enabled", "gateway", name)
 	r.notifyAvailable(name)
@@ -753,6 +767,7 @@ func (b *bank) probe(ctx context.Context) {
 		}
 	}
 	b.mu.Lock()
+	wasFailing := b.probeFails >= 2
 	if healthy >= 0 {
 		b.probeFails = 0
 	} else {
@@ -762,8 +777,16 @@ func (b *bank) probe(ctx context.Context) {
 	b.mu.Unlock()
 	switch {
 	case healthy >= 0 && b.breaker.IsOpen():
-		// Let the next real call through as a trial.
+		// Let the next real call through as a trial (its listener says
+		// the bank is available again).
 		b.breaker.HalfOpen()
+	case healthy >= 0 && wasFailing:
+		// The probes' own gate on new payments lifts, the breaker being
+		// closed: say so, as the breaker would.
+		b.router.notifyAvailable(b.name)
+		if healthy == 0 {
+			b.preferred.Store(0)
+		}
 	case healthy == 0:
 		b.preferred.Store(0) // back to the primary URL once it answers
 	case healthy < 0 && fails >= 2 && !b.breaker.IsOpen():
