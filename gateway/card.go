@@ -217,25 +217,43 @@ func (v *Vault) Fingerprint(pan string) string {
 var panLike = regexp.MustCompile(`\d(?:[ -]?\d){12,18}`)
 
 // MaskPANs replaces every card number in s (13 to 19 digits passing the
-// Luhn check, starting with 2 to 6 as the card networks' numbers do) with
-// its first six and last four digits. Text from outside (a bank's report,
-// a search box) may carry one, and storepay never shows or stores a full
+// Luhn check, starting with 2 to 6 as the card networks' numbers do, and
+// standing on its own: not part of a longer word such as an id) with its
+// first six and last four digits. Text from outside (a bank's report, a
+// search box) may carry one, and storepay never shows or stores a full
 // card number. Long numeric references that are not card numbers (a
-// bank's 16-digit reference starting with 8) are left alone.
+// bank's 16-digit reference starting with 8) and ids whose hex digits
+// happen to run long (pay_0199...) are left alone.
 func MaskPANs(s string) string {
 	if len(s) < 13 {
 		return s
 	}
-	return panLike.ReplaceAllStringFunc(s, func(m string) string {
+	var out strings.Builder
+	last := 0
+	for _, loc := range panLike.FindAllStringIndex(s, -1) {
+		if loc[0] > 0 && wordByte(s[loc[0]-1]) || loc[1] < len(s) && wordByte(s[loc[1]]) {
+			continue
+		}
 		d := strings.Map(func(r rune) rune {
 			if r >= '0' && r <= '9' {
 				return r
 			}
 			return -1
-		}, m)
+		}, s[loc[0]:loc[1]])
 		if d[0] < '2' || d[0] > '6' || !LuhnValid(d) {
-			return m
+			continue
 		}
-		return d[:6] + strings.Repeat("*", len(d)-10) + d[len(d)-4:]
-	})
+		out.WriteString(s[last:loc[0]])
+		out.WriteString(d[:6] + strings.Repeat("*", len(d)-10) + d[len(d)-4:])
+		last = loc[1]
+	}
+	if last == 0 {
+		return s
+	}
+	out.WriteString(s[last:])
+	return out.String()
+}
+
+func wordByte(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_'
 }

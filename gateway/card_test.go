@@ -112,6 +112,10 @@ func TestMaskPANs(t *testing.T) {
 		"4242424242424241":                     "4242424242424241", // fails the Luhn check
 		"pay_019aa6c1e5f07d2b8c1e4a7f3b2dd000": "pay_019aa6c1e5f07d2b8c1e4a7f3b2dd000",
 		"amount 1450":                          "amount 1450",
+		// An id whose hex digits run long is not a card number.
+		"pay_01a200de6d007d1da61998741005244f": "pay_01a200de6d007d1da61998741005244f",
+		"x4242424242424242":                    "x4242424242424242",
+		"(4242424242424242)":                   "(424242******4242)",
 	} {
 		if got := gateway.MaskPANs(in); got != want {
 			t.Errorf("MaskPANs(%q) = %q, want %q", in, got, want)
