@@ -182,12 +182,20 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	return db, nil
 }
 
-// checkpointEvery is how often the WAL is copied back into the database;
-// past maxWALFrames (64 MiB of 4 KiB pages) the checkpointer waits for
-// readers so that the WAL is reused.
+// checkpointEvery is how often the WAL is copied back into the database.
 const checkpointEvery = 500 * time.Millisecond
 
-var maxWALFrames = 16384 // a variable for tests
+// ckptBusy is how long the checkpointer's RESTART waits for readers while
+// it keeps writers out, as a rule.
+const ckptBusy = 50 * time.Millisecond
+
+// Past maxWALFrames (64 MiB) the checkpointer asks readers to let the WAL
+// be reused, briefly; past hardWALFrames (256 MiB) it waits for them.
+// Variables for tests.
+var (
+	maxWALFrames  = 16384
+	hardWALFrames = 4 * 16384
+)
 
 // checkpoint copies the WAL into the database file in the background
 // (PASSIVE: it never blocks the writer or the readers), so the WAL stays
@@ -208,12 +216,35 @@ func (db *DB) checkpoint() {
 			// the data is safe in the WAL meanwhile.
 			continue
 		}
-		if logFrames > maxWALFrames {
-			// Readers kept the WAL from being reused: wait for them once,
-			// so it cannot grow without bound.
+		switch {
+		case logFrames > hardWALFrames:
+			// Readers have kept the WAL from being reused for long: wait
+			// for them up to two seconds, writers held back meanwhile,
+			// rather than let it grow without bound.
+			db.restartWaiting(2 * time.Second)
+		case logFrames > maxWALFrames:
+			// Readers kept the WAL from being reused: ask them to let go,
+			// waiting only briefly (see dsn), and again at the next tick.
 			db.ckpt.Exec(`PRAGMA wal_checkpoint(RESTART)`)
 		}
 	}
+}
+
+// restartWaiting runs a RESTART checkpoint that waits up to d for the
+// readers, on the checkpointer's one connection, then goes back to its
+// short wait.
+func (db *DB) restartWaiting(d time.Duration) {
+	ctx := context.Background()
+	conn, err := db.ckpt.Conn(ctx)
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, fmt.Sprintf(`PRAGMA busy_timeout = %d`, d.Milliseconds())); err != nil {
+		return
+	}
+	conn.ExecContext(ctx, `PRAGMA wal_checkpoint(RESTART)`)
+	conn.ExecContext(ctx, fmt.Sprintf(`PRAGMA busy_timeout = %d`, ckptBusy.Milliseconds()))
 }
 
 // dsn builds the modernc.org/sqlite connection string. Pragmas go through
@@ -228,7 +259,7 @@ func dsn(path string, role connRole) string {
 		// A RESTART checkpoint keeps new writers out while it waits for
 		// readers: it may wait only briefly, or every terminal's write
 		// would wait on it. It tries again at the next tick.
-		q.Add("_pragma", "busy_timeout(50)")
+		q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", ckptBusy.Milliseconds()))
 	} else {
 		q.Add("_pragma", "busy_timeout(10000)")
 	}
