@@ -203,6 +203,14 @@ func (v *Vault) Open(id string, sealed []byte) (Card, error) {
 // four digits.
 func (v *Vault) RequestHash() hash.Hash { return hmac.New(sha256.New, v.reqKey) }
 
+// RequestHashID names the key RequestHash uses, without revealing it: a
+// hash made under another card key cannot be compared with one made now.
+func (v *Vault) RequestHashID() string {
+	m := hmac.New(sha256.New, v.reqKey)
+	m.Write([]byte("storepay request hash key id"))
+	return hex.EncodeToString(m.Sum(nil)[:4])
+}
+
 // Fingerprint identifies a card number without revealing it: an HMAC under
 // a key only this store holds, so it cannot be reversed by trying every
 // number.

@@ -3,6 +3,7 @@ package orders
 import (
 	"context"
 	"database/sql"
+	"strings"
 )
 
 // Finisher lets a caller commit, in the very transaction that commits an
@@ -33,3 +34,23 @@ func finish(ctx context.Context, tx *sql.Tx, result any) error {
 // errReuse: an Idempotency-Key that made an order or payment comes back
 // with another request (after a crash lost the stored answer).
 var errReuse = &Error{Kind: KindInvalid, Code: "idempotency_key_reuse", Message: "this Idempotency-Key was used for a different request"}
+
+// SameHashKey reports whether two request hashes were made under the same
+// key, so that their difference means two different requests. A request
+// hash is "h1.<key id>.<mac>" (see web); an erased one (""), or one made
+// under another card key, cannot tell: the record it guards is compared
+// with the request instead.
+func SameHashKey(a, b string) bool {
+	ka, ok1 := hashKeyID(a)
+	kb, ok2 := hashKeyID(b)
+	return ok1 && ok2 && ka == kb
+}
+
+func hashKeyID(h string) (string, bool) {
+	rest, ok := strings.CutPrefix(h, "h1.")
+	if !ok {
+		return "", false
+	}
+	id, _, ok := strings.Cut(rest, ".")
+	return id, ok
+}

@@ -76,8 +76,14 @@ func (s *Service) Pay(ctx context.Context, req PayRequest) (Payment, error) {
 	}
 	err := s.DB.Update(ctx, func(tx *sql.Tx) error {
 		existing, found, err := paymentByOpKey(tx, req.OpKey)
-		if found && req.OpHash != "" && existing.opHash != "" && existing.opHash != req.OpHash {
-			return errReuse
+		if found && req.OpHash != "" && existing.opHash != req.OpHash {
+			// Hashes made under one key differ: another request. Else the
+			// stored one cannot tell (erased, or made under another card
+			// key), and the payment itself is compared with the request.
+			if SameHashKey(existing.opHash, req.OpHash) || existing.OrderID != req.OrderID || existing.Amount != req.Amount ||
+				existing.TipAmount != req.TipAmount || existing.Method != req.Method || existing.Capture != *req.Capture {
+				return errReuse
+			}
 		}
 		if err != nil || found {
 			p, resume = existing, found

@@ -179,11 +179,18 @@ func (s *Service) CreateOrder(ctx context.Context, req NewOrder) (Order, error) 
 			var id, hash string
 			err := tx.QueryRow(`SELECT id, op_hash FROM orders WHERE op_key = ?`, req.OpKey).Scan(&id, &hash)
 			if err == nil {
-				if req.OpHash != "" && hash != "" && hash != req.OpHash {
+				first, err := getOrder(tx, id)
+				if err != nil {
+					return err
+				}
+				// As for a payment (see Pay): hashes under one key differ,
+				// or the order itself differs from the request.
+				if req.OpHash != "" && hash != req.OpHash && (SameHashKey(hash, req.OpHash) ||
+					first.Channel != req.Channel || first.Currency != req.Currency || first.TotalAmount != total) {
 					return errReuse
 				}
-				o, err = getOrder(tx, id)
-				return err
+				o = first
+				return nil
 			}
 			if err != sql.ErrNoRows {
 				return err

@@ -150,12 +150,29 @@ func parseIdempotencyKey(v string) (string, bool) {
 
 // requestHash binds a key to what was asked: method, path and the body as
 // canonical JSON (so that key order or spacing do not matter).
+// requestHash tells a request from another under the same key. It is
+// "h1.<key id>.<HMAC>", keyed under the card key (a payment's body holds
+// its card number; a plain hash of it could be reversed), and names its
+// key so that a hash made under another card key is known to be
+// incomparable (orders.SameHashKey).
 func (s *Server) requestHash(method, path string, body []byte) string {
-	// Keyed under the card key: a payment's body holds its card number.
-	h := sha256.New()
-	if s.orders != nil && s.orders.Vault != nil {
-		h = s.orders.Vault.RequestHash()
+	if s.orders == nil || s.orders.Vault == nil {
+		return plainRequestHash(method, path, body) // servers without payments
 	}
+	h := s.orders.Vault.RequestHash()
+	writeCanonical(h, method, path, body)
+	return "h1." + s.orders.Vault.RequestHashID() + "." + hex.EncodeToString(h.Sum(nil))
+}
+
+// plainRequestHash is the unkeyed SHA-256 that answers stored before
+// keyed hashes carry (migration 0006); they are pruned within 72 hours.
+func plainRequestHash(method, path string, body []byte) string {
+	h := sha256.New()
+	writeCanonical(h, method, path, body)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func writeCanonical(h io.Writer, method, path string, body []byte) {
 	h.Write([]byte(method + " " + path + "\n"))
 	var v any
 	dec := json.NewDecoder(bytes.NewReader(body))
@@ -170,7 +187,6 @@ func (s *Server) requestHash(method, path string, body []byte) string {
 		}
 	}
 	h.Write(body)
-	return hex.EncodeToString(h.Sum(nil))
 }
 
 // idempotent wraps a terminal POST handler.
@@ -206,11 +222,22 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 			s.fail(w, r, err)
 			return
 		}
-		// An empty stored hash predates keyed hashes (migration 0006): the
-		// key is taken as repeated.
-		if found && rec.hash != "" && rec.hash != hash {
+		switch {
+		case !found || rec.hash == hash:
+		case !strings.HasPrefix(rec.hash, "h1."):
+			// Stored before hashes were keyed: compared as it was made.
+			if rec.hash != plainRequestHash(r.Method, r.URL.Path, body) {
+				writeProblem(w, r, problem(http.StatusUnprocessableEntity, "idempotency_key_reuse", "this Idempotency-Key was used for a different request"))
+				return
+			}
+		case orders.SameHashKey(rec.hash, hash):
 			writeProblem(w, r, problem(http.StatusUnprocessableEntity, "idempotency_key_reuse", "this Idempotency-Key was used for a different request"))
 			return
+		default:
+			// Made under another card key: it cannot tell. The request goes
+			// on; what it made (an order, a payment, a refund) is found by
+			// its key and checked against the request there.
+			found = false
 		}
 		if found {
 			idemReplays.Add(r.Context(), 1)

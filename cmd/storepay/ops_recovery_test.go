@@ -223,3 +223,44 @@ func TestRefundRepeatedAfterItsAnswerWasPrunedRefundsOnce(t *testing.T) {
 	other := must(t, s.post("/v1/orders/"+s.order(500)+"/payments", cardBody(500, visa, nil)), 201).str("id")
 	wantProblem(t, s.call("POST", "/v1/payments/"+other+"/refunds", s.terminal, "refund-1", map[string]any{"amount": 100}), 422, "idempotency_key_reuse")
 }
+
+// Request hashes are keyed under the card key. After a restart with
+// another card key, a repeat cannot be told by its hash: it is checked
+// against the payment it made. The same request gets that payment back;
+// another request under the key is still refused.
+func TestRepeatAfterACardKeyChangeIsCheckedAgainstThePayment(t *testing.T) {
+	s := startStore(t, []*bank{startBank(t, "bank-a", 1)})
+	id := s.order(900)
+	body := cardBody(900, visa, nil)
+	first := must(t, s.call("POST", "/v1/orders/"+id+"/payments", s.terminal, "pay-k", body), 201)
+	s.close()
+	s.env["STOREPAY_CARD_KEY"] = strings.Repeat("cd", 32)
+	s.open()
+	again := must(t, s.call("POST", "/v1/orders/"+id+"/payments", s.terminal, "pay-k", body), 201)
+	if again.str("id") != first.str("id") || again.str("status") != "captured" {
+		t.Fatalf("repeat after a card key change: %s, want payment %s", again, first.str("id"))
+	}
+	wantProblem(t, s.call("POST", "/v1/orders/"+s.order(500)+"/payments", s.terminal, "pay-k", cardBody(500, visa, nil)), 422, "idempotency_key_reuse")
+}
+
+// Hashes stored before they were keyed are erased from orders and
+// payments (migration 0006): a repeat is checked against the record.
+func TestRepeatWithAnErasedHashIsCheckedAgainstThePayment(t *testing.T) {
+	s := startStore(t, []*bank{startBank(t, "bank-a", 1)})
+	id := s.order(900)
+	body := cardBody(900, visa, nil)
+	first := must(t, s.call("POST", "/v1/orders/"+id+"/payments", s.terminal, "pay-e", body), 201)
+	if err := s.app.DB.Update(context.Background(), execSQL(`UPDATE payments SET op_hash = ''`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.app.DB.Update(context.Background(), execSQL(`DELETE FROM idempotency`)); err != nil {
+		t.Fatal(err)
+	}
+	if again := must(t, s.call("POST", "/v1/orders/"+id+"/payments", s.terminal, "pay-e", body), 201); again.str("id") != first.str("id") {
+		t.Fatalf("repeat: %s, want payment %s", again, first.str("id"))
+	}
+	if err := s.app.DB.Update(context.Background(), execSQL(`DELETE FROM idempotency`)); err != nil {
+		t.Fatal(err)
+	}
+	wantProblem(t, s.call("POST", "/v1/orders/"+s.order(5000)+"/payments", s.terminal, "pay-e", cardBody(5000, visa, nil)), 422, "idempotency_key_reuse")
+}
