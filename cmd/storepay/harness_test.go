@@ -72,7 +72,11 @@ func fastBanks(c *Config) {
 		g.AttemptTimeout = Duration{500 * time.Millisecond}
 		g.BackoffMin, g.BackoffMax = Duration{5 * time.Millisecond}, Duration{20 * time.Millisecond}
 		g.MaxAttempts = 3
+		// No probes: a breaker the failures opened lets a trial through
+		// after its delay, short here (a slow machine's retries can open
+		// it while a test has its banks refusing).
 		g.ProbeInterval = Duration{-1}
+		g.BreakerDelay = Duration{300 * time.Millisecond}
 	}
 	c.PaymentBudget = Duration{5 * time.Second}
 	c.Forwarding = ForwardingConfig{Interval: Duration{20 * time.Millisecond}, BackoffMin: Duration{20 * time.Millisecond},

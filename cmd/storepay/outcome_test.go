@@ -159,7 +159,7 @@ func TestRecoveryPassResolvesPaymentsLeftInFlight(t *testing.T) {
 // half-opens the breaker and the waiting payment is resolved at once,
 // not after its backoff or the breaker's delay.
 func TestResolverResumesWhenTheBankRecovers(t *testing.T) {
-	b, s, r := payIntoLostAnswers(t)
+	b, s, r := payIntoLostAnswers(t, func(c *Config) { c.Gateways[0].BreakerDelay = Duration{10 * time.Second} })
 	pid := r.str("id")
 	if r.str("pending_op") != "reverse" {
 		t.Fatalf("want a payment waiting for its reversal: %s", r)

@@ -159,12 +159,7 @@ func TestRecordPinnedToARemovedBankIsHeld(t *testing.T) {
 // and looks again later.
 func TestFailedLookupSendsNothing(t *testing.T) {
 	a := startBank(t, "bank-a", 1)
-	s := startStore(t, []*bank{a}, func(c *Config) {
-		c.Forwarding.Interval = Duration{-1}
-		// The failing lookups may open the breaker: it lets a trial
-		// through soon after the bank is back.
-		c.Gateways[0].BreakerDelay = Duration{200 * time.Millisecond}
-	})
+	s := startStore(t, []*bank{a}, func(c *Config) { c.Forwarding.Interval = Duration{-1} })
 	pid := storePinnedTo(t, s, a)
 	s.close()
 	if err := a.sim.SetFaults("", banksim.Faults{Error: &banksim.Fault{}}); err != nil {
