@@ -308,7 +308,10 @@ type bank struct {
 	consecutive int
 	outcomes    [100]bool // ring of recent attempt outcomes, true = answered
 	nOutcomes   int
-	probeFails  int
+
+	// probeFails counts health probes failed in a row on every URL
+	// (atomic: read under mu by status).
+	probeFails atomic.Int32
 }
 
 func newBank(spec BankSpec, r *Router) *bank {
@@ -414,11 +417,7 @@ func (b *bank) takesNewPayments() string {
 
 // probesFailing reports whether the last two health probes failed on
 // every URL.
-func (b *bank) probesFailing() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.probeFails >= 2
-}
+func (b *bank) probesFailing() bool { return b.probeFails.Load() >= 2 }
 
 func (b *bank) admits() bool { return b.takesNewPayments() == "" }
 
@@ -651,9 +650,7 @@ func (r *Router) Enable(name string) error {
 	}
 	b.disabled.Store(false)
 	b.coolUntil.Store(0)
-	b.mu.Lock()
-	b.probeFails = 0 // a manager's word; the next probes judge afresh
-	b.mu.Unlock()
+	b.probeFails.Store(0) // a manager's word; the next probes judge afresh
 	b.breaker.Close()
 	r.log.Info("bank enabled", "gateway", name)
 	r.notifyAvailable(name)
@@ -699,7 +696,10 @@ func (b *bank) state() string {
 	if b.disabled.Load() {
 		return "disabled"
 	}
-	return stateName(b.breaker.State())
+	if st := stateName(b.breaker.State()); st != "closed" || !b.probesFailing() {
+		return st
+	}
+	return "open" // its probes keep failing: it takes no new payments
 }
 
 func (b *bank) status() Status {
@@ -766,15 +766,14 @@ func (b *bank) probe(ctx context.Context) {
 			return
 		}
 	}
-	b.mu.Lock()
-	wasFailing := b.probeFails >= 2
+	var wasFailing bool
+	var fails int32
 	if healthy >= 0 {
-		b.probeFails = 0
+		wasFailing = b.probeFails.Swap(0) >= 2
 	} else {
-		b.probeFails++
+		fails = b.probeFails.Add(1)
+		wasFailing = fails > 2
 	}
-	fails := b.probeFails
-	b.mu.Unlock()
 	switch {
 	case healthy >= 0 && b.breaker.IsOpen():
 		// Let the next real call through as a trial (its listener says
@@ -789,8 +788,10 @@ func (b *bank) probe(ctx context.Context) {
 		}
 	case healthy == 0:
 		b.preferred.Store(0) // back to the primary URL once it answers
-	case healthy < 0 && fails >= 2 && !b.breaker.IsOpen():
-		b.router.log.Warn("bank health probe failed on every URL; opening its breaker", "gateway", b.name)
-		b.breaker.Open()
+	case healthy < 0 && fails == 2:
+		// New payments stay away (see takesNewPayments) until a probe
+		// succeeds. The breaker is left to real calls: a capture or a
+		// reversal at this bank still goes, and opens it if it fails.
+		b.router.log.Warn("bank health probe failed on every URL twice; no new payments go to it until one succeeds", "gateway", b.name)
 	}
 }
