@@ -220,18 +220,20 @@ func (v *Vault) Fingerprint(pan string) string {
 	return hex.EncodeToString(m.Sum(nil)[:16])
 }
 
-// panLike matches 13 to 19 digits, single spaces or dashes allowed between
-// them, as a card number is written.
-var panLike = regexp.MustCompile(`\d(?:[ -]?\d){12,18}`)
+// panLike matches a run of at least 13 digits, single spaces or dashes
+// allowed between them, as a card number is written (cardIn then finds
+// one in it).
+var panLike = regexp.MustCompile(`\d(?:[ -]?\d){12,}`)
 
-// MaskPANs replaces every card number in s (13 to 19 digits passing the
-// Luhn check, starting with 2 to 6 as the card networks' numbers do, and
-// standing on its own: not part of a longer word such as an id) with its
-// first six and last four digits. Text from outside (a bank's report, a
-// search box) may carry one, and storepay never shows or stores a full
-// card number. Long numeric references that are not card numbers (a
-// bank's 16-digit reference starting with 8) and ids whose hex digits
-// happen to run long (pay_0199...) are left alone.
+// MaskPANs replaces every card number in s (13 to 19 digits, single
+// spaces or dashes allowed between them, passing the Luhn check and
+// starting with 2 to 6 as the card networks' numbers do) with its first
+// six and last four digits. Text from outside (a bank's report, a search
+// box) may carry one, and storepay never shows or stores a full card
+// number. Left alone: long numeric references that are not card numbers
+// (a bank's 16-digit reference starting with 8), and digits inside an id
+// such as pay_01a200de6d007d1da61998741005244f (a prefix, an underscore,
+// then hex with letters in it).
 func MaskPANs(s string) string {
 	if len(s) < 13 {
 		return s
@@ -239,27 +241,89 @@ func MaskPANs(s string) string {
 	var out strings.Builder
 	last := 0
 	for _, loc := range panLike.FindAllStringIndex(s, -1) {
-		if loc[0] > 0 && wordByte(s[loc[0]-1]) || loc[1] < len(s) && wordByte(s[loc[1]]) {
+		if insideID(s, loc[0], loc[1]) {
 			continue
 		}
-		d := strings.Map(func(r rune) rune {
-			if r >= '0' && r <= '9' {
-				return r
-			}
-			return -1
-		}, s[loc[0]:loc[1]])
-		if d[0] < '2' || d[0] > '6' || !LuhnValid(d) {
+		from, to, ok := cardIn(s[loc[0]:loc[1]])
+		if !ok {
 			continue
 		}
-		out.WriteString(s[last:loc[0]])
+		d := onlyDigits(s[loc[0]+from : loc[0]+to])
+		out.WriteString(s[last : loc[0]+from])
 		out.WriteString(d[:6] + strings.Repeat("*", len(d)-10) + d[len(d)-4:])
-		last = loc[1]
+		last = loc[0] + to
 	}
 	if last == 0 {
 		return s
 	}
 	out.WriteString(s[last:])
 	return out.String()
+}
+
+// cardIn finds a card number in m, a run of digit groups: the whole run,
+// or the longest stretch of whole groups in it (a date or a quantity
+// written next to a card number joins its run).
+func cardIn(m string) (from, to int, ok bool) {
+	var starts, ends []int
+	for i := 0; i < len(m); i++ {
+		if m[i] >= '0' && m[i] <= '9' && (i == 0 || m[i-1] < '0' || m[i-1] > '9') {
+			starts = append(starts, i)
+		}
+		if m[i] >= '0' && m[i] <= '9' && (i == len(m)-1 || m[i+1] < '0' || m[i+1] > '9') {
+			ends = append(ends, i+1)
+		}
+	}
+	best := -1
+	for i := range starts {
+		for j := i; j < len(ends); j++ {
+			d := onlyDigits(m[starts[i]:ends[j]])
+			if len(d) < 13 || len(d) > 19 || d[0] < '2' || d[0] > '6' || !LuhnValid(d) {
+				continue
+			}
+			if n := ends[j] - starts[i]; n > best {
+				best, from, to = n, starts[i], ends[j]
+			}
+		}
+	}
+	return from, to, best >= 0
+}
+
+func onlyDigits(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= '0' && r <= '9' {
+			return r
+		}
+		return -1
+	}, s)
+}
+
+// insideID reports whether s[from:to] is part of an id: a word of the
+// shape prefix_hex whose hex part has a letter in it.
+func insideID(s string, from, to int) bool {
+	i, j := from, to
+	for i > 0 && wordByte(s[i-1]) {
+		i--
+	}
+	for j < len(s) && wordByte(s[j]) {
+		j++
+	}
+	word := s[i:j]
+	u := strings.LastIndexByte(word, '_')
+	if u <= 0 || i+u >= from {
+		return false // no prefix, or the digits are not after the underscore
+	}
+	hex, letter := word[u+1:], false
+	for k := 0; k < len(hex); k++ {
+		c := hex[k]
+		switch {
+		case c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F':
+			letter = true
+		case c >= '0' && c <= '9':
+		default:
+			return false
+		}
+	}
+	return letter
 }
 
 func wordByte(c byte) bool {
