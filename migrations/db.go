@@ -185,6 +185,9 @@ func Open(ctx context.Context, path string) (*DB, error) {
 // checkpointEvery is how often the WAL is copied back into the database.
 const checkpointEvery = 500 * time.Millisecond
 
+// hardEvery spaces the checkpointer's long waits for readers.
+const hardEvery = 15 * time.Second
+
 // ckptBusy is how long the checkpointer's RESTART waits for readers while
 // it keeps writers out, as a rule.
 const ckptBusy = 50 * time.Millisecond
@@ -204,6 +207,7 @@ func (db *DB) checkpoint() {
 	defer close(db.ckptDone)
 	t := time.NewTicker(checkpointEvery)
 	defer t.Stop()
+	var lastHard time.Time
 	for {
 		select {
 		case <-db.quit:
@@ -217,11 +221,13 @@ func (db *DB) checkpoint() {
 			continue
 		}
 		switch {
-		case logFrames > hardWALFrames:
+		case logFrames > hardWALFrames && time.Since(lastHard) >= hardEvery:
 			// Readers have kept the WAL from being reused for long: wait
 			// for them up to two seconds, writers held back meanwhile,
-			// rather than let it grow without bound.
+			// rather than let it grow without bound; at most every
+			// hardEvery, so that writers get their turns in between.
 			db.restartWaiting(2 * time.Second)
+			lastHard = time.Now()
 		case logFrames > maxWALFrames:
 			// Readers kept the WAL from being reused: ask them to let go,
 			// waiting only briefly (see dsn), and again at the next tick.
