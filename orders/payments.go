@@ -80,8 +80,11 @@ func (s *Service) Pay(ctx context.Context, req PayRequest) (Payment, error) {
 			// Hashes made under one key differ: another request. Else the
 			// stored one cannot tell (erased, or made under another card
 			// key), and the payment itself is compared with the request.
-			if SameHashKey(existing.opHash, req.OpHash) || existing.OrderID != req.OrderID || existing.Amount != req.Amount ||
-				existing.TipAmount != req.TipAmount || existing.Method != req.Method || existing.Capture != *req.Capture {
+			// A capture may since have changed the amount and tip; what
+			// was asked is still the authorized total.
+			asked := req.Amount + req.TipAmount
+			sameTotal := existing.Amount+existing.TipAmount == asked || existing.AuthorizedAmount == asked
+			if SameHashKey(existing.opHash, req.OpHash) || existing.OrderID != req.OrderID || existing.Method != req.Method || !sameTotal {
 				return errReuse
 			}
 		}

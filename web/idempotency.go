@@ -190,7 +190,17 @@ func writeCanonical(h io.Writer, method, path string, body []byte) {
 }
 
 // idempotent wraps a terminal POST handler.
-func (s *Server) idempotent(next http.Handler) http.Handler {
+func (s *Server) idempotent(next http.Handler) http.Handler { return s.idempotentWith(next, false) }
+
+// idempotentChecked wraps a handler whose domain checks a repeated key
+// against what the key made (orders.Service.CreateOrder and Pay): a
+// stored hash made under another card key cannot tell a repeat, and the
+// request goes on to be checked there.
+func (s *Server) idempotentChecked(next http.Handler) http.Handler {
+	return s.idempotentWith(next, true)
+}
+
+func (s *Server) idempotentWith(next http.Handler, checked bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		vals := r.Header.Values("Idempotency-Key")
 		if len(vals) == 0 || (len(vals) == 1 && strings.TrimSpace(vals[0]) == "") {
@@ -218,6 +228,7 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 		defer s.idem.unlock(lockKey)
 		hash := s.requestHash(r.Method, r.URL.Path, body)
 		rec, found, err := s.idem.lookup(r.Context(), dev, key)
+		fallThrough := false
 		if err != nil {
 			s.fail(w, r, err)
 			return
@@ -233,11 +244,18 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 		case orders.SameHashKey(rec.hash, hash):
 			writeProblem(w, r, problem(http.StatusUnprocessableEntity, "idempotency_key_reuse", "this Idempotency-Key was used for a different request"))
 			return
-		default:
+		case checked:
 			// Made under another card key: it cannot tell. The request goes
-			// on; what it made (an order, a payment, a refund) is found by
-			// its key and checked against the request there.
-			found = false
+			// on; the order or payment its key made is found and checked
+			// against the request there. A refusal is not stored over the
+			// first answer.
+			found, fallThrough = false, true
+		default:
+			// Made under another card key, for an operation that keeps no
+			// record to check against: refused, as a reuse would be.
+			writeProblem(w, r, problem(http.StatusUnprocessableEntity, "idempotency_key_reuse",
+				"this Idempotency-Key was used under another card key and cannot be checked; use a new key"))
+			return
 		}
 		if found {
 			idemReplays.Add(r.Context(), 1)
@@ -262,7 +280,7 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 		if rw.status == 0 {
 			rw.status = http.StatusOK
 		}
-		if rw.status < 500 && !ri.NoStore && !ri.answerStored {
+		if rw.status < 500 && !ri.NoStore && !ri.answerStored && !(fallThrough && rw.status >= 400) {
 			err := s.db.Update(context.WithoutCancel(r.Context()), func(tx *sql.Tx) error {
 				return storeAnswer(tx, dev, key, idemRecord{hash: hash, status: rw.status, contentType: rw.header.Get("Content-Type"),
 					location: rw.header.Get("Location"), body: rw.body.Bytes()}, s.now())

@@ -98,11 +98,11 @@ func (s *Server) Handler() http.Handler {
 		r.Use(s.authenticate)
 
 		// Terminal API.
-		r.With(s.idempotent).Post("/v1/orders", s.createOrder)
+		r.With(s.idempotentChecked).Post("/v1/orders", s.createOrder)
 		r.Get("/v1/orders/{id}", s.getOrder)
 		r.With(s.idempotent).Post("/v1/orders/{id}/deliver", s.deliverOrder)
 		r.With(s.idempotent).Post("/v1/orders/{id}/cancel", s.cancelOrder)
-		r.With(s.idempotent).Post("/v1/orders/{id}/payments", s.createPayment)
+		r.With(s.idempotentChecked).Post("/v1/orders/{id}/payments", s.createPayment)
 		r.Get("/v1/payments", s.listPayments)
 		r.Get("/v1/payments/{id}", s.getPayment)
 		r.With(s.idempotent).Post("/v1/payments/{id}/capture", s.capturePayment)

@@ -241,6 +241,27 @@ func TestRepeatAfterACardKeyChangeIsCheckedAgainstThePayment(t *testing.T) {
 		t.Fatalf("repeat after a card key change: %s, want payment %s", again, first.str("id"))
 	}
 	wantProblem(t, s.call("POST", "/v1/orders/"+s.order(500)+"/payments", s.terminal, "pay-k", cardBody(500, visa, nil)), 422, "idempotency_key_reuse")
+	// That refusal did not replace the first answer.
+	if again := must(t, s.call("POST", "/v1/orders/"+id+"/payments", s.terminal, "pay-k", body), 201); again.str("id") != first.str("id") {
+		t.Fatalf("repeat after a refused reuse: %s, want payment %s", again, first.str("id"))
+	}
+}
+
+// A capture keeps no record its key could be checked against: after a
+// card key change its key, reused for another payment, is refused rather
+// than capturing that payment.
+func TestCaptureKeyReusedAfterACardKeyChangeIsRefused(t *testing.T) {
+	s := startStore(t, []*bank{startBank(t, "bank-a", 1)})
+	p1 := must(t, s.post("/v1/orders/"+s.order(900)+"/payments", cardBody(900, visa, map[string]any{"capture": false})), 201).str("id")
+	p2 := must(t, s.post("/v1/orders/"+s.order(900)+"/payments", cardBody(900, visa, map[string]any{"capture": false})), 201).str("id")
+	must(t, s.call("POST", "/v1/payments/"+p1+"/capture", s.terminal, "cap-k", map[string]any{"amount": 900}), 200)
+	s.close()
+	s.env["STOREPAY_CARD_KEY"] = strings.Repeat("ef", 32)
+	s.open()
+	wantProblem(t, s.call("POST", "/v1/payments/"+p2+"/capture", s.terminal, "cap-k", map[string]any{"amount": 900}), 422, "idempotency_key_reuse")
+	if p := s.get("/v1/payments/" + p2); p.str("status") != "authorized" {
+		t.Fatalf("the other payment after a reused capture key: %s", p)
+	}
 }
 
 // Hashes stored before they were keyed are erased from orders and
@@ -263,4 +284,24 @@ func TestRepeatWithAnErasedHashIsCheckedAgainstThePayment(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantProblem(t, s.call("POST", "/v1/orders/"+s.order(5000)+"/payments", s.terminal, "pay-e", cardBody(5000, visa, nil)), 422, "idempotency_key_reuse")
+}
+
+// A pre-authorization captured with a tip, its request's hash erased: a
+// repeat of the payment request is still recognised (the capture changed
+// the amount and tip; the authorized total is what was asked).
+func TestRepeatOfACapturedPreauthorizationIsRecognised(t *testing.T) {
+	s := startStore(t, []*bank{startBank(t, "bank-a", 1)})
+	id := s.order(900)
+	body := cardBody(900, visa, map[string]any{"capture": false})
+	first := must(t, s.call("POST", "/v1/orders/"+id+"/payments", s.terminal, "pre-1", body), 201)
+	must(t, s.post("/v1/payments/"+first.str("id")+"/capture", map[string]any{"amount": 800, "tip_amount": 100}), 200)
+	if err := s.app.DB.Update(context.Background(), execSQL(`UPDATE payments SET op_hash = ''`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.app.DB.Update(context.Background(), execSQL(`DELETE FROM idempotency`)); err != nil {
+		t.Fatal(err)
+	}
+	if again := must(t, s.call("POST", "/v1/orders/"+id+"/payments", s.terminal, "pre-1", body), 201); again.str("id") != first.str("id") {
+		t.Fatalf("repeat: %s, want payment %s", again, first.str("id"))
+	}
 }
