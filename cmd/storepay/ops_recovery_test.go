@@ -56,7 +56,14 @@ func TestCaptureRepeatedAfterNothingWasDoneCaptures(t *testing.T) {
 	body := map[string]any{"amount": 900, "tip_amount": 100}
 	wantProblem(t, s.call("POST", "/v1/payments/"+pid+"/capture", s.terminal, "cap-1", body), 503, "bank_unavailable")
 	clearAll(t, b)
-	r := must(t, s.call("POST", "/v1/payments/"+pid+"/capture", s.terminal, "cap-1", body), 200)
+	// A terminal retries a 409 payment_in_progress ("retry shortly"): the
+	// resolver may be looking at the payment just then.
+	var r resp
+	waitFor(t, "the repeated capture to be answered", 10*time.Second, func() bool {
+		r = s.call("POST", "/v1/payments/"+pid+"/capture", s.terminal, "cap-1", body)
+		return r.status != 409 || r.str("code") != "payment_in_progress"
+	})
+	must(t, r, 200)
 	if r.str("status") != "captured" || r.num("captured_amount") != 1000 {
 		t.Fatalf("repeated capture: %s", r)
 	}
