@@ -244,14 +244,13 @@ func MaskPANs(s string) string {
 		if insideID(s, loc[0], loc[1]) {
 			continue
 		}
-		from, to, ok := cardIn(s[loc[0]:loc[1]])
-		if !ok {
-			continue
+		for _, c := range cardsIn(s[loc[0]:loc[1]]) {
+			from, to := loc[0]+c[0], loc[0]+c[1]
+			d := onlyDigits(s[from:to])
+			out.WriteString(s[last:from])
+			out.WriteString(d[:6] + strings.Repeat("*", len(d)-10) + d[len(d)-4:])
+			last = to
 		}
-		d := onlyDigits(s[loc[0]+from : loc[0]+to])
-		out.WriteString(s[last : loc[0]+from])
-		out.WriteString(d[:6] + strings.Repeat("*", len(d)-10) + d[len(d)-4:])
-		last = loc[0] + to
 	}
 	if last == 0 {
 		return s
@@ -260,32 +259,46 @@ func MaskPANs(s string) string {
 	return out.String()
 }
 
-// cardIn finds a card number in m, a run of digit groups: the whole run,
-// or the longest stretch of whole groups in it (a date or a quantity
-// written next to a card number joins its run).
-func cardIn(m string) (from, to int, ok bool) {
-	var starts, ends []int
-	for i := 0; i < len(m); i++ {
-		if m[i] >= '0' && m[i] <= '9' && (i == 0 || m[i-1] < '0' || m[i-1] > '9') {
-			starts = append(starts, i)
+// cardsIn finds the card numbers in m, a run of digit groups: from each
+// group, the longest stretch of whole groups that is one (a date or a
+// quantity written next to a card number joins its run, and so may a
+// second card). Linear: a stretch is never longer than 19 digits.
+func cardsIn(m string) [][2]int {
+	type group struct{ from, to int }
+	var gs []group
+	for i := 0; i < len(m); {
+		if m[i] < '0' || m[i] > '9' {
+			i++
+			continue
 		}
-		if m[i] >= '0' && m[i] <= '9' && (i == len(m)-1 || m[i+1] < '0' || m[i+1] > '9') {
-			ends = append(ends, i+1)
+		j := i
+		for j < len(m) && m[j] >= '0' && m[j] <= '9' {
+			j++
 		}
+		gs = append(gs, group{i, j})
+		i = j
 	}
-	best := -1
-	for i := range starts {
-		for j := i; j < len(ends); j++ {
-			d := onlyDigits(m[starts[i]:ends[j]])
-			if len(d) < 13 || len(d) > 19 || d[0] < '2' || d[0] > '6' || !LuhnValid(d) {
-				continue
+	var found [][2]int
+	for i := 0; i < len(gs); {
+		best := -1
+		var d []byte
+		for j := i; j < len(gs); j++ {
+			d = append(d, m[gs[j].from:gs[j].to]...)
+			if len(d) > 19 {
+				break
 			}
-			if n := ends[j] - starts[i]; n > best {
-				best, from, to = n, starts[i], ends[j]
+			if len(d) >= 13 && d[0] >= '2' && d[0] <= '6' && LuhnValid(string(d)) {
+				best = j
 			}
 		}
+		if best < 0 {
+			i++
+			continue
+		}
+		found = append(found, [2]int{gs[i].from, gs[best].to})
+		i = best + 1
 	}
-	return from, to, best >= 0
+	return found
 }
 
 func onlyDigits(s string) string {
@@ -298,7 +311,7 @@ func onlyDigits(s string) string {
 }
 
 // insideID reports whether s[from:to] is part of an id: a word of the
-// shape prefix_hex whose hex part has a letter in it.
+// shape prefix_hex, 32 hex digits with a letter among them.
 func insideID(s string, from, to int) bool {
 	i, j := from, to
 	for i > 0 && wordByte(s[i-1]) {
@@ -313,6 +326,9 @@ func insideID(s string, from, to int) bool {
 		return false // no prefix, or the digits are not after the underscore
 	}
 	hex, letter := word[u+1:], false
+	if len(hex) != 32 { // storepay's ids: a prefix, _, a UUID's 32 hex digits
+		return false
+	}
 	for k := 0; k < len(hex); k++ {
 		c := hex[k]
 		switch {

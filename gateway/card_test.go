@@ -122,9 +122,21 @@ func TestMaskPANs(t *testing.T) {
 		"2024-05-01 4242424242424242":          "2024-05-01 424242******4242",
 		"qty 1 4242 4242 4242 4242":            "qty 1 424242******4242",
 		"4242424242424242 1225":                "424242******4242 1225",
+		"4242424242424242 4000056655665556":    "424242******4242 400005******5556",
+		"4242424242424242 5555 5555 5555 4444": "424242******4242 555555******4444",
+		"card_4242424242424242abc":             "card_424242******4242abc",
 	} {
 		if got := gateway.MaskPANs(in); got != want {
 			t.Errorf("MaskPANs(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// A long run of short digit groups (a hostile search box) is read in
+// linear time: every stretch looked at is at most 19 digits.
+func BenchmarkMaskPANsManyGroups(b *testing.B) {
+	s := strings.Repeat("1 ", 1<<19) // 1 MiB
+	for b.Loop() {
+		gateway.MaskPANs(s)
 	}
 }
