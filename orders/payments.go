@@ -80,11 +80,17 @@ func (s *Service) Pay(ctx context.Context, req PayRequest) (Payment, error) {
 			// Hashes made under one key differ: another request. Else the
 			// stored one cannot tell (erased, or made under another card
 			// key), and the payment itself is compared with the request.
-			// A capture may since have changed the amount and tip; what
-			// was asked is still the authorized total.
-			asked := req.Amount + req.TipAmount
-			sameTotal := existing.Amount+existing.TipAmount == asked || existing.AuthorizedAmount == asked
-			if SameHashKey(existing.opHash, req.OpHash) || existing.OrderID != req.OrderID || existing.Method != req.Method || !sameTotal {
+			// The amount and tip asked; a pre-authorization's capture may
+			// since have changed them, its authorized total not. The card
+			// by its last four digits (its fingerprint changes with the
+			// card key).
+			same := existing.OrderID == req.OrderID && existing.Method == req.Method &&
+				(existing.Amount == req.Amount && existing.TipAmount == req.TipAmount ||
+					!existing.Capture && existing.AuthorizedAmount == req.Amount+req.TipAmount)
+			if req.Method == Card {
+				same = same && existing.Capture == *req.Capture && existing.CardLast4 == req.Card.Last4()
+			}
+			if SameHashKey(existing.opHash, req.OpHash) || !same {
 				return errReuse
 			}
 		}

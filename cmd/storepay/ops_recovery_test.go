@@ -312,3 +312,22 @@ func TestRepeatOfACapturedPreauthorizationIsRecognised(t *testing.T) {
 		t.Fatalf("repeat: %s, want payment %s", again, first.str("id"))
 	}
 }
+
+// After a card key change, a different payment request under the key of
+// a pre-authorization (another card, a sale of the same total) is refused,
+// and the true repeat still gets its payment.
+func TestOtherPaymentUnderAKeyAfterACardKeyChangeIsRefused(t *testing.T) {
+	s := startStore(t, []*bank{startBank(t, "bank-a", 1)})
+	id := s.order(1000)
+	body := cardBody(900, visa, map[string]any{"tip_amount": 100, "capture": false})
+	first := must(t, s.call("POST", "/v1/orders/"+id+"/payments", s.terminal, "pay-m", body), 201)
+	s.close()
+	s.env["STOREPAY_CARD_KEY"] = strings.Repeat("ab", 32)
+	s.open()
+	other := map[string]any{"method": "card", "amount": 1000, "capture": true,
+		"card": map[string]any{"pan": "5555555555554444", "exp_month": 12, "exp_year": 2030}}
+	wantProblem(t, s.call("POST", "/v1/orders/"+id+"/payments", s.terminal, "pay-m", other), 422, "idempotency_key_reuse")
+	if again := must(t, s.call("POST", "/v1/orders/"+id+"/payments", s.terminal, "pay-m", body), 201); again.str("id") != first.str("id") {
+		t.Fatalf("true repeat: %s, want payment %s", again, first.str("id"))
+	}
+}
