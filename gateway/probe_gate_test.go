@@ -36,6 +36,9 @@ func TestFailingProbesGateOnlyNewPayments(t *testing.T) {
 	r.banks[0].probe(context.Background())
 	r.banks[0].probe(context.Background())
 	deadline := time.Now().Add(10 * time.Second)
+	if st := r.Statuses()[0].State; st != "open" {
+		t.Fatalf("a bank whose probes fail shows as %s, want open", st)
+	}
 	if p := r.Preferred(); p != "" {
 		t.Fatalf("preferred bank %q while its probes fail; want none", p)
 	}

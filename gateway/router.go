@@ -696,7 +696,7 @@ func (b *bank) state() string {
 	if b.disabled.Load() {
 		return "disabled"
 	}
-	if st := stateName(b.breaker.State()); st != "closed" || !b.probesFailing() {
+	if st := stateName(b.breaker.State()); st == "open" || !b.probesFailing() {
 		return st
 	}
 	return "open" // its probes keep failing: it takes no new payments
