@@ -145,10 +145,13 @@ func (b *browserTab) submit(button, thenSel string) {
 		chromedp.WaitVisible(chromedp.CSS(thenSel)))
 }
 
-// fill types into a field, replacing what it held.
+// fill sets a field's value, replacing what it held. Not SendKeys:
+// chromedp v0.23.0's SendKeys reads the node's attributes outside their
+// lock, a data race the race detector reports when a page's live part
+// (htmx polling) changes the DOM meanwhile.
 func (b *browserTab) fill(sel, text string) {
 	b.t.Helper()
-	b.do("fill "+sel, 10*time.Second, chromedp.Clear(chromedp.CSS(sel)), chromedp.SendKeys(chromedp.CSS(sel), text))
+	b.do("fill "+sel, 10*time.Second, chromedp.WaitVisible(chromedp.CSS(sel)), chromedp.SetValue(chromedp.CSS(sel), text))
 }
 
 func eval[T any](b *browserTab, expr string) T {
