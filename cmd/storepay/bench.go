@@ -92,6 +92,19 @@ func benchOnline(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	return nil
 }
 
+// cpuSince returns a function that reports the process CPU time used
+// since cpuSince was called (0 where it is not measured).
+func cpuSince() func() time.Duration {
+	c0, ok0 := processCPU()
+	return func() time.Duration {
+		c1, ok1 := processCPU()
+		if !ok0 || !ok1 {
+			return 0
+		}
+		return c1 - c0
+	}
+}
+
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 // benchEnv is storepay plus simulated banks in this process, on loopback.
@@ -254,7 +267,7 @@ func (e *benchEnv) load(ctx context.Context, n, conc int, body func(i int) map[s
 	}
 	res := loadResult{latencies: make([]time.Duration, 0, n), statuses: map[string]int{}}
 	next.Store(0)
-	cpu0, cpuOK := processCPU()
+	cpu := cpuSince()
 	start := time.Now()
 	for w := 0; w < conc; w++ {
 		wg.Add(1)
@@ -282,10 +295,7 @@ func (e *benchEnv) load(ctx context.Context, n, conc int, body func(i int) map[s
 		}()
 	}
 	wg.Wait()
-	res.elapsed = time.Since(start)
-	if cpu1, ok := processCPU(); ok && cpuOK {
-		res.cpu = cpu1 - cpu0
-	}
+	res.elapsed, res.cpu = time.Since(start), cpu()
 	return res, ctx.Err()
 }
 

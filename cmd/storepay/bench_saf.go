@@ -62,12 +62,12 @@ func benchOffline(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
-	rawCPU0, _ := processCPU()
+	rawCPU := cpuSince()
 	rawAfter, err := rawCommitRate(env.dir, 2*time.Second)
 	if err != nil {
 		return err
 	}
-	rawCPU1, cpuOK := processCPU()
+	rawUsed := rawCPU()
 	raw := (rawBefore + rawAfter) / 2
 	fmt.Fprintf(stdout, "offline acceptance, every bank down, %d payments from %d concurrent terminals\n", *n, *conc)
 	fmt.Fprintf(stdout, "  stored payments/s (durable, acknowledged)   %8.0f\n", res.rate())
@@ -88,10 +88,10 @@ func benchOffline(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			float64(per.Microseconds()), cores, float64(runtime.NumCPU())/per.Seconds(), runtime.NumCPU())
 		fmt.Fprintf(stdout, "    floor    %6.0f µs on %.2f cores busy: at most %6.0f/s on %d cores\n",
 			float64(fper.Microseconds()), fcores, float64(runtime.NumCPU())/fper.Seconds(), runtime.NumCPU())
-		if cpuOK {
+		if rawUsed > 0 {
 			// The raw loop is one goroutine: what of each commit's time is
 			// not CPU is the disk (the fsync).
-			per := float64((rawCPU1 - rawCPU0).Microseconds()) / (rawAfter * 2)
+			per := float64(rawUsed.Microseconds()) / (rawAfter * 2)
 			fmt.Fprintf(stdout, "    raw      %6.0f µs per commit, of %.0f µs: the disk's share is the rest\n", per, 1e6/rawAfter)
 		}
 	}
@@ -230,7 +230,7 @@ func floorRate(ctx context.Context, dir string, n, conc int, body func(i int) ma
 	u := "http://" + ln.Addr().String() + "/"
 	var next, failed atomic.Int64
 	var wg sync.WaitGroup
-	cpu0, cpuOK := processCPU()
+	cpu := cpuSince()
 	start := time.Now()
 	for range conc {
 		wg.Add(1)
@@ -259,10 +259,7 @@ func floorRate(ctx context.Context, dir string, n, conc int, body func(i int) ma
 		}()
 	}
 	wg.Wait()
-	res := loadResult{elapsed: time.Since(start)}
-	if cpu1, ok := processCPU(); ok && cpuOK {
-		res.cpu = cpu1 - cpu0
-	}
+	res := loadResult{elapsed: time.Since(start), cpu: cpu()}
 	if f := failed.Load(); f > 0 {
 		return loadResult{}, fmt.Errorf("floor: %d of %d requests failed", f, n)
 	}

@@ -155,6 +155,23 @@ func (s *store) restart() {
 	s.open()
 }
 
+// restartWithCardKey restarts storepay with another STOREPAY_CARD_KEY
+// (64 hex digits), as an operator who changed or mistyped it would.
+func (s *store) restartWithCardKey(key string) {
+	s.close()
+	s.env["STOREPAY_CARD_KEY"] = key
+	s.open()
+}
+
+// exec changes the database behind storepay's back, to set up a state
+// the API cannot make (an older version's data, a pruned answer).
+func (s *store) exec(q string) {
+	s.t.Helper()
+	if err := s.app.DB.Update(context.Background(), execSQL(q)); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
 type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(b []byte) (int, error) {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -216,9 +215,7 @@ func TestRefundRepeatedAfterItsAnswerWasPrunedRefundsOnce(t *testing.T) {
 	pid := must(t, s.post("/v1/orders/"+s.order(900)+"/payments", cardBody(900, visa, nil)), 201).str("id")
 	must(t, s.call("POST", "/v1/payments/"+pid+"/refunds", s.terminal, "refund-1", map[string]any{"amount": 300}), 201)
 	must(t, s.call("POST", "/v1/payments/"+pid+"/refunds", s.terminal, "refund-2", map[string]any{"amount": 300}), 201)
-	if err := s.app.DB.Update(context.Background(), execSQL(`DELETE FROM idempotency`)); err != nil {
-		t.Fatal(err)
-	}
+	s.exec(`DELETE FROM idempotency`)
 	r := s.call("POST", "/v1/payments/"+pid+"/refunds", s.terminal, "refund-1", map[string]any{"amount": 300})
 	if r.status >= 300 || r.num("refunded_amount") != 600 {
 		t.Fatalf("repeat of refund-1: %s, want the payment with 600 refunded", r)
@@ -240,9 +237,7 @@ func TestRepeatAfterACardKeyChangeIsCheckedAgainstThePayment(t *testing.T) {
 	id := s.order(900)
 	body := cardBody(900, visa, nil)
 	first := must(t, s.call("POST", "/v1/orders/"+id+"/payments", s.terminal, "pay-k", body), 201)
-	s.close()
-	s.env["STOREPAY_CARD_KEY"] = strings.Repeat("cd", 32)
-	s.open()
+	s.restartWithCardKey(strings.Repeat("cd", 32))
 	again := must(t, s.call("POST", "/v1/orders/"+id+"/payments", s.terminal, "pay-k", body), 201)
 	if again.str("id") != first.str("id") || again.str("status") != "captured" {
 		t.Fatalf("repeat after a card key change: %s, want payment %s", again, first.str("id"))
@@ -262,9 +257,7 @@ func TestCaptureKeyReusedAfterACardKeyChangeIsRefused(t *testing.T) {
 	p1 := must(t, s.post("/v1/orders/"+s.order(900)+"/payments", cardBody(900, visa, map[string]any{"capture": false})), 201).str("id")
 	p2 := must(t, s.post("/v1/orders/"+s.order(900)+"/payments", cardBody(900, visa, map[string]any{"capture": false})), 201).str("id")
 	must(t, s.call("POST", "/v1/payments/"+p1+"/capture", s.terminal, "cap-k", map[string]any{"amount": 900}), 200)
-	s.close()
-	s.env["STOREPAY_CARD_KEY"] = strings.Repeat("ef", 32)
-	s.open()
+	s.restartWithCardKey(strings.Repeat("ef", 32))
 	wantProblem(t, s.call("POST", "/v1/payments/"+p2+"/capture", s.terminal, "cap-k", map[string]any{"amount": 900}), 422, "idempotency_key_reuse")
 	if p := s.get("/v1/payments/" + p2); p.str("status") != "authorized" {
 		t.Fatalf("the other payment after a reused capture key: %s", p)
@@ -278,18 +271,12 @@ func TestRepeatWithAnErasedHashIsCheckedAgainstThePayment(t *testing.T) {
 	id := s.order(900)
 	body := cardBody(900, visa, nil)
 	first := must(t, s.call("POST", "/v1/orders/"+id+"/payments", s.terminal, "pay-e", body), 201)
-	if err := s.app.DB.Update(context.Background(), execSQL(`UPDATE payments SET op_hash = ''`)); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.app.DB.Update(context.Background(), execSQL(`DELETE FROM idempotency`)); err != nil {
-		t.Fatal(err)
-	}
+	s.exec(`UPDATE payments SET op_hash = ''`)
+	s.exec(`DELETE FROM idempotency`)
 	if again := must(t, s.call("POST", "/v1/orders/"+id+"/payments", s.terminal, "pay-e", body), 201); again.str("id") != first.str("id") {
 		t.Fatalf("repeat: %s, want payment %s", again, first.str("id"))
 	}
-	if err := s.app.DB.Update(context.Background(), execSQL(`DELETE FROM idempotency`)); err != nil {
-		t.Fatal(err)
-	}
+	s.exec(`DELETE FROM idempotency`)
 	wantProblem(t, s.call("POST", "/v1/orders/"+s.order(5000)+"/payments", s.terminal, "pay-e", cardBody(5000, visa, nil)), 422, "idempotency_key_reuse")
 }
 
@@ -302,12 +289,8 @@ func TestRepeatOfACapturedPreauthorizationIsRecognised(t *testing.T) {
 	body := cardBody(900, visa, map[string]any{"capture": false})
 	first := must(t, s.call("POST", "/v1/orders/"+id+"/payments", s.terminal, "pre-1", body), 201)
 	must(t, s.post("/v1/payments/"+first.str("id")+"/capture", map[string]any{"amount": 800, "tip_amount": 100}), 200)
-	if err := s.app.DB.Update(context.Background(), execSQL(`UPDATE payments SET op_hash = ''`)); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.app.DB.Update(context.Background(), execSQL(`DELETE FROM idempotency`)); err != nil {
-		t.Fatal(err)
-	}
+	s.exec(`UPDATE payments SET op_hash = ''`)
+	s.exec(`DELETE FROM idempotency`)
 	if again := must(t, s.call("POST", "/v1/orders/"+id+"/payments", s.terminal, "pre-1", body), 201); again.str("id") != first.str("id") {
 		t.Fatalf("repeat: %s, want payment %s", again, first.str("id"))
 	}
@@ -321,9 +304,7 @@ func TestOtherPaymentUnderAKeyAfterACardKeyChangeIsRefused(t *testing.T) {
 	id := s.order(1000)
 	body := cardBody(900, visa, map[string]any{"tip_amount": 100, "capture": false})
 	first := must(t, s.call("POST", "/v1/orders/"+id+"/payments", s.terminal, "pay-m", body), 201)
-	s.close()
-	s.env["STOREPAY_CARD_KEY"] = strings.Repeat("ab", 32)
-	s.open()
+	s.restartWithCardKey(strings.Repeat("ab", 32))
 	other := map[string]any{"method": "card", "amount": 1000, "capture": true,
 		"card": map[string]any{"pan": "5555555555554444", "exp_month": 12, "exp_year": 2030}}
 	wantProblem(t, s.call("POST", "/v1/orders/"+id+"/payments", s.terminal, "pay-m", other), 422, "idempotency_key_reuse")

@@ -34,10 +34,8 @@ func TestWrongCardKeyHoldsRecordsAndKeepsTheirCards(t *testing.T) {
 	s := startStore(t, []*bank{a}, func(c *Config) { c.Forwarding.Interval = Duration{-1} })
 	p := must(t, s.post("/v1/orders/"+s.order(700)+"/payments", cardBody(700, visa, map[string]any{"offline_behavior": "force_offline"})), 201)
 	pid := p.str("id")
-	s.close()
-	s.env["STOREPAY_CARD_KEY"] = strings.Repeat("ab", 32)
 	s.cfg.Forwarding.Interval = Duration{20 * time.Millisecond}
-	s.open()
+	s.restartWithCardKey(strings.Repeat("ab", 32))
 	var rec map[string]any
 	waitFor(t, "the record to be held", 10*time.Second, func() bool {
 		rec = s.safRecord(pid)
@@ -52,9 +50,7 @@ func TestWrongCardKeyHoldsRecordsAndKeepsTheirCards(t *testing.T) {
 	if n := a.sim.Ledger().Calls("", banksim.EndpointAuthorize); n != 0 {
 		t.Fatalf("the bank was called %d times for a card storepay could not read", n)
 	}
-	s.close()
-	s.env["STOREPAY_CARD_KEY"] = testCardKey
-	s.open()
+	s.restartWithCardKey(testCardKey)
 	must(t, s.mgr("POST", "/v1/saf/"+rec["id"].(string)+"/release", map[string]any{"reason": "card key restored"}), 200)
 	s.waitPayment(pid, "captured")
 	if n := a.sim.Ledger().ChargesFor(pid); n != 1 {
