@@ -636,6 +636,7 @@ func TestConsoleNeverShowsAFullCardNumber(t *testing.T) {
 // never reconciled says so; a reconciled one shows its summary and its
 // items by category.
 func TestConsoleReconciliation(t *testing.T) {
+	clearOfMidnight(t, 30*time.Second) // the payments must fall on the day reconciled
 	e := newConsole(t, false)
 	s := e.login(e.manager)
 	ctx := context.Background()
@@ -847,6 +848,7 @@ func fillQueue(t *testing.T, db *migrations.DB, n int) time.Time {
 // A proposed resolution is accepted or rejected, with a reason, from the
 // console or the manager API alike, once; the audit log records who.
 func TestReconciliationProposalsAreDecidedOnceAndAudited(t *testing.T) {
+	clearOfMidnight(t, 30*time.Second) // the payments must fall on the day reconciled
 	e := newConsole(t, false)
 	s := e.login(e.manager)
 	ctx := context.Background()
@@ -948,4 +950,17 @@ func TestExpiredSessionsArePurged(t *testing.T) {
 		t.Fatalf("purged %d, %v; a live session must stay", n, err)
 	}
 	wantStatus(t, e.get("/console/estop", fresh), http.StatusOK)
+}
+
+// clearOfMidnight makes sure the next d of the test lies within one UTC
+// day (a bank's business day): closer than d to midnight it waits until
+// the new day has begun.
+func clearOfMidnight(t *testing.T, d time.Duration) {
+	t.Helper()
+	now := time.Now().UTC()
+	next := time.Date(now.Year(), now.Month(), now.Day()+1, 0, 0, 0, 0, time.UTC)
+	if left := next.Sub(now); left < d {
+		t.Logf("%s to midnight UTC: waiting for the new business day", left.Round(time.Millisecond))
+		time.Sleep(left + 100*time.Millisecond)
+	}
 }

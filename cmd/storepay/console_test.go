@@ -226,6 +226,7 @@ func authorizeCalls(b *bank) int64 {
 // then lets it go, and replays a held record, watching the pages update
 // by themselves.
 func TestConsoleInBrowser(t *testing.T) {
+	clearOfMidnight(t, 2*time.Minute) // the episode is reconciled as one business day
 	a, bb := startBank(t, "bank-a", 1), startBank(t, "bank-b", 1)
 	s := startStore(t, []*bank{a, bb})
 

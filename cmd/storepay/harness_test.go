@@ -284,6 +284,20 @@ func cardBody(amount int64, pan string, extra map[string]any) map[string]any {
 	return b
 }
 
+// clearOfMidnight makes sure the next d of the test lies within one UTC
+// day: banks settle the day at midnight, which turns a reversal into a
+// refund and splits a day's reconciliation. Closer than d to midnight it
+// waits until the new day has begun (at most d, and only then).
+func clearOfMidnight(t testing.TB, d time.Duration) {
+	t.Helper()
+	now := time.Now().UTC()
+	next := time.Date(now.Year(), now.Month(), now.Day()+1, 0, 0, 0, 0, time.UTC)
+	if left := next.Sub(now); left < d {
+		t.Logf("%s to midnight UTC: waiting for the new business day", left.Round(time.Millisecond))
+		time.Sleep(left + 100*time.Millisecond)
+	}
+}
+
 // waitFor polls cond until it holds or the deadline passes: for effects of
 // background work (the resolver), never to paper over a race.
 func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
