@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -297,10 +298,20 @@ func (s *Server) consoleLogin(w http.ResponseWriter, r *http.Request) {
 		s.renderLogin(w, r, http.StatusBadRequest, "The form could not be read.", "")
 		return
 	}
+	addr := clientAddr(r)
+	if left, ok := s.signins.blocked(addr, s.now()); ok {
+		s.log.Warn("console: sign-in refused: too many refused tokens from this address", "request_id", info(r).ID, "remote", r.RemoteAddr)
+		w.Header().Set("Retry-After", strconv.Itoa(int(left.Round(time.Second)/time.Second)+1))
+		s.renderLogin(w, r, http.StatusTooManyRequests, fmt.Sprintf(
+			"Too many refused tokens from this computer: sign-in is closed to it for %s. Check the token and try again then.",
+			left.Round(time.Minute)), "")
+		return
+	}
 	token := strings.TrimSpace(r.PostForm.Get("token"))
 	d, err := s.devices.Authenticate(r.Context(), token)
 	switch {
 	case errors.Is(err, devices.ErrUnknownToken):
+		s.signins.refused(addr, s.now())
 		s.log.Warn("console: sign-in refused", "request_id", info(r).ID, "remote", r.RemoteAddr)
 		s.renderLogin(w, r, http.StatusUnauthorized, "That token was not accepted. Use a manager token (storepay devices enroll --role manager).", "")
 		return
@@ -321,6 +332,7 @@ func (s *Server) consoleLogin(w http.ResponseWriter, r *http.Request) {
 		s.consoleInternal(w, r, err)
 		return
 	}
+	s.signins.succeeded(addr)
 	setSessionCookie(w, r, id, int(SessionLifetime/time.Second))
 	http.Redirect(w, r, safeNext(r.PostForm.Get("next")), http.StatusSeeOther)
 }

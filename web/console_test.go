@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -346,6 +347,36 @@ func TestConsoleRefusesEveryTokenButAManagers(t *testing.T) {
 		a := e.do("GET", "/console/saf", "", nil, "Authorization", "Bearer "+e.manager)
 		wantStatus(t, a, http.StatusSeeOther)
 	})
+}
+
+// Ten refused tokens from one address close sign-in to it for the rest
+// of a five-minute window, even for the right token; a terminal's token
+// is no guess and does not count; a manager who signs in clears the count.
+func TestConsoleThrottlesRefusedSignIns(t *testing.T) {
+	e := newConsole(t, false)
+	try := func(tok string) answer { return e.do("POST", "/console/login", "", url.Values{"token": {tok}}) }
+	for range 3 {
+		wantStatus(t, try(e.terminal), http.StatusForbidden)
+	}
+	for i := range 9 {
+		wantStatus(t, try(fmt.Sprintf("sp_guess%d", i)), http.StatusUnauthorized)
+	}
+	e.login(e.manager) // the ninth refusal left one: a sign-in clears them
+	for i := range 10 {
+		wantStatus(t, try(fmt.Sprintf("sp_guess%d", i)), http.StatusUnauthorized)
+	}
+	a := try(e.manager)
+	wantStatus(t, a, http.StatusTooManyRequests)
+	if a.cookie("storepay_console") != nil || !strings.Contains(a.body, "Too many refused tokens") {
+		t.Fatalf("a closed address signed in or was not told why: %s", a.body)
+	}
+	if ra, err := strconv.Atoi(a.header.Get("Retry-After")); err != nil || ra < 1 || ra > 301 {
+		t.Fatalf("Retry-After %q", a.header.Get("Retry-After"))
+	}
+	e.advance(4 * time.Minute)
+	wantStatus(t, try(e.manager), http.StatusTooManyRequests)
+	e.advance(time.Minute)
+	e.login(e.manager)
 }
 
 func TestConsoleSessionsExpire(t *testing.T) {

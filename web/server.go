@@ -43,12 +43,14 @@ type Server struct {
 	log     *slog.Logger
 	nowFn   func() time.Time
 	idem    *idemStore
+	signins *signinGuard
 }
 
 // New builds the server.
 func New(c Config) *Server {
 	s := &Server{db: c.DB, orders: c.Orders, devices: c.Devices, router: c.Router, saf: c.SAF, metrics: c.Metrics,
-		log: c.Log, nowFn: c.Now, idem: newIdemStore(c.DB)}
+		log: c.Log, nowFn: c.Now, idem: newIdemStore(c.DB),
+		signins: newSigninGuard()}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
