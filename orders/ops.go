@@ -27,7 +27,14 @@ type CaptureRequest struct {
 // capture_exceeds_authorization and bank rejections (422);
 // bank_unavailable (503).
 func (s *Service) Capture(ctx context.Context, req CaptureRequest) (Payment, error) {
-	return s.startBankOp(ctx, req.PaymentID, req.OpKey, func(tx *sql.Tx, p *Payment, now time.Time) (bool, error) {
+	sameAs := func(p *Payment) bool {
+		amount := p.Amount
+		if req.Amount != nil {
+			amount = *req.Amount
+		}
+		return p.PendingOp == opCapture && p.pendingAmount == amount && p.pendingTip == req.TipAmount
+	}
+	return s.startBankOp(ctx, req.PaymentID, req.OpKey, sameAs, func(tx *sql.Tx, p *Payment, now time.Time) (bool, error) {
 		if p.Status != Authorized {
 			return false, errf(KindConflict, "payment_not_authorized", "payment %s is %s; only an authorized payment can be captured", p.ID, p.Status)
 		}
@@ -63,7 +70,8 @@ func (s *Service) Capture(ctx context.Context, req CaptureRequest) (Payment, err
 // (404); payment_not_voidable, payment_settled, payment_in_progress (409);
 // bank_unavailable (503).
 func (s *Service) Void(ctx context.Context, id, opKey string) (Payment, error) {
-	return s.startBankOp(ctx, id, opKey, func(tx *sql.Tx, p *Payment, now time.Time) (bool, error) {
+	sameAs := func(p *Payment) bool { return p.PendingOp == opVoid }
+	return s.startBankOp(ctx, id, opKey, sameAs, func(tx *sql.Tx, p *Payment, now time.Time) (bool, error) {
 		from := p.Status
 		switch {
 		case p.Status == Voided:
@@ -86,7 +94,8 @@ func (s *Service) Void(ctx context.Context, id, opKey string) (Payment, error) {
 // (409); invalid_amount, refund_exceeds_capture (422); bank_unavailable
 // (503).
 func (s *Service) Refund(ctx context.Context, id, opKey string, amount int64) (Payment, error) {
-	return s.startBankOp(ctx, id, opKey, func(tx *sql.Tx, p *Payment, now time.Time) (bool, error) {
+	sameAs := func(p *Payment) bool { return p.PendingOp == opRefund && p.pendingAmount == amount }
+	return s.startBankOp(ctx, id, opKey, sameAs, func(tx *sql.Tx, p *Payment, now time.Time) (bool, error) {
 		if opKey != "" {
 			// A repeat of a refund already made (its stored answer pruned,
 			// or never stored) refunds nothing more; one that failed is
@@ -146,8 +155,11 @@ func applyRefund(p *Payment, amount int64) {
 // startBankOp writes an operation ahead (prepare decides, inside the
 // write transaction, whether there is a bank call to make) and runs it.
 // A repeat of the request that started or finished the current operation
-// resumes it or returns its result.
-func (s *Service) startBankOp(ctx context.Context, id, opKey string, prepare func(*sql.Tx, *Payment, time.Time) (bool, error)) (Payment, error) {
+// resumes it or returns its result. A request under the key of a pending
+// operation that asks for something else (sameAs says whether it is
+// that operation, amounts and all) is a reused key: refused, since
+// resuming would answer it with another request's outcome.
+func (s *Service) startBankOp(ctx context.Context, id, opKey string, sameAs func(*Payment) bool, prepare func(*sql.Tx, *Payment, time.Time) (bool, error)) (Payment, error) {
 	now := s.now()
 	// Own the payment before writing the operation ahead: the resolver
 	// must never take a live request's operation for an orphan.
@@ -165,6 +177,9 @@ func (s *Service) startBankOp(ctx context.Context, id, opKey string, prepare fun
 		repeat := opKey != "" && p.pendingOpKey == opKey
 		if p.PendingOp != "" && p.PendingOp != opReverse {
 			if repeat {
+				if !sameAs(&p) {
+					return errReuse
+				}
 				call = true
 				return nil
 			}

@@ -46,7 +46,10 @@ var kindStatus = map[orders.Kind]int{
 // refused the write) without its details.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if de := orders.AsError(err); de != nil {
-		if de.Transient {
+		// A reused key is refused about the key, not answered about the
+		// request: stored, it would stand in the key's place and refuse
+		// the genuine repeat of the request the key belongs to.
+		if de.Transient || de.Code == "idempotency_key_reuse" {
 			info(r).NoStore = true
 		}
 		writeProblem(w, r, problem(kindStatus[de.Kind], de.Code, de.Message))

@@ -108,6 +108,41 @@ func TestCaptureOutlivingItsBudgetAnswers503(t *testing.T) {
 	}
 }
 
+// A capture left pending (its outcome unknown) is resumed by a repeat
+// of its request, but its key sent with another amount, or to refund or
+// void, is a reused key: refused with nothing done, not answered with the
+// first capture's outcome.
+func TestPendingCaptureKeyReusedForAnotherRequestIsRefused(t *testing.T) {
+	b := startBank(t, "bank-a", 1)
+	s := startStore(t, []*bank{b}, func(c *Config) { c.Gateways[0].MaxAttempts = 10 })
+	s.app.Orders.OpBudget = time.Second
+	pid := must(t, s.post("/v1/orders/"+s.order(900)+"/payments", cardBody(900, visa, map[string]any{"capture": false})), 201).str("id")
+	if err := b.sim.SetFaults("", banksim.Faults{Blackhole: &banksim.Fault{}}); err != nil {
+		t.Fatal(err)
+	}
+	capture := func(body map[string]any) resp {
+		return s.call("POST", "/v1/payments/"+pid+"/capture", s.terminal, "cap-1", body)
+	}
+	wantProblem(t, capture(map[string]any{"amount": 900}), 503, "bank_unavailable")
+	wantProblem(t, capture(map[string]any{"amount": 800}), 422, "idempotency_key_reuse")
+	wantProblem(t, capture(map[string]any{"amount": 900, "tip_amount": 50}), 422, "idempotency_key_reuse")
+	wantProblem(t, s.call("POST", "/v1/payments/"+pid+"/void", s.terminal, "cap-1", map[string]any{}), 422, "idempotency_key_reuse")
+	p := s.get("/v1/payments/" + pid)
+	if p.str("pending_op") != "capture" || p.str("status") != "authorized" {
+		t.Fatalf("the first capture must stay pending, unchanged: %s", p)
+	}
+	clearAll(t, b)
+	var r resp
+	waitFor(t, "the repeated capture to be answered", 10*time.Second, func() bool {
+		r = capture(map[string]any{"amount": 900})
+		return r.status != 409 && r.status != 503
+	})
+	must(t, r, 200)
+	if r.str("status") != "captured" || r.num("captured_amount") != 900 {
+		t.Fatalf("the repeated capture: %s", r)
+	}
+}
+
 // An order whose total would not fit is refused, not wrapped around.
 func TestOrderTotalCannotOverflow(t *testing.T) {
 	s := startStore(t, []*bank{startBank(t, "bank-a", 1)})
