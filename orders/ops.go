@@ -27,12 +27,15 @@ type CaptureRequest struct {
 // capture_exceeds_authorization and bank rejections (422);
 // bank_unavailable (503).
 func (s *Service) Capture(ctx context.Context, req CaptureRequest) (Payment, error) {
-	sameAs := func(p *Payment) bool {
-		amount := p.Amount
+	sameAs := func(_ *sql.Tx, p *Payment) (bool, error) {
+		amount := p.Amount // authorized while pending, captured once done
 		if req.Amount != nil {
 			amount = *req.Amount
 		}
-		return p.PendingOp == opCapture && p.pendingAmount == amount && p.pendingTip == req.TipAmount
+		if p.PendingOp == "" {
+			return p.Status != Authorized && p.Amount == amount && p.TipAmount == req.TipAmount, nil
+		}
+		return p.PendingOp == opCapture && p.pendingAmount == amount && p.pendingTip == req.TipAmount, nil
 	}
 	return s.startBankOp(ctx, req.PaymentID, req.OpKey, sameAs, func(tx *sql.Tx, p *Payment, now time.Time) (bool, error) {
 		if p.Status != Authorized {
@@ -70,7 +73,9 @@ func (s *Service) Capture(ctx context.Context, req CaptureRequest) (Payment, err
 // (404); payment_not_voidable, payment_settled, payment_in_progress (409);
 // bank_unavailable (503).
 func (s *Service) Void(ctx context.Context, id, opKey string) (Payment, error) {
-	sameAs := func(p *Payment) bool { return p.PendingOp == opVoid }
+	sameAs := func(_ *sql.Tx, p *Payment) (bool, error) {
+		return p.PendingOp == opVoid || (p.PendingOp == "" && p.Status == Voided), nil
+	}
 	return s.startBankOp(ctx, id, opKey, sameAs, func(tx *sql.Tx, p *Payment, now time.Time) (bool, error) {
 		from := p.Status
 		switch {
@@ -94,7 +99,17 @@ func (s *Service) Void(ctx context.Context, id, opKey string) (Payment, error) {
 // (409); invalid_amount, refund_exceeds_capture (422); bank_unavailable
 // (503).
 func (s *Service) Refund(ctx context.Context, id, opKey string, amount int64) (Payment, error) {
-	sameAs := func(p *Payment) bool { return p.PendingOp == opRefund && p.pendingAmount == amount }
+	sameAs := func(tx *sql.Tx, p *Payment) (bool, error) {
+		if p.PendingOp != "" {
+			return p.PendingOp == opRefund && p.pendingAmount == amount, nil
+		}
+		var made int64
+		err := tx.QueryRow(`SELECT amount FROM refunds WHERE op_key = ? AND payment_id = ?`, opKey, p.ID).Scan(&made)
+		if errors.Is(err, sql.ErrNoRows) {
+			return false, nil
+		}
+		return made == amount, err
+	}
 	return s.startBankOp(ctx, id, opKey, sameAs, func(tx *sql.Tx, p *Payment, now time.Time) (bool, error) {
 		if opKey != "" {
 			// A repeat of a refund already made (its stored answer pruned,
@@ -157,9 +172,9 @@ func applyRefund(p *Payment, amount int64) {
 // A repeat of the request that started or finished the current operation
 // resumes it or returns its result. A request under the key of a pending
 // operation that asks for something else (sameAs says whether it is
-// that operation, amounts and all) is a reused key: refused, since
-// resuming would answer it with another request's outcome.
-func (s *Service) startBankOp(ctx context.Context, id, opKey string, sameAs func(*Payment) bool, prepare func(*sql.Tx, *Payment, time.Time) (bool, error)) (Payment, error) {
+// that operation, amounts and all, pending or finished) is a reused key:
+// refused, since resuming would answer it with another request's outcome.
+func (s *Service) startBankOp(ctx context.Context, id, opKey string, sameAs func(*sql.Tx, *Payment) (bool, error), prepare func(*sql.Tx, *Payment, time.Time) (bool, error)) (Payment, error) {
 	now := s.now()
 	// Own the payment before writing the operation ahead: the resolver
 	// must never take a live request's operation for an orphan.
@@ -175,11 +190,15 @@ func (s *Service) startBankOp(ctx context.Context, id, opKey string, sameAs func
 			return err
 		}
 		repeat := opKey != "" && p.pendingOpKey == opKey
+		if repeat && p.PendingOp != opReverse {
+			if same, err := sameAs(tx, &p); err != nil {
+				return err
+			} else if !same {
+				return errReuse
+			}
+		}
 		if p.PendingOp != "" && p.PendingOp != opReverse {
 			if repeat {
-				if !sameAs(&p) {
-					return errReuse
-				}
 				call = true
 				return nil
 			}
