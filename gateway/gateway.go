@@ -69,15 +69,17 @@ type AuthRequest struct {
 
 // Authorization is a bank's record of an authorization.
 type Authorization struct {
-	ID             string    `json:"id"`
-	Reference      string    `json:"reference"`
-	Status         string    `json:"status"` // approved, declined, reversed
-	Amount         int64     `json:"amount"`
-	CapturedAmount int64     `json:"captured_amount"`
-	Currency       string    `json:"currency"`
-	AuthCode       string    `json:"auth_code"`
-	DeclineCode    string    `json:"decline_code"`
-	CreatedAt      time.Time `json:"created_at"`
+	ID             string `json:"id"`
+	Reference      string `json:"reference"`
+	Status         string `json:"status"` // approved, declined, reversed
+	Amount         int64  `json:"amount"`
+	CapturedAmount int64  `json:"captured_amount"`
+	Currency       string `json:"currency"`
+	AuthCode       string `json:"auth_code"`
+	DeclineCode    string `json:"decline_code"`
+	// created_at is not read: nothing storepay decides depends on the
+	// bank's clock, and a time it could not parse must not turn a
+	// bank's answer into an unknown outcome.
 }
 
 // Authorization statuses as the acquirer protocol names them.

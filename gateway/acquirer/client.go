@@ -138,7 +138,17 @@ func (c *Client) Authorize(ctx context.Context, req gateway.AuthRequest) (gatewa
 	if err != nil {
 		return gateway.Authorization{}, err
 	}
-	return auth, c.checkAuthorization(auth)
+	if err := c.checkAuthorization(auth); err != nil {
+		return gateway.Authorization{}, err
+	}
+	// The protocol answers approved or declined. Anything else proves
+	// nothing: read as a decline, the bank might hold an approval that
+	// nobody reverses.
+	if auth.Status != gateway.StatusApproved && auth.Status != gateway.StatusDeclined {
+		return gateway.Authorization{}, c.fail(gateway.KindUnknown, http.StatusOK, "",
+			fmt.Errorf("authorization answered with status %q, neither approved nor declined", auth.Status))
+	}
+	return auth, nil
 }
 
 // Find sends GET /v1/authorizations with the reference or the idempotency

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -377,6 +379,33 @@ func TestClassification(t *testing.T) {
 			t.Fatal("first request still held")
 		}
 	})
+}
+
+// A bank that strays from the page in what it answers with a 200: a
+// status the protocol does not name proves nothing (read as a decline, an
+// approval it stands for would never be reversed), while a created_at
+// storepay cannot parse changes nothing, because nothing reads it.
+func TestAnswersOffThePage(t *testing.T) {
+	answer := func(t *testing.T, body string) *acquirer.Client {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, body)
+		}))
+		t.Cleanup(srv.Close)
+		return newClient(t, srv.URL, apiKey)
+	}
+	for _, status := range []string{"pending", "Approved", "captured", "reversed"} {
+		c := answer(t, `{"id":"auth_1","reference":"pay_x","status":"`+status+`","amount":100,"captured_amount":100,"currency":"USD","auth_code":"A1","decline_code":""}`)
+		_, err := c.Authorize(ctx(t), sale("pay_x", 100))
+		wantKind(t, err, gateway.KindUnknown)
+	}
+	for _, at := range []string{`"2026-11-21 10:15:00"`, `""`, `1763720100`, `null`} {
+		c := answer(t, `{"id":"auth_1","reference":"pay_x","status":"approved","amount":100,"captured_amount":100,"currency":"USD","auth_code":"A1","decline_code":"","created_at":`+at+`}`)
+		auth, err := c.Authorize(ctx(t), sale("pay_x", 100))
+		if err != nil || auth.Status != gateway.StatusApproved || auth.ID != "auth_1" {
+			t.Errorf("created_at %s: %+v %v", at, auth, err)
+		}
+	}
 }
 
 // TestErrorsNeverShowTheCard provokes every failure with a card number in
