@@ -60,7 +60,7 @@ func AuditLog(ctx context.Context, db *migrations.DB, f AuditFilter) ([]Entry, e
 		q += ` AND seq < ?`
 		args = append(args, f.Before)
 	}
-	if f.Limit <= 0 || f.Limit > 1000 {
+	if f.Limit <= 0 {
 		f.Limit = 100
 	}
 	q += ` ORDER BY seq DESC LIMIT ?`

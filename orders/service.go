@@ -340,6 +340,7 @@ type PaymentFilter struct {
 	OrderID    string
 	Last4      string
 	Limit      int
+	Offset     int
 }
 
 // Payments lists payments newest first (at most Limit, default 100).
@@ -358,11 +359,11 @@ func (s *Service) Payments(ctx context.Context, f PaymentFilter) ([]Payment, err
 	if len(where) > 0 {
 		q = "WHERE " + strings.Join(where, " AND ")
 	}
-	if f.Limit <= 0 || f.Limit > 1000 {
+	if f.Limit <= 0 {
 		f.Limit = 100
 	}
-	args = append(args, f.Limit)
-	return queryPayments(s.DB.ReadAt(ctx), q+" ORDER BY created_at DESC, id DESC LIMIT ?", args...)
+	args = append(args, f.Limit, max(f.Offset, 0))
+	return queryPayments(s.DB.ReadAt(ctx), q+" ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?", args...)
 }
 
 // Events returns a payment's status history, oldest first.

@@ -34,7 +34,7 @@ func (q *Queue) List(ctx context.Context, f Filter) ([]Record, error) {
 		where = append(where, "gateway = ?")
 		args = append(args, f.Gateway)
 	}
-	if f.Limit <= 0 || f.Limit > 1000 {
+	if f.Limit <= 0 {
 		f.Limit = 100
 	}
 	args = append(args, f.Limit, max(f.Offset, 0))

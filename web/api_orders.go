@@ -163,20 +163,18 @@ func (s *Server) listPayments(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, problem(http.StatusBadRequest, "invalid_request", "status "+strconv.Quote(st)+" is not a payment status"))
 		return
 	}
-	if l := q.Get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 1 || n > 1000 {
-			s.fail(w, r, problem(http.StatusBadRequest, "invalid_request", "limit must be 1 to 1000"))
-			return
-		}
-		f.Limit = n
+	limit, offset, err := pageParams(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
 	}
+	f.Limit, f.Offset = limit+1, offset
 	ps, err := s.orders.Payments(r.Context(), f)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"data": ps})
+	writeJSON(w, http.StatusOK, map[string]any{"data": ps[:min(len(ps), limit)], "has_more": len(ps) > limit})
 }
 
 type captureRequest struct {

@@ -18,12 +18,20 @@ import (
 
 var safStatuses = map[string]bool{"queued": true, "forwarding": true, "held": true, "forwarded": true, "declined": true, "expired": true}
 
+// listMax is the most a list answers at once, and what it answers when
+// no limit is asked: the contract's lists are plain {"data": [...]}, so a
+// client that does not page gets everything a store holds in practice
+// (the queue is bounded by total_limit). Past it, "has_more" says so and
+// limit and offset page.
+const listMax = 10_000
+
 // pageParams reads limit and offset.
 func pageParams(r *http.Request) (limit, offset int, err error) {
 	q := r.URL.Query()
+	limit = listMax
 	if v := q.Get("limit"); v != "" {
-		if limit, err = strconv.Atoi(v); err != nil || limit < 1 || limit > 1000 {
-			return 0, 0, problem(http.StatusBadRequest, "invalid_request", "limit must be 1 to 1000")
+		if limit, err = strconv.Atoi(v); err != nil || limit < 1 || limit > listMax {
+			return 0, 0, problem(http.StatusBadRequest, "invalid_request", "limit must be 1 to 10000")
 		}
 	}
 	if v := q.Get("offset"); v != "" {
@@ -45,12 +53,12 @@ func (s *Server) listSAF(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	recs, err := s.saf.List(r.Context(), saf.Filter{Status: saf.Status(status), Gateway: r.URL.Query().Get("gateway"), Limit: limit, Offset: offset})
+	recs, err := s.saf.List(r.Context(), saf.Filter{Status: saf.Status(status), Gateway: r.URL.Query().Get("gateway"), Limit: limit + 1, Offset: offset})
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"data": recs})
+	writeJSON(w, http.StatusOK, map[string]any{"data": recs[:min(len(recs), limit)], "has_more": len(recs) > limit})
 }
 
 func (s *Server) getSAF(w http.ResponseWriter, r *http.Request) {
@@ -197,12 +205,12 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) {
 	}
 	before, _ := strconv.ParseInt(r.URL.Query().Get("before"), 10, 64)
 	entries, err := devices.AuditLog(r.Context(), s.db, devices.AuditFilter{Action: r.URL.Query().Get("action"),
-		Target: r.URL.Query().Get("target"), Before: before, Limit: limit})
+		Target: r.URL.Query().Get("target"), Before: before, Limit: limit + 1})
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"data": entries})
+	writeJSON(w, http.StatusOK, map[string]any{"data": entries[:min(len(entries), limit)], "has_more": len(entries) > limit})
 }
 
 // audited runs a manager action that is not a database change of its own

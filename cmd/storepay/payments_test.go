@@ -3,6 +3,7 @@ package main
 import (
 	"database/sql"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -334,6 +335,45 @@ func TestListPaymentsForARestartedTerminal(t *testing.T) {
 		t.Fatalf("other terminal: %s", r)
 	}
 	wantProblem(t, s.get("/v1/payments?status=bogus"), 400, "invalid_request")
+}
+
+// The contract's lists are plain {"data": [...]}: a client that does not
+// page gets every payment and every queue record (up to 10,000), not the
+// first hundred; has_more, limit and offset page past that.
+func TestListsAnswerEverythingUnlessPaged(t *testing.T) {
+	b := startBank(t, "bank-a", 1)
+	s := startStore(t, []*bank{b}, func(c *Config) { c.Forwarding.Interval = Duration{-1} })
+	const n = 130
+	for i := range n {
+		amount := int64(100 + i)
+		must(t, s.post("/v1/orders/"+s.order(amount)+"/payments", cardBody(amount, visa, map[string]any{"offline_behavior": "force_offline"})), 201)
+	}
+	ids := func(r resp) []string {
+		var out []string
+		for _, d := range r.body["data"].([]any) {
+			out = append(out, d.(map[string]any)["id"].(string))
+		}
+		return out
+	}
+	for _, path := range []string{"/v1/payments", "/v1/payments?status=stored", "/v1/saf", "/v1/saf?status=queued"} {
+		all := must(t, s.mgr("GET", path, nil), 200)
+		if got := len(ids(all)); got != n || all.body["has_more"] != false {
+			t.Fatalf("GET %s lists %d with has_more %v, want all %d", path, got, all.body["has_more"], n)
+		}
+		sep := "?"
+		if strings.Contains(path, "?") {
+			sep = "&"
+		}
+		first := must(t, s.mgr("GET", path+sep+"limit=100", nil), 200)
+		rest := must(t, s.mgr("GET", path+sep+"limit=100&offset=100", nil), 200)
+		if first.body["has_more"] != true || rest.body["has_more"] != false {
+			t.Fatalf("GET %s: has_more %v then %v, want true then false", path, first.body["has_more"], rest.body["has_more"])
+		}
+		if paged := append(ids(first), ids(rest)...); !slices.Equal(paged, ids(all)) {
+			t.Fatalf("GET %s: the two pages do not make the whole list", path)
+		}
+	}
+	wantProblem(t, s.mgr("GET", "/v1/saf?limit=10001", nil), 400, "invalid_request")
 }
 
 func TestIdempotency(t *testing.T) {
