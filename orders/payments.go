@@ -210,8 +210,12 @@ func (s *Service) validatePay(req *PayRequest) error {
 	default:
 		return errf(KindBadRequest, "invalid_request", "offline_behavior must be prefer_online, require_online or force_offline")
 	}
-	if req.Amount <= 0 || req.Amount > maxAmount {
-		return errf(KindInvalid, "invalid_amount", "amount must be 1 to %d minor units", int64(maxAmount))
+	if req.Amount <= 0 {
+		return errf(KindInvalid, "invalid_amount", "amount must be at least 1 minor unit")
+	}
+	if req.Amount > maxAmount {
+		// No order's total is larger, so no open balance is either.
+		return errf(KindInvalid, "amount_exceeds_balance", "amount %d exceeds the order's open balance (no order's total exceeds %d)", req.Amount, int64(maxAmount))
 	}
 	if req.TipAmount < 0 || req.TipAmount > maxAmount {
 		return errf(KindInvalid, "invalid_amount", "tip_amount must be 0 to %d minor units", int64(maxAmount))

@@ -80,6 +80,12 @@ func TestOrderLifecycle(t *testing.T) {
 		}
 	}
 	wantProblem(t, s.post("/v1/orders/"+id+"/deliver", nil), 409, "order_not_paid")
+	// Beyond the open balance is amount_exceeds_balance, however far.
+	for _, amount := range []int64{1201, 99_999_999_999_999, 1 << 62} {
+		wantProblem(t, s.post("/v1/orders/"+id+"/payments", map[string]any{"method": "cash", "amount": amount}), 422, "amount_exceeds_balance")
+		wantProblem(t, s.post("/v1/orders/"+id+"/payments", cardBody(amount, visa, nil)), 422, "amount_exceeds_balance")
+	}
+	wantProblem(t, s.post("/v1/orders/"+id+"/payments", map[string]any{"method": "cash", "amount": 0}), 422, "invalid_amount")
 	must(t, s.post("/v1/orders/"+id+"/payments", map[string]any{"method": "cash", "amount": 500}), 201)
 	if o := s.get("/v1/orders/" + id); o.str("status") != "open" || o.num("paid_amount") != 500 {
 		t.Fatalf("after part payment: %s", o)
