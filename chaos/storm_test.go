@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -148,5 +150,58 @@ func TestBadInputChangesNothing(t *testing.T) {
 	}
 	if r := s.get("/healthz"); r.status != 200 {
 		t.Fatalf("storepay is not healthy after bad input: %s", r)
+	}
+}
+
+// A card number where an id, a query, a JSON key or a request id belongs
+// (a scanner in the wrong box) is refused like any bad input and shows up
+// masked, if at all: in no answer, no log line and no database file.
+func TestCardNumberInTheWrongPlaceIsNeverKept(t *testing.T) {
+	a := startBank(t, "bank-a", 1)
+	s := newStore(t, []gw{{bank: a}}, nil)
+	const pan = "4111111111111111"
+	send := func(method, path, key string, body string, header ...string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, s.url+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+s.terminal)
+		if key != "" {
+			req.Header.Set("Idempotency-Key", key)
+		}
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode < 400 || res.StatusCode >= 500 {
+			t.Fatalf("%s %s: %d %s", method, path, res.StatusCode, raw)
+		}
+		if strings.Contains(string(raw), pan) || strings.Contains(res.Header.Get("X-Request-Id"), pan) {
+			t.Fatalf("%s %s: the answer shows the card number: %s", method, path, raw)
+		}
+	}
+	send("GET", "/v1/orders/"+pan, "", "")
+	send("GET", "/v1/payments/"+pan, "", "")
+	send("GET", "/v1/payments?status="+pan, "", "")
+	send("POST", "/v1/orders/"+pan+"/payments", "wrong-box-1", `{"method":"cash","amount":900}`)
+	send("POST", "/v1/payments/"+pan+"/void", "wrong-box-2", `{}`)
+	send("POST", "/v1/orders", "wrong-box-3", `{"channel":"walk_in","currency":"USD","`+pan+`":1}`)
+	send("GET", "/v1/orders/"+pan, "", "", "X-Request-Id", pan)
+	s.proc.stop(t)
+	files, _ := filepath.Glob(filepath.Join(s.dir, "storepay.db*"))
+	for _, f := range append(files, s.proc.log) {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(b, []byte(pan)) {
+			t.Errorf("%s holds the card number", filepath.Base(f))
+		}
+	}
+	if len(files) == 0 {
+		t.Fatal("no database file to check")
 	}
 }

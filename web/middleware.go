@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 
 	"storepay/devices"
+	"storepay/gateway"
 )
 
 // reqInfo is what the middleware learns of a request. It is put in the
@@ -62,8 +63,18 @@ func validRequestID(id string) bool {
 // it ends.
 func (s *Server) requestInfo(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// A card number typed where an id belongs (a scanner in the wrong
+		// box) must reach no log, trace, answer or stored answer: the path
+		// and query are masked before anything reads them. No id storepay
+		// makes looks like a card number, so nothing that exists is lost.
+		if m := gateway.MaskPANs(r.URL.Path); m != r.URL.Path {
+			r.URL.Path, r.URL.RawPath = m, ""
+		}
+		if m := gateway.MaskPANs(r.URL.RawQuery); m != r.URL.RawQuery {
+			r.URL.RawQuery = m
+		}
 		ri := &reqInfo{ID: r.Header.Get("X-Request-Id")}
-		if !validRequestID(ri.ID) {
+		if !validRequestID(ri.ID) || gateway.MaskPANs(ri.ID) != ri.ID {
 			ri.ID = "req_" + strings.ReplaceAll(uuid.NewString(), "-", "")
 		}
 		w.Header().Set("X-Request-Id", ri.ID)

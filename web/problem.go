@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 
+	"storepay/gateway"
 	"storepay/migrations"
 	"storepay/orders"
 )
@@ -28,6 +29,7 @@ func problem(status int, code, detail string) *Problem {
 
 func writeProblem(w http.ResponseWriter, r *http.Request, p *Problem) {
 	p.RequestID = info(r).ID
+	p.Detail = gateway.MaskPANs(p.Detail) // it may quote what the client sent
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(p.Status)
 	json.NewEncoder(w).Encode(p)
