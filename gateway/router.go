@@ -360,7 +360,7 @@ func bankFailure(err error) bool {
 	if e == nil {
 		return !errors.Is(err, context.Canceled)
 	}
-	if e.Status == http.StatusConflict && e.Code == "idempotency_key_in_use" {
+	if keyInUse(e) {
 		// The bank is busy with this very key (an earlier attempt still
 		// running there): an answer, and no sign that the bank is sick.
 		return false
@@ -370,6 +370,12 @@ func bankFailure(err error) bool {
 		return true
 	}
 	return false
+}
+
+// keyInUse reports a bank's answer that it is still processing the first
+// request under the same key.
+func keyInUse(e *Error) bool {
+	return e.Status == http.StatusConflict && e.Code == "idempotency_key_in_use"
 }
 
 func stateName(s circuitbreaker.State) string {
@@ -427,6 +433,14 @@ type callState struct {
 	sawUnknown  bool
 	nothingDone int
 	last        error // the last attempt's classified error
+	// busy counts the answers "still processing this key" (409
+	// idempotency_key_in_use). They are not attempts: the bank is
+	// working on the first one, and asking again is how its answer is
+	// heard. A call with a deadline waits for it as long as the deadline
+	// lets; one without counts them as attempts, to end at all.
+	busy     int
+	waitBusy bool
+	max      int // attempts, busy answers not counted
 }
 
 // call runs fn at the bank under its policies. canFailOver says the caller
@@ -455,13 +469,14 @@ func (b *bank) call(ctx context.Context, op string, canFailOver bool, fn func(co
 	}
 	defer b.bulkhead.ReleasePermit()
 
-	st := &callState{}
+	_, hasDeadline := ctx.Deadline()
+	st := &callState{max: b.pol.MaxAttempts, waitBusy: hasDeadline}
 	n := len(b.eps)
 	retry := retrypolicy.NewBuilder[any]().
 		HandleIf(func(_ any, err error) bool { return err != nil }).
 		AbortIf(func(_ any, err error) bool { return st.abort(err, n, canFailOver) }).
 		ReturnLastFailure().
-		WithMaxAttempts(b.pol.MaxAttempts).
+		WithMaxAttempts(-1). // st.abort counts them: a busy answer is no attempt
 		WithBackoff(b.pol.BackoffMin, b.pol.BackoffMax).
 		WithJitterFactor(0.25).
 		Build()
@@ -546,6 +561,14 @@ func (st *callState) abort(err error, urls int, canFailOver bool) bool {
 	}
 	if errors.Is(err, circuitbreaker.ErrOpen) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
 		errors.Is(err, ErrGateClosed) {
+		return true
+	}
+	if e := AsError(err); e != nil && keyInUse(e) && st.waitBusy {
+		st.busy++
+		st.sawUnknown = true
+		return false
+	}
+	if st.attempts-st.busy >= st.max {
 		return true
 	}
 	if errors.Is(err, timeout.ErrExceeded) {

@@ -31,6 +31,30 @@ func TestLostResponseIsResolvedBySameKeyRetry(t *testing.T) {
 	}
 }
 
+// A bank slower than the attempt timeout (here 4× it) is still heard
+// within the payment's budget: the repeats under the same key find it
+// busy with the first request (409 idempotency_key_in_use), which is no
+// failed attempt, and then get its answer. The sale is approved online,
+// charged once, instead of being stored or declined.
+func TestSlowBankAnswersWithinTheBudget(t *testing.T) {
+	b := startBank(t, "bank-a", 1)
+	s := startStore(t, []*bank{b}) // attempts of 500 ms, 3 of them, a 5 s budget
+	if err := b.sim.SetFaults("", banksim.Faults{Latency: &banksim.Latency{Fixed: 2 * time.Second, Fault: banksim.Fault{Next: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	r := must(t, s.post("/v1/orders/"+s.order(900)+"/payments", cardBody(900, visa, nil)), 201)
+	if r.str("status") != "captured" || r.str("mode") != "online" {
+		t.Fatalf("payment at a slow bank: %s, want captured online", r)
+	}
+	l := b.sim.Ledger()
+	if n := l.ChargesFor(r.str("id")); n != 1 {
+		t.Fatalf("charged %d times", n)
+	}
+	if calls := l.Calls(b.urls[0], banksim.EndpointAuthorize); calls < 4 {
+		t.Fatalf("the bank saw %d authorization requests: the busy answers should have been more than the 3 attempts", calls)
+	}
+}
+
 // No bank reachable and the terminal requires an online decision:
 // declined with bank_unavailable, nothing charged, nothing left to resolve.
 func TestBankRefusingConnectionsDeclines(t *testing.T) {
