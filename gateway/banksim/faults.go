@@ -66,6 +66,11 @@ type Faults struct {
 	// then closes the connection without answering (the client sees a
 	// reset): the outcome-unknown case.
 	DropAfterApply *Fault `json:"drop_after_apply,omitempty"`
+	// ErrorAfterApply does the work of a new POST, then records 500
+	// internal_error as the key's answer and sends it: a bank that keeps
+	// its failure, so that every repeat under the key replays the 500
+	// while its records (the lookup) show the work done.
+	ErrorAfterApply *Fault `json:"error_after_apply,omitempty"`
 	// Unauthorized answers 401 to everything.
 	Unauthorized *Fault `json:"unauthorized,omitempty"`
 	// Refuse closes the listening socket and every open connection, so
@@ -106,6 +111,7 @@ func (f Faults) validate() error {
 		check("not_processed", f.NotProcessed),
 		check("blackhole", f.Blackhole),
 		check("drop_after_apply", f.DropAfterApply),
+		check("error_after_apply", f.ErrorAfterApply),
 		check("unauthorized", f.Unauthorized))
 	return errors.Join(errs...)
 }
@@ -189,6 +195,7 @@ const (
 	kindRateLimit
 	kindBlackhole
 	kindDropAfterApply
+	kindErrorAfterApply
 	kindUnauthorized
 	numKinds
 )
@@ -231,6 +238,7 @@ func (fs *faultSet) faults() [numKinds]*Fault {
 	out[kindNotProcessed] = fs.spec.NotProcessed
 	out[kindBlackhole] = fs.spec.Blackhole
 	out[kindDropAfterApply] = fs.spec.DropAfterApply
+	out[kindErrorAfterApply] = fs.spec.ErrorAfterApply
 	out[kindUnauthorized] = fs.spec.Unauthorized
 	return out
 }
@@ -272,6 +280,7 @@ type decision struct {
 	afterWork    bool        // delay a new POST's answer, not its work
 	latency      []*faultSet // sets the delay comes from
 	drop         bool
+	failAfter    bool // ErrorAfterApply
 }
 
 // decide applies fs to a request arriving at now. Caller holds faultsMu.
@@ -314,5 +323,8 @@ func (fs *faultSet) decide(d *decision, now time.Time, health bool) {
 	}
 	if fs.fire(kindDropAfterApply) {
 		d.drop = true
+	}
+	if fs.fire(kindErrorAfterApply) {
+		d.failAfter = true
 	}
 }

@@ -198,6 +198,26 @@ func TestFaultDropAfterApply(t *testing.T) {
 	}
 }
 
+func TestFaultErrorAfterApply(t *testing.T) {
+	sim, b := start(t, banksim.Config{})
+	setFaults(t, sim, "", banksim.Faults{ErrorAfterApply: &banksim.Fault{Next: 1}})
+	body := authBody("pay_kept500", goodPAN, 100, true)
+
+	wantError(t, b.post("/v1/authorizations", "k-kept500", body), http.StatusInternalServerError, "internal_error")
+	if n := sim.Ledger().ChargesFor("pay_kept500"); n != 1 {
+		t.Fatalf("charges = %d, want the work done once", n)
+	}
+	// The window is spent, yet the key keeps its 500.
+	r := b.post("/v1/authorizations", "k-kept500", body)
+	wantError(t, r, http.StatusInternalServerError, "internal_error")
+	if r.header.Get("Idempotent-Replayed") != "true" {
+		t.Error("the repeat is not a replay")
+	}
+	if l := b.get("/v1/authorizations?reference=pay_kept500").list(t); len(l) != 1 || l[0].Status != "approved" {
+		t.Errorf("lookup = %+v, want the approval", l)
+	}
+}
+
 func TestFaultRefuse(t *testing.T) {
 	sim, b := start(t, banksim.Config{})
 	wantStatus(t, b.get("/v1/health"), http.StatusOK) // leaves a keep-alive connection

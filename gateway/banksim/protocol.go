@@ -177,7 +177,7 @@ func (s *Sim) endpointHandler(l *listener, ep int) http.HandlerFunc {
 		now := s.now()
 		entry, claim := s.idem.claim(apiKey, key, fingerprint(r.Method, r.URL.Path, body), reference, now, now.Add(-s.cfg.KeyTTL))
 		if claim == claimNew && d.afterWork {
-			a := s.work(c, e, entry)
+			a := s.work(c, e, entry, d.failAfter)
 			s.delay(l.url, d.delay, d.latency)
 			s.finish(w, log, a, false, d.drop)
 			return
@@ -191,15 +191,16 @@ func (s *Sim) endpointHandler(l *listener, ep int) http.HandlerFunc {
 		case claimInUse:
 			s.finish(w, log, errorAnswer(http.StatusConflict, "idempotency_key_in_use", "a request with this Idempotency-Key is still being processed"), false, d.drop)
 		case claimNew:
-			a := s.work(c, e, entry)
+			a := s.work(c, e, entry, d.failAfter)
 			s.finish(w, log, a, false, d.drop)
 		}
 	}
 }
 
-// work does a claimed request once and records its answer; if the work
-// panics the key is released so that a retry can do it.
-func (s *Sim) work(c *call, e endpoint, entry *idemEntry) answer {
+// work does a claimed request once and records its answer (with fail, a
+// 500 instead of the work's answer); if the work panics the key is
+// released so that a retry can do it.
+func (s *Sim) work(c *call, e endpoint, entry *idemEntry, fail bool) answer {
 	done := false
 	defer func() {
 		if !done {
@@ -207,6 +208,9 @@ func (s *Sim) work(c *call, e endpoint, entry *idemEntry) answer {
 		}
 	}()
 	a := e.serve(s, c)
+	if fail {
+		a = errorAnswer(http.StatusInternalServerError, "internal_error", "internal error")
+	}
 	s.idem.complete(c.apiKey, entry, a)
 	done = true
 	return a
