@@ -267,6 +267,19 @@ func (s *Service) runOp(ctx context.Context, id string, resolving bool) (Payment
 		auth gateway.Authorization
 		rf   gateway.Refund
 	)
+	if resolving || p.resolveAttempts > 0 {
+		// An earlier attempt may have done it: the bank's records say.
+		switch p.PendingOp {
+		case opCapture:
+			if a, ok := s.heldAtBank(ctx, p, func(a gateway.Authorization) bool { return a.ID == p.BankAuthID && a.CapturedAmount > 0 }); ok {
+				return s.finishOp(ctx, p, a, rf, nil, resolving)
+			}
+		case opVoid:
+			if a, ok := s.heldAtBank(ctx, p, func(a gateway.Authorization) bool { return a.ID == p.BankAuthID && a.Status == gateway.StatusReversed }); ok {
+				return s.finishOp(ctx, p, a, rf, nil, resolving)
+			}
+		}
+	}
 	switch p.PendingOp {
 	case opCapture:
 		auth, err = s.Bank.Capture(ctx, p.Gateway, gateway.CaptureRequest{Key: p.pendingKey,

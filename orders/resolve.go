@@ -82,6 +82,11 @@ func (s *Service) resolveOne(ctx context.Context, p Payment, now time.Time) (Pay
 		}
 		ctx, cancel := context.WithTimeout(ctx, s.authBudget())
 		defer cancel()
+		if auth, ok := s.heldAtBank(ctx, p, func(a gateway.Authorization) bool {
+			return a.Status == gateway.StatusApproved || a.Status == gateway.StatusDeclined
+		}); ok {
+			return s.recordAuth(ctx, p.ID, PreferOnline, auth, p.Gateway, nil, true)
+		}
 		auth, err := s.Bank.AuthorizeAt(ctx, p.Gateway, s.authRequest(p, card))
 		return s.recordAuth(ctx, p.ID, PreferOnline, auth, p.Gateway, unresolved(err, p.Gateway), true)
 	case opReverse:
@@ -89,6 +94,28 @@ func (s *Service) resolveOne(ctx context.Context, p Payment, now time.Time) (Pay
 	default:
 		return s.runOp(ctx, p.ID, true)
 	}
+}
+
+// heldAtBank asks the payment's bank what it holds under the payment's
+// reference and returns the authorization done that settles the pending
+// operation (an approval before a decline). Repeating the request under
+// its key is how an unknown outcome is usually heard, but a bank that kept
+// a failure (a 5xx) as the key's answer replays it to every repeat, while
+// its records show what it did. A lookup that fails or finds nothing
+// settles nothing: the repeat goes ahead.
+func (s *Service) heldAtBank(ctx context.Context, p Payment, done func(gateway.Authorization) bool) (gateway.Authorization, bool) {
+	auths, err := s.Bank.Find(ctx, p.Gateway, gateway.Lookup{Reference: p.ID})
+	if err != nil {
+		return gateway.Authorization{}, false
+	}
+	var found gateway.Authorization
+	ok := false
+	for _, a := range auths {
+		if a.Reference == p.ID && done(a) && (!ok || a.Status == gateway.StatusApproved) {
+			found, ok = a, true
+		}
+	}
+	return found, ok
 }
 
 // declineNeverSent ends an authorization that was written ahead but never

@@ -143,6 +143,41 @@ func TestPendingCaptureKeyReusedForAnotherRequestIsRefused(t *testing.T) {
 	}
 }
 
+// A bank that did the capture (or the void) but answered 500 and keeps
+// that 500 as the key's answer replays it to every repeat; storepay learns
+// what was done from the bank's records (a lookup by the payment's
+// reference) and finishes the operation, once.
+func TestOperationDoneBehindAKeptServerErrorIsFoundByLookup(t *testing.T) {
+	for _, op := range []string{"capture", "void"} {
+		t.Run(op, func(t *testing.T) {
+			b := startBank(t, "bank-a", 1)
+			s := startStore(t, []*bank{b})
+			pid := must(t, s.post("/v1/orders/"+s.order(900)+"/payments", cardBody(900, visa, map[string]any{"capture": false})), 201).str("id")
+			if err := b.sim.SetFaults("", banksim.Faults{ErrorAfterApply: &banksim.Fault{Next: 1}}); err != nil {
+				t.Fatal(err)
+			}
+			body := map[string]any{}
+			if op == "capture" {
+				body["amount"] = 900
+			}
+			wantProblem(t, s.post("/v1/payments/"+pid+"/"+op, body), 503, "bank_unavailable")
+			want := map[string]string{"capture": "captured", "void": "voided"}[op]
+			waitFor(t, "the resolver to find the "+op+" done", 10*time.Second, func() bool {
+				p := s.get("/v1/payments/" + pid)
+				return p.str("status") == want && p.str("pending_op") == ""
+			})
+			for _, a := range b.sim.Ledger().Authorizations {
+				if a.Reference != pid {
+					continue
+				}
+				if op == "capture" && a.CapturedAmount != 900 || op == "void" && a.Status != "reversed" {
+					t.Fatalf("the bank holds %+v", a)
+				}
+			}
+		})
+	}
+}
+
 // An order whose total would not fit is refused, not wrapped around.
 func TestOrderTotalCannotOverflow(t *testing.T) {
 	s := startStore(t, []*bank{startBank(t, "bank-a", 1)})
