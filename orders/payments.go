@@ -413,6 +413,7 @@ func (s *Service) decideOffline(tx *sql.Tx, p *Payment, behavior OfflineBehavior
 			s.startOp(p, opReverse, p.ID, "", p.Amount, p.TipAmount, now)
 			return
 		}
+		p.Gateway = "" // every bank tried provably did nothing: none decided it
 		p.sealed = nil
 		p.clearOp()
 	}

@@ -154,6 +154,9 @@ func TestOfflineRules(t *testing.T) {
 			if wantMode := map[bool]string{true: "online", false: "offline"}[tc.decline == "bank_unavailable"]; p.str("mode") != wantMode {
 				t.Errorf("mode %q, want %q: %s", p.str("mode"), wantMode, p)
 			}
+			if p.str("gateway") != "" {
+				t.Errorf("gateway %q: no bank decided it (each refused the connection)", p.str("gateway"))
+			}
 		})
 	}
 	st := s.mgr("GET", "/v1/saf/stats", nil)
