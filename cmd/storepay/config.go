@@ -150,14 +150,16 @@ func ParseConfig(b []byte) (Config, error) {
 	// Defaults first: decoding leaves keys the file omits untouched.
 	c := Config{CardKeyEnv: defaultCardKeyEnv,
 		Offline: OfflineConfig{FloorLimit: defaultFloorLimit, TotalLimit: defaultTotalLimit, MaxAge: Duration{defaultMaxAge}}}
+	// Unknown keys first, by their path (offline.extra, gateways[1].foo):
+	// the decoder names only the key.
+	var uk *web.UnknownKeyError
+	if err := web.ExactKeys(b, &c); errors.As(err, &uk) {
+		return Config{}, fmt.Errorf("config: %s: unknown key (keys are case-sensitive)", uk.Path)
+	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&c); err != nil {
 		return Config{}, configDecodeError(err)
-	}
-	var uk *web.UnknownKeyError
-	if err := web.ExactKeys(b, &c); errors.As(err, &uk) {
-		return Config{}, fmt.Errorf("config: %s: unknown key (keys are case-sensitive)", uk.Path)
 	}
 	if err := c.validate(); err != nil {
 		return Config{}, err
