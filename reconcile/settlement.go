@@ -332,7 +332,7 @@ func (s *SettlementReader) row(rec []string, line int) (Row, error) {
 		}
 	}
 	if r.BookingDate != "" {
-		if _, err := time.Parse(time.RFC3339, r.BookingDate); err != nil {
+		if !bookingDate(r.BookingDate) {
 			// The value is not echoed: a malformed field could hold anything,
 			// a card number included.
 			return bad("booking_date is not an RFC 3339 time")
@@ -430,4 +430,18 @@ func (b *bomSkipper) Read(p []byte) (int, error) {
 		return n, nil
 	}
 	return b.r.Read(p)
+}
+
+// bookingDate reports whether v reads as a time: RFC 3339 as the format
+// says, and the forms real reports also use (a space for the T, lower
+// case t and z, no zone, a bare date). Nothing is matched on it; a row is
+// not thrown away for how its bank writes the time.
+func bookingDate(v string) bool {
+	v = strings.ToUpper(v)
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02 15:04:05Z07:00", "2006-01-02T15:04:05", "2006-01-02 15:04:05", time.DateOnly} {
+		if _, err := time.Parse(layout, v); err == nil {
+			return true
+		}
+	}
+	return false
 }

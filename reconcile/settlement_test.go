@@ -112,6 +112,18 @@ func TestSettlementReaderSurvivesRealFiles(t *testing.T) {
 			refs: []string{"pay_1", "pay_2"},
 		},
 		{
+			name: "BookingDatesAsBanksWriteThem",
+			report: header + "\n" +
+				"b,store-042,auth_1,pay_1,Settled,2026-11-21T22:00:05Z,USD,1,0,1,,\n" +
+				"b,store-042,auth_2,pay_2,Settled,2026-11-21T22:00:05.123+01:00,USD,1,0,1,,\n" +
+				"b,store-042,auth_3,pay_3,Settled,2026-11-21 22:00:05,USD,1,0,1,,\n" +
+				"b,store-042,auth_4,pay_4,Settled,2026-11-21t22:00:05z,USD,1,0,1,,\n" +
+				"b,store-042,auth_5,pay_5,Settled,2026-11-21,USD,1,0,1,,\n" +
+				"b,store-042,auth_6,pay_6,Settled,21/11/2026,USD,1,0,1,,\n", // line 7: not a time anyone can read
+			refs:     []string{"pay_1", "pay_2", "pay_3", "pay_4", "pay_5"},
+			badLines: []int{7},
+		},
+		{
 			name: "FeeWithoutReferencesOrGross",
 			report: header + "\n" +
 				"b,store-042,,,Fee,2026-11-21T23:59:59Z,USD,,-500,-500,,\n" +
