@@ -524,7 +524,7 @@ func (f *forwarder) record(r Record, pinnedBefore bool, auth gateway.Authorizati
 		if fr == nil {
 			return nil
 		}
-		if fr.DeclineCode != "" {
+		if cardIsBad[fr.DeclineCode] {
 			if _, err := tx.Exec(`INSERT INTO saf_blocked_cards (fingerprint, reason, at) VALUES (?, ?, ?)
 				ON CONFLICT (fingerprint) DO NOTHING`, r.fingerprint, "declined after forward: "+fr.DeclineCode, migrations.FormatTime(now)); err != nil {
 				return err
@@ -546,6 +546,14 @@ func (f *forwarder) record(r Record, pinnedBefore bool, auth gateway.Authorizati
 	}
 	f.guard(now, failed, fr != nil && fr.DeclineCode == "", r.Amount)
 }
+
+// cardIsBad holds the decline codes that condemn the card itself: lost or
+// stolen, expired, invalid. Such a card is refused offline from then on.
+// A card declined for its funds or with a plain do_not_honor may pay
+// tomorrow, and the contract's offline rules (floor and total limits)
+// are what bound the store's exposure to it; the velocity limits, when
+// configured, bound it per card.
+var cardIsBad = map[string]bool{"lost_or_stolen": true, "expired_card": true, "invalid_card": true}
 
 // commitOutcome commits a bank's answer to a forward, retrying until it
 // is on disk: the bank has acted, so the answer must not be dropped, and

@@ -178,8 +178,10 @@ func TestForceOffline(t *testing.T) {
 	}
 }
 
-// The bank declines an advice: the payment becomes declined_after_forward,
-// the manager sees it, and the card is refused offline from then on.
+// The bank declines an advice: the payment becomes declined_after_forward
+// and the manager sees it. A card declined as lost or stolen is refused
+// offline from then on; one declined with do_not_honor is not (it may pay
+// another day, and the offline limits bound it).
 func TestDeclinedAfterForward(t *testing.T) {
 	a := startBank(t, "bank-a", 1)
 	s := startStore(t, []*bank{a})
@@ -203,8 +205,18 @@ func TestDeclinedAfterForward(t *testing.T) {
 		t.Fatalf("order after the decline: %s", o)
 	}
 	again := must(t, s.post("/v1/orders/"+s.order(100)+"/payments", cardBody(100, declining, map[string]any{"offline_behavior": "force_offline"})), 201)
-	if again.str("decline_code") != "offline_card_blocked" {
-		t.Fatalf("the same card offline again: %s", again)
+	if again.str("status") != "stored" {
+		t.Fatalf("a do_not_honor card offline again: %s, want stored", again)
+	}
+
+	const stolen = "4000000000009979"
+	lost := must(t, s.post("/v1/orders/"+s.order(300)+"/payments", cardBody(300, stolen, map[string]any{"offline_behavior": "force_offline"})), 201)
+	if f := s.waitPayment(lost.str("id"), "declined_after_forward"); f.str("decline_code") != "lost_or_stolen" {
+		t.Fatalf("declined after forward: %s", f)
+	}
+	blocked := must(t, s.post("/v1/orders/"+s.order(100)+"/payments", cardBody(100, stolen, map[string]any{"offline_behavior": "force_offline"})), 201)
+	if blocked.str("decline_code") != "offline_card_blocked" {
+		t.Fatalf("a lost or stolen card offline again: %s", blocked)
 	}
 }
 
