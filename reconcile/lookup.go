@@ -47,20 +47,21 @@ func settledByOtherRuns(ctx context.Context, tx *sql.Tx, date string, refs map[s
 	}
 	out := map[string]earlier{}
 	for _, r := range runs {
-		rows, err := tx.QueryContext(ctx, `SELECT CASE WHEN refund_id <> '' THEN refund_id ELSE payment_id END, psp_reference
+		rows, err := tx.QueryContext(ctx, `SELECT CASE WHEN refund_id <> '' THEN refund_id ELSE payment_id END, psp_reference, row_hash
 			FROM reconciliation_items WHERE id >= ? AND id < ? AND category IN (`+settledCategories+`)`, itemID(r.id, 0), itemID(r.id+1, 0))
 		if err != nil {
 			return nil, fmt.Errorf("read the run of %s: %w", r.date, err)
 		}
 		var ref, psp sql.RawBytes
+		var hash int64
 		for rows.Next() {
-			if err := rows.Scan(&ref, &psp); err != nil {
+			if err := rows.Scan(&ref, &psp, &hash); err != nil {
 				rows.Close()
 				return nil, fmt.Errorf("read the run of %s: %w", r.date, err)
 			}
 			if refs[string(ref)] {
 				if _, seen := out[string(ref)]; !seen {
-					out[string(ref)] = earlier{date: r.date, psp: string(psp)}
+					out[string(ref)] = earlier{date: r.date, psp: string(psp), rowHash: uint64(hash)}
 				}
 			}
 		}

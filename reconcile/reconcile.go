@@ -456,6 +456,7 @@ func settledCategory(e *entry) Category {
 // earlier is a store record settled by the run of another date.
 type earlier struct {
 	date, psp string
+	rowHash   uint64 // 0 for runs made before it was kept
 }
 
 // finish decides what the streaming could not: records of the day that no
@@ -503,7 +504,10 @@ func (m *matcher) finish(ctx context.Context, inRun map[uint16]bool) error {
 					continue
 				}
 				e.state = settledElsewhere
-				if prev.psp == m.psp(e) {
+				// The very row that night's report carried is a re-sent
+				// batch; any other row (another batch, another amount) is
+				// the money taken again.
+				if prev.rowHash == e.rowHash || prev.rowHash == 0 && prev.psp == m.psp(e) {
 					res.Summary.ResentRows++
 					m.untotal(e)
 					continue
@@ -678,7 +682,7 @@ func (r *Result) settledItem(e *entry, c Category) Item {
 	l := r.ledger
 	it := Item{Category: c, Gateway: l.gateways[e.gw], Kind: e.kind.String(), PaymentID: l.str(e.payment),
 		PSPReference: l.str(e.bankID), StoreAmount: e.amount, BankAmount: e.gross,
-		Currency: l.currency(e.currency), Line: int(e.line)}
+		Currency: l.currency(e.currency), Line: int(e.line), rowHash: e.rowHash}
 	if e.psp >= 0 {
 		it.PSPReference = r.psps[e.psp]
 	}

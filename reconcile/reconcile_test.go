@@ -423,6 +423,41 @@ func TestSameAuthorizationSettledInAnotherBatchIsADuplicate(t *testing.T) {
 	}
 }
 
+// A record the first night settled comes again in the next night's
+// report: the very row (its batch re-sent) is counted once; the same
+// authorization in the next night's own batch, or for another amount, is
+// money taken a second time.
+func TestSettledAgainOnTheNextNight(t *testing.T) {
+	const copied = pay + "n002"
+	for _, tc := range []struct {
+		name, row string
+		dup       bool
+	}{
+		{"TheSameRowResent", "20261120-01,store-042,auth_7Gx2mQNb02," + copied + ",Settled,2026-11-20T14:02:17Z,USD,640,-49,591,4242,NB0002", false},
+		{"InTheNextNightsBatch", "20261121-01,store-042,auth_7Gx2mQNb02," + copied + ",Settled,2026-11-21T14:02:17Z,USD,640,-49,591,4242,NB0002", true},
+		{"ForAnotherAmount", "20261120-01,store-042,auth_7Gx2mQNb02," + copied + ",Settled,2026-11-20T14:02:17Z,USD,600,-49,551,4242,NB0002", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			db, f, dir := loadFixture(t, "neighbour")
+			run(t, db, "2026-11-20", f.sources(t, dir, "2026-11-20"))
+			next := withReports(t, f, dir, "2026-11-21", func(gw string, b []byte) []byte {
+				lines := strings.SplitAfter(string(b), "\n")
+				for i, l := range lines {
+					if strings.Contains(l, copied) {
+						lines[i] = tc.row + "\n"
+					}
+				}
+				return []byte(strings.Join(lines, ""))
+			})
+			res := run(t, db, "2026-11-21", f.sources(t, next, "2026-11-21"))
+			dups := items(res.Report(), reconcile.DuplicateAtBank, copied)
+			if tc.dup && (len(dups) != 1 || res.Summary.ResentRows != 0) || !tc.dup && (len(dups) != 0 || res.Summary.ResentRows != 1) {
+				t.Fatalf("%d duplicates, %d resent rows; want a duplicate: %v", len(dups), res.Summary.ResentRows, tc.dup)
+			}
+		})
+	}
+}
+
 // A refund the store has no record of, whose reference names one of the
 // store's payments, is reported against that payment.
 func TestUnknownRefundNamingAPaymentNamesIt(t *testing.T) {

@@ -166,6 +166,10 @@ type Item struct {
 	// Line is the line of the row in the bank's report.
 	Line       int         `json:"line,omitempty"`
 	Resolution *Resolution `json:"resolution,omitempty"`
+
+	// rowHash is the hash of the row that settled the item: another
+	// night's run tells a re-sent copy of it from a second settlement.
+	rowHash uint64
 }
 
 // Discrepancy reports whether the item needs a person.

@@ -165,7 +165,7 @@ func save(ctx context.Context, db *migrations.DB, res *Result) error {
 
 // itemColumns are the columns of reconciliation_items a run writes.
 const itemColumns = `id, category, gateway, kind, payment_id, refund_id, psp_reference,
-	merchant_reference, currency, bank_currency, store_amount, bank_amount, store_date, line, detail`
+	merchant_reference, currency, bank_currency, store_amount, bank_amount, store_date, line, detail, row_hash`
 
 // itemID is the rowid of a run's seq-th item: a run's items are one range.
 func itemID(runID int64, seq int) int64 { return runID<<32 | int64(seq) }
@@ -178,8 +178,8 @@ const rowsPerInsert = 64
 // columns are written as literals (binding a value costs more than SQLite
 // storing it, and a night is mostly matched items).
 const (
-	anyItem     = "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?),"
-	matchedItem = "(?,'matched',?,?,?,?,?,'',?,'',?,?,?,?,''),"
+	anyItem     = "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?),"
+	matchedItem = "(?,'matched',?,?,?,?,?,'',?,'',?,?,?,?,'',?),"
 )
 
 // insertItems writes items numbered from seq, many rows per statement.
@@ -190,7 +190,7 @@ func insertItems(tx *sql.Tx, runID int64, seq int, items []Item) error {
 			st.Close()
 		}
 	}()
-	args := make([]any, 0, rowsPerInsert*15)
+	args := make([]any, 0, rowsPerInsert*16)
 	for start := 0; start < len(items); start += rowsPerInsert {
 		part := items[start:min(start+rowsPerInsert, len(items))]
 		shape := matchedItem
@@ -206,7 +206,7 @@ func insertItems(tx *sql.Tx, runID int64, seq int, items []Item) error {
 			id := itemID(runID, seq+start+i)
 			if shape == matchedItem {
 				args = append(args, id, it.Gateway, it.Kind, it.PaymentID, it.RefundID, it.PSPReference, it.Currency,
-					it.StoreAmount, it.BankAmount, it.StoreDate, it.Line)
+					it.StoreAmount, it.BankAmount, it.StoreDate, it.Line, int64(it.rowHash))
 				continue
 			}
 			detail := it.Detail
@@ -214,7 +214,7 @@ func insertItems(tx *sql.Tx, runID int64, seq int, items []Item) error {
 				detail = "" // Last writes the sentence again
 			}
 			args = append(args, id, it.Category, it.Gateway, it.Kind, it.PaymentID, it.RefundID, it.PSPReference,
-				it.MerchantReference, it.Currency, it.BankCurrency, it.StoreAmount, it.BankAmount, it.StoreDate, it.Line, detail)
+				it.MerchantReference, it.Currency, it.BankCurrency, it.StoreAmount, it.BankAmount, it.StoreDate, it.Line, detail, int64(it.rowHash))
 		}
 		query := `INSERT INTO reconciliation_items (` + itemColumns + `) VALUES ` +
 			strings.TrimSuffix(strings.Repeat(shape, len(part)), ",")
