@@ -86,6 +86,7 @@ const (
 // forwarding (or expired), or declined by the bank after forward.
 type sale struct {
 	paymentID, gateway, currency string
+	bankID                       string // the bank's id of the decline
 	amount                       int64
 	at                           string // sold (stored) or declined (declined_after_forward)
 	declined                     bool
@@ -299,7 +300,7 @@ func (p *partial) payments(ctx context.Context, db *migrations.DB, w window, r [
 			case "declined_after_forward":
 				if strings.HasPrefix(at, w.date) {
 					p.sales = append(p.sales, sale{paymentID: strings.Clone(id), gateway: strings.Clone(gw),
-						currency: strings.Clone(currency), amount: amount, at: strings.Clone(at), declined: true})
+						currency: strings.Clone(currency), amount: amount, at: strings.Clone(at), declined: true, bankID: strings.Clone(bankID)})
 				}
 				continue
 			}

@@ -350,6 +350,13 @@ func (m *matcher) row(r Row, gateway string) {
 			return
 		}
 		m.total(&r, 1)
+		if r.MerchantReference == "" {
+			// Named only by the bank's id of the authorization: the
+			// store's record of it says which payment was disputed.
+			if i, ok := m.l.lookupBankID(r.PSPReference); ok && m.l.at(i).kind == kindCapture {
+				r.MerchantReference = m.l.str(m.l.at(i).payment)
+			}
+		}
 		m.unmatched = append(m.unmatched, keep(r, gateway))
 		return
 	}
@@ -542,8 +549,21 @@ func (m *matcher) finish(ctx context.Context, inRun map[uint16]bool) error {
 			}
 		}
 	}
+	// A sale a bank settled after all (the store holds it as queued, or
+	// as declined when forwarded) is the settlement's missing_in_store
+	// item, which says what the store recorded; a second item saying no
+	// bank has it would contradict it, and proposing to forward it would
+	// charge the card twice.
+	settledSales := map[string]bool{}
+	for _, it := range res.discrepancies {
+		if it.Category == MissingInStore && it.Kind == "capture" {
+			settledSales[it.PaymentID] = true
+		}
+	}
 	for _, s := range l.sales {
-		res.discrepancies = append(res.discrepancies, saleItem(s, l.Date))
+		if !settledSales[s.paymentID] {
+			res.discrepancies = append(res.discrepancies, saleItem(s, l.Date))
+		}
 	}
 	for i := range res.discrepancies {
 		it := &res.discrepancies[i]
@@ -791,7 +811,7 @@ func saleItem(s sale, date string) Item {
 		it.StoreDate = day
 	}
 	if s.declined {
-		it.Category = DeclinedAfterForward
+		it.Category, it.PSPReference = DeclinedAfterForward, s.bankID
 		bank := "the bank"
 		if s.gateway != "" {
 			bank = s.gateway

@@ -73,7 +73,7 @@ func TestEveryCategoryWithBothAmountsAndAProposal(t *testing.T) {
 		{"DoubleChargeOwn", reconcile.Matched, "bank-a", pay + "a004", "", "auth_7Gx2mQ4dY1hS", 5200, 5200, ""},
 		{"StillQueuedOffline", reconcile.NotForwarded, "", pay + "b002", "", "", 850, 0, reconcile.ForwardStored},
 		{"ExpiredOffline", reconcile.NotForwarded, "", pay + "b003", "", "", 6400, 0, reconcile.ForwardStored},
-		{"DeclinedAfterForward", reconcile.DeclinedAfterForward, "bank-b", pay + "b004", "", "", 1299, 0, reconcile.WriteOff},
+		{"DeclinedAfterForward", reconcile.DeclinedAfterForward, "bank-b", pay + "b004", "", "auth_Dc4Nb004", 1299, 0, reconcile.WriteOff},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -455,6 +455,50 @@ func TestSettledAgainOnTheNextNight(t *testing.T) {
 				t.Fatalf("%d duplicates, %d resent rows; want a duplicate: %v", len(dups), res.Summary.ResentRows, tc.dup)
 			}
 		})
+	}
+}
+
+// A chargeback named only by the bank's id of the authorization is
+// reported against the store's payment of that authorization.
+func TestChargebackNamedByTheAuthorizationNamesItsPayment(t *testing.T) {
+	db, f, dir := loadFixture(t, "categories")
+	tmp := withExtraRows(t, f, dir, "2026-11-21",
+		"20261121-01,store-042,auth_7Gx2mQ1a9KpL,,Chargeback,2026-11-21T21:40:00Z,USD,-1450,-1500,-2950,,\n")
+	rep := run(t, db, "2026-11-21", f.sources(t, tmp, "2026-11-21")).Report()
+	var got []reconcile.Item
+	for _, it := range items(rep, reconcile.MissingInStore, pay+"a001") {
+		if it.Kind == "chargeback" {
+			got = append(got, it)
+		}
+	}
+	if len(got) != 1 || got[0].BankAmount != -1450 || !strings.Contains(got[0].Detail, pay+"a001") {
+		t.Fatalf("chargeback items for the payment: %+v", got)
+	}
+}
+
+// A bank that settled a sale the store holds as declined after forward
+// (or still queued) has one item for it, the settlement the store has no
+// record of; none saying no bank has it (or proposing to forward it).
+func TestSaleTheBankSettledAfterAllIsOneItem(t *testing.T) {
+	db, f, dir := loadFixture(t, "categories")
+	alt := withReports(t, f, dir, "2026-11-21", func(gw string, b []byte) []byte {
+		if gw == "bank-b" {
+			b = append(b, "1121A,store-042,auth_Dc4Nb004,"+pay+"b004,Settled,2026-11-21T21:40:00Z,USD,1299,0,1299,0002,OK1\n"...)
+			b = append(b, "1121A,store-042,auth_Qd2Nb002,"+pay+"b002,Settled,2026-11-21T21:41:00Z,USD,850,0,850,0002,OK2\n"...)
+		}
+		return b
+	})
+	rep := run(t, db, "2026-11-21", f.sources(t, alt, "2026-11-21")).Report()
+	for _, p := range []string{pay + "b004", pay + "b002"} {
+		var cats []reconcile.Category
+		for _, it := range rep.Items {
+			if it.PaymentID == p {
+				cats = append(cats, it.Category)
+			}
+		}
+		if len(cats) != 1 || cats[0] != reconcile.MissingInStore {
+			t.Errorf("%s: items %v, want one missing_in_store", p, cats)
+		}
 	}
 }
 

@@ -318,6 +318,15 @@ func (s *SettlementReader) row(rec []string, line int) (Row, error) {
 	if r.Gross, err = amount(get(colGross), r.Type == Fee); err != nil {
 		return bad("gross_amount: %v", err)
 	}
+	// The format's signs: money to the merchant is positive, money back
+	// to the card holder negative. A row with the other sign is not read
+	// as the opposite movement.
+	switch {
+	case r.Type == Settled && r.Gross < 0:
+		return bad("a Settled row's gross_amount must not be negative")
+	case (r.Type == Refunded || r.Type == Chargeback) && r.Gross > 0:
+		return bad("a %s row's gross_amount must not be positive: it is money back to the card holder", r.Type)
+	}
 	if r.Fee, err = amount(get(colFee), true); err != nil {
 		return bad("fee_amount: %v", err)
 	}

@@ -124,6 +124,18 @@ func TestSettlementReaderSurvivesRealFiles(t *testing.T) {
 			badLines: []int{7},
 		},
 		{
+			name: "SignsAsTheFormatSays",
+			report: header + "\n" +
+				"b,store-042,auth_1,pay_1,Settled,,USD,100,-3,97,,\n" +
+				"b,store-042,rfd_1,pay_1,Refunded,,USD,-50,0,-50,,\n" +
+				"b,store-042,cb_1,pay_1,Chargeback,,USD,-50,-15,-65,,\n" +
+				"b,store-042,auth_2,pay_2,Settled,,USD,-100,0,-100,,\n" + // line 5: a capture is money to the merchant
+				"b,store-042,rfd_2,pay_2,Refunded,,USD,50,0,50,,\n" + // line 6: a refund is money back
+				"b,store-042,cb_2,pay_2,Chargeback,,USD,50,0,50,,\n", // line 7: so is a chargeback
+			refs:     []string{"pay_1", "pay_1", "pay_1"},
+			badLines: []int{5, 6, 7},
+		},
+		{
 			name: "FeeWithoutReferencesOrGross",
 			report: header + "\n" +
 				"b,store-042,,,Fee,2026-11-21T23:59:59Z,USD,,-500,-500,,\n" +
