@@ -25,15 +25,25 @@
 // A Settled row settles the store capture whose payment id is its
 // merchant_reference, a Refunded row the refund whose id is its
 // merchant_reference (falling back, for either, to the store's record of
-// the bank's own id, the psp_reference). Rows of other merchants are
-// ignored; Fee rows only count in the totals; a Chargeback is always
-// missing_in_store (the store has no record of a dispute).
+// the bank's own id, the psp_reference). A Refunded row that names the
+// payment rather than the refund settles a refund of that payment; one
+// under a refund id the store does not know settles, once every row is
+// read, a refund of that payment and amount that no row settled. Rows of
+// other merchants are ignored; Fee rows only count in the totals; a
+// Chargeback is always missing_in_store (the store has no record of a
+// dispute), against the payment its references name. A row whose sign
+// contradicts its type (a negative capture, a positive refund or
+// chargeback) is malformed.
 //
-// The same psp_reference twice with the same amount is a re-sent row: it
-// is counted once and noted in the summary. The same merchant_reference
-// under two psp_references is a double charge (duplicate_at_bank): the row
+// The very same row twice (every field equal: a re-sent batch) is counted
+// once and noted in the summary. The same authorization settled again by
+// any other row (another batch, another amount), in this report or a
+// neighbouring night's, and the same merchant_reference under two
+// psp_references, are a double charge (duplicate_at_bank): the row
 // carrying the store's own authorization id is the store's payment, the
-// other one the extra charge.
+// other one the extra charge. A sale the store holds as stored or declined
+// after forward that a bank settled after all is one missing_in_store
+// item, which says what the store recorded.
 //
 // # Neighbouring days
 //
@@ -46,8 +56,8 @@
 //   - A row of D's report that settles a record of D-1 or D+1 is matched in
 //     D's run ("a day late"), and it withdraws the missing_at_bank proposal
 //     that D-1's run may have made for that record. If the other night's
-//     run had already settled that record, the row is a copy (same
-//     psp_reference: counted once) or a second charge (duplicate_at_bank).
+//     run had already settled that record, the row is a copy (the very
+//     same row: counted once) or a second charge (duplicate_at_bank).
 //   - A record of D that D's report does not settle is missing_at_bank in
 //     D's run, unless the run of another date already settled it (then it
 //     is only counted in the summary as settled in a neighbouring file).

@@ -457,18 +457,8 @@ func (l *Ledger) lookupRef(ref string) (int32, bool) {
 // row's own refund id ("" when the row names the authorization): a refund
 // the bank confirmed under another id is another refund, never taken.
 func (l *Ledger) refundOf(payment string, amount int64, gw uint16, psp string) (int32, bool) {
-	if l.refundsOf == nil {
-		l.refundsOf = map[string][]int32{}
-		l.all(func(i int32, e *entry) bool {
-			if e.kind == kindRefund {
-				p := l.str(e.payment)
-				l.refundsOf[p] = append(l.refundsOf[p], i)
-			}
-			return true
-		})
-	}
 	var only []int32
-	for _, i := range l.refundsOf[payment] {
+	for _, i := range l.refunds(payment) {
 		e := l.at(i)
 		if e.state != unmatched || e.gw != gw {
 			continue
@@ -485,6 +475,22 @@ func (l *Ledger) refundOf(payment string, amount int64, gw uint16, psp string) (
 		return only[0], true
 	}
 	return 0, false
+}
+
+// refunds lists the refund records of a payment. The index is built on
+// first use: a clean report never needs it.
+func (l *Ledger) refunds(payment string) []int32 {
+	if l.refundsOf == nil {
+		l.refundsOf = map[string][]int32{}
+		l.all(func(i int32, e *entry) bool {
+			if e.kind == kindRefund {
+				p := l.str(e.payment)
+				l.refundsOf[p] = append(l.refundsOf[p], i)
+			}
+			return true
+		})
+	}
+	return l.refundsOf[payment]
 }
 
 // lookupBankID finds a record by the bank's own id (bank_auth_id or

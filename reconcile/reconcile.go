@@ -134,6 +134,8 @@ func Match(ctx context.Context, db *migrations.DB, l *Ledger, sources []Source) 
 type bankRow struct {
 	Row
 	gateway     string
+	src, gw     uint16 // the report it came from, and its bank
+
 	otherGW     string // the store recorded the reference at this other bank
 	entry       int32  // the store record it duplicates, -1 for none
 	conflicting bool   // same psp_reference as the settled row, another row
@@ -384,6 +386,7 @@ func (m *matcher) row(r Row, gateway string) {
 		}
 		m.total(&r, 1)
 		br := keep(r, gateway)
+		br.src, br.gw = m.src, m.gw
 		if ok {
 			br.otherGW = m.l.gateways[m.l.at(i).gw]
 		}
@@ -431,6 +434,48 @@ func keep(r Row, gateway string) bankRow {
 	return bankRow{Row: r, gateway: gateway, entry: -1}
 }
 
+// pairRefundsByPayment settles, once every row is read, a refund of the
+// store that no row settled with a Refunded row that settled nothing,
+// when the row names the same payment (by its id or its authorization's)
+// for the same amount at the same bank under a refund id the store does
+// not know. A bank may report refunds under ids of its own; only a refund
+// both sides left over is paired, so one the bank confirmed under its own
+// id, and settled by that id's row, is never taken.
+func (m *matcher) pairRefundsByPayment() {
+	kept := m.unmatched[:0]
+	for _, br := range m.unmatched {
+		if br.Type == Refunded && br.otherGW == "" {
+			if i, ok := m.leftoverRefund(&br); ok {
+				src := m.src
+				m.src = br.src
+				m.settle(m.l.at(i), &br.Row)
+				m.src = src
+				continue
+			}
+		}
+		kept = append(kept, br)
+	}
+	m.unmatched = kept
+}
+
+// leftoverRefund finds the store's unsettled refund that br names by its
+// payment and amount.
+func (m *matcher) leftoverRefund(br *bankRow) (int32, bool) {
+	c, ok := m.l.lookupRef(br.MerchantReference)
+	if !ok || m.l.at(c).kind != kindCapture {
+		c, ok = m.l.lookupBankID(br.PSPReference)
+	}
+	if !ok || m.l.at(c).kind != kindCapture {
+		return 0, false
+	}
+	for _, i := range m.l.refunds(m.l.str(m.l.at(c).payment)) {
+		if e := m.l.at(i); e.state == unmatched && e.gw == br.gw && e.amount == br.Gross {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
 func (m *matcher) settle(e *entry, r *Row) {
 	e.state, e.src, e.line, e.gross = settled, m.src, int32(r.Line), r.Gross
 	e.rowHash = hashRow(r)
@@ -471,6 +516,7 @@ type earlier struct {
 // store has no record of, and the sales no bank has; then sorts and
 // totals the report.
 func (m *matcher) finish(ctx context.Context, inRun map[uint16]bool) error {
+	m.pairRefundsByPayment()
 	res, l := m.res, m.l
 	unreadable := map[string]int{}
 	for _, p := range res.Problems {

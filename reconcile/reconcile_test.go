@@ -543,6 +543,38 @@ func TestRefundRowDoesNotTakeAnotherConfirmedRefund(t *testing.T) {
 	}
 }
 
+// A refund row under an id the store does not know, naming the payment
+// (as a report written from the format alone does: its
+// merchant_reference is "storepay's payment id"), settles the refund of
+// that payment and amount that no other row settled.
+func TestRefundRowUnderAnotherIDSettlesTheLeftoverRefund(t *testing.T) {
+	db, f, dir := loadFixture(t, "clean")
+	const p = "pay_019aa6c1e5f07d2b8c1e4a7f3b2dd002"
+	for _, tc := range []struct {
+		name, row string
+		clean     bool
+	}{
+		{"SameAmount", "1121A,store-042,rfd_bankown1," + p + ",Refunded,2026-11-21T18:00:01Z,USD,-2990,0,-2990,4242,\n", true},
+		{"AnotherAmount", "1121A,store-042,rfd_bankown1," + p + ",Refunded,2026-11-21T18:00:01Z,USD,-2900,0,-2900,4242,\n", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			alt := withReports(t, f, dir, "2026-11-21", func(gw string, b []byte) []byte {
+				lines := strings.SplitAfter(string(b), "\n")
+				for i, l := range lines {
+					if strings.Contains(l, "rfd_Pq7Lz3Cl,") {
+						lines[i] = tc.row
+					}
+				}
+				return []byte(strings.Join(lines, ""))
+			})
+			res := run(t, db, "2026-11-21", f.sources(t, alt, "2026-11-21"))
+			if clean := res.Status == reconcile.Clean; clean != tc.clean {
+				t.Fatalf("status %s with items %+v; want clean: %v", res.Status, res.Report().Items, tc.clean)
+			}
+		})
+	}
+}
+
 // A bank's report that carries card numbers where references, types or
 // amounts belong: no full card number reaches the report or the database.
 func TestCardNumbersInAReportAreMasked(t *testing.T) {
