@@ -133,8 +133,8 @@ func Match(ctx context.Context, db *migrations.DB, l *Ledger, sources []Source) 
 // or a second charge.
 type bankRow struct {
 	Row
-	gateway     string
-	src, gw     uint16 // the report it came from, and its bank
+	gateway string
+	src, gw uint16 // the report it came from, and its bank
 
 	otherGW     string // the store recorded the reference at this other bank
 	entry       int32  // the store record it duplicates, -1 for none
