@@ -7,7 +7,10 @@ import "time"
 // (see [DefaultPolicy]); the defaults keep a whole card decision well
 // inside the contract's 30 seconds.
 type Policy struct {
-	// AttemptTimeout cuts off one HTTP attempt. Default 5s.
+	// AttemptTimeout cuts off one HTTP attempt. Default 5s. An attempt
+	// after one that ran out of time or found the bank busy with the
+	// same request, and a health probe, get three times as long (see
+	// slowTimeout), within the call's own deadline.
 	AttemptTimeout time.Duration
 	// MaxAttempts bounds the attempts at one bank for one call, counting
 	// same-key retries of an unknown outcome and URL failover. Default 4.
@@ -73,3 +76,8 @@ func DefaultPolicy(p Policy) Policy {
 	}
 	return p
 }
+
+// slowTimeout is the time an attempt gets once the bank has shown itself
+// slow, and a health probe always: three attempt timeouts (15 s by
+// default, well inside a payment's 25 s budget).
+func (p Policy) slowTimeout() time.Duration { return 3 * p.AttemptTimeout }

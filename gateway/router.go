@@ -342,7 +342,9 @@ func newBank(spec BankSpec, r *Router) *bank {
 		// A smooth limiter spaces calls evenly: N per second, no bursts.
 		b.limiter = ratelimiter.NewSmoothBuilderWithMaxRate[any](time.Duration(float64(time.Second) / pol.RatePerSecond)).Build()
 	}
-	b.timeout = timeout.NewBuilder[any](pol.AttemptTimeout).Build()
+	// The policy's timeout is the ceiling of the longest attempt; each
+	// attempt sets its own, shorter or equal (see attempt).
+	b.timeout = timeout.NewBuilder[any](pol.slowTimeout()).Build()
 	return b
 }
 
@@ -360,6 +362,11 @@ func bankFailure(err error) bool {
 	if e == nil {
 		return !errors.Is(err, context.Canceled)
 	}
+	if errors.Is(err, errSlowAnswer) {
+		// Only the first, short limit ran out: the bank may be slow, and
+		// the repeat, with the slow limit, tells whether it is down.
+		return false
+	}
 	if keyInUse(e) {
 		// The bank is busy with this very key (an earlier attempt still
 		// running there): an answer, and no sign that the bank is sick.
@@ -371,6 +378,13 @@ func bankFailure(err error) bool {
 	}
 	return false
 }
+
+// errSlowAnswer and errNoAnswer are the causes of an attempt that ran out
+// of its own time: the first, short limit (AttemptTimeout) or the slow one.
+var (
+	errSlowAnswer = errors.New("no answer yet")
+	errNoAnswer   = errors.New("no answer")
+)
 
 // keyInUse reports a bank's answer that it is still processing the first
 // request under the same key.
@@ -441,6 +455,10 @@ type callState struct {
 	busy     int
 	waitBusy bool
 	max      int // attempts, busy answers not counted
+	// slow is set once an attempt ran out of time or found the bank busy
+	// with the payment: the bank is slow, and the next attempts get the
+	// longer timeout.
+	slow bool
 }
 
 // call runs fn at the bank under its policies. canFailOver says the caller
@@ -518,9 +536,39 @@ func (b *bank) attempt(ctx context.Context, op string, i int, st *callState, fn 
 		trace.WithAttributes(attribute.String("gateway", b.name), attribute.String("url", ep.URL()),
 			attribute.Int("attempt", st.attempts)))
 	defer span.End()
+	// The first attempt gets AttemptTimeout, so that a URL that swallows
+	// requests is left for the next one soon. Once an attempt ran out of
+	// time (the bank may still be working on it) or the bank said it is
+	// busy with it, the repeats under the same key get the slow timeout:
+	// a bank that takes 8 s to answer is slow, not down, and its answer
+	// is heard within the payment's budget.
+	limit := b.pol.AttemptTimeout
+	if st.slow {
+		limit = b.pol.slowTimeout()
+	}
+	actx, cancel := context.WithTimeout(ctx, limit)
 	t0 := time.Now()
-	res, err := fn(ctx, ep)
+	res, err := fn(actx, ep)
 	elapsed := time.Since(t0)
+	ownTimeout := err != nil && actx.Err() != nil && ctx.Err() == nil
+	cancel()
+	if ownTimeout {
+		// The attempt's own limit, not the call's: the error must not
+		// read as the call's deadline (which ends the call).
+		st.slow = true
+		kind := KindUnknown
+		if e := AsError(err); e != nil && e.Kind == KindNotSent {
+			kind = KindNotSent // it never left: nothing was done
+		}
+		cause := errSlowAnswer
+		if limit == b.pol.slowTimeout() {
+			cause = errNoAnswer
+		}
+		err = &Error{Kind: kind, Gateway: b.name, URL: ep.URL(), Err: fmt.Errorf("%w within %s", cause, limit)}
+	}
+	if e := AsError(err); e != nil && keyInUse(e) {
+		st.slow = true
+	}
 	if err != nil && AsError(err) == nil {
 		// Anything unclassified is unknown: the safe side.
 		err = &Error{Kind: KindUnknown, Gateway: b.name, URL: ep.URL(), Err: err}
@@ -770,9 +818,9 @@ func (b *bank) probeLoop(ctx context.Context) {
 func (b *bank) probe(ctx context.Context) {
 	healthy := -1
 	for i, ep := range b.eps {
-		// A probe gets the time a real attempt gets: a bank that answers
+		// A probe gets the time a slow attempt gets: a bank that answers
 		// slowly but within it is slow, not down.
-		pctx, cancel := context.WithTimeout(ctx, b.pol.AttemptTimeout)
+		pctx, cancel := context.WithTimeout(ctx, b.pol.slowTimeout())
 		err := ep.Health(pctx)
 		cancel()
 		if err == nil {

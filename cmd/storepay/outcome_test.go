@@ -3,6 +3,7 @@ package main
 import (
 	"database/sql"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -52,6 +53,38 @@ func TestSlowBankAnswersWithinTheBudget(t *testing.T) {
 	}
 	if calls := l.Calls(b.urls[0], banksim.EndpointAuthorize); calls < 4 {
 		t.Fatalf("the bank saw %d authorization requests: the busy answers should have been more than the 3 attempts", calls)
+	}
+}
+
+// A bank whose every answer (health, replays and busy answers included)
+// takes longer than the attempt timeout is slow, not down: the repeat
+// after the first attempt ran out of time gets three times as long, and
+// hears the approval within the payment's budget. The first attempts'
+// short time running out is no sign of a sick bank: six terminals paying
+// at once do not open its breaker.
+func TestBankSlowerThanTheAttemptTimeoutOnEveryAnswer(t *testing.T) {
+	b := startBank(t, "bank-a", 1)
+	s := startStore(t, []*bank{b}) // attempts of 500 ms (1.5 s once slow), a 5 s budget
+	orders := make([]string, 6)
+	for i := range orders {
+		orders[i] = s.order(900)
+	}
+	if err := b.sim.SetFaults("", banksim.Faults{Latency: &banksim.Latency{Fixed: 1200 * time.Millisecond}}); err != nil {
+		t.Fatal(err)
+	}
+	answers := make([]resp, len(orders))
+	var wg sync.WaitGroup
+	for i, id := range orders {
+		wg.Go(func() { answers[i] = s.post("/v1/orders/"+id+"/payments", cardBody(900, visa, nil)) })
+	}
+	wg.Wait()
+	for _, r := range answers {
+		if r.status != 201 || r.str("status") != "captured" || r.str("mode") != "online" {
+			t.Fatalf("payment at a bank answering in 1.2 s: %s, want captured online", r)
+		}
+		if n := b.sim.Ledger().ChargesFor(r.str("id")); n != 1 {
+			t.Fatalf("charged %d times", n)
+		}
 	}
 }
 
