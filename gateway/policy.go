@@ -7,9 +7,9 @@ import "time"
 // (see [DefaultPolicy]); the defaults keep a whole card decision well
 // inside the contract's 30 seconds.
 type Policy struct {
-	// AttemptTimeout cuts off one HTTP attempt. Default 5s. An attempt
-	// after one that ran out of time or found the bank busy with the
-	// same request, and a health probe, get three times as long (see
+	// AttemptTimeout cuts off one HTTP attempt, and a health probe.
+	// Default 5s. An attempt after one that ran out of time or found the
+	// bank busy with the same request gets three times as long (see
 	// slowTimeout), within the call's own deadline.
 	AttemptTimeout time.Duration
 	// MaxAttempts bounds the attempts at one bank for one call, counting
@@ -78,6 +78,6 @@ func DefaultPolicy(p Policy) Policy {
 }
 
 // slowTimeout is the time an attempt gets once the bank has shown itself
-// slow, and a health probe always: three attempt timeouts (15 s by
-// default, well inside a payment's 25 s budget).
+// slow: three attempt timeouts (15 s by default, well inside a payment's
+// 25 s budget).
 func (p Policy) slowTimeout() time.Duration { return 3 * p.AttemptTimeout }

@@ -362,11 +362,6 @@ func bankFailure(err error) bool {
 	if e == nil {
 		return !errors.Is(err, context.Canceled)
 	}
-	if errors.Is(err, errSlowAnswer) {
-		// Only the first, short limit ran out: the bank may be slow, and
-		// the repeat, with the slow limit, tells whether it is down.
-		return false
-	}
 	if keyInUse(e) {
 		// The bank is busy with this very key (an earlier attempt still
 		// running there): an answer, and no sign that the bank is sick.
@@ -378,13 +373,6 @@ func bankFailure(err error) bool {
 	}
 	return false
 }
-
-// errSlowAnswer and errNoAnswer are the causes of an attempt that ran out
-// of its own time: the first, short limit (AttemptTimeout) or the slow one.
-var (
-	errSlowAnswer = errors.New("no answer yet")
-	errNoAnswer   = errors.New("no answer")
-)
 
 // keyInUse reports a bank's answer that it is still processing the first
 // request under the same key.
@@ -499,12 +487,20 @@ func (b *bank) call(ctx context.Context, op string, canFailOver bool, fn func(co
 		WithJitterFactor(0.25).
 		Build()
 	start := int(b.preferred.Load())
-	res, err := failsafe.With[any](retry, b.breaker, b.timeout).WithContext(ctx).
-		GetWithExecution(func(exec failsafe.Execution[any]) (any, error) {
-			i := (start + st.attempts) % n
-			st.attempts++
-			return b.attempt(exec.Context(), op, i, st, fn)
-		})
+	run := func(exec failsafe.Execution[any]) (any, error) {
+		i := (start + st.attempts) % n
+		st.attempts++
+		return b.attempt(exec.Context(), op, i, st, fn)
+	}
+	res, err := failsafe.With[any](retry, b.breaker, b.timeout).WithContext(ctx).GetWithExecution(run)
+	if errors.Is(err, circuitbreaker.ErrOpen) && st.sawUnknown && ctx.Err() == nil {
+		// The breaker opened while this call's outcome at the bank is
+		// unknown (a slow bank's timeouts open it as a dead bank's do).
+		// It keeps new payments away; the repeats under this call's key
+		// are no new traffic but how its answer is heard, and go on past
+		// it, within the same limits.
+		res, err = failsafe.With[any](retry, b.timeout).WithContext(ctx).GetWithExecution(run)
+	}
 	return res, b.finish(ctx, st, res, err)
 }
 
@@ -560,11 +556,7 @@ func (b *bank) attempt(ctx context.Context, op string, i int, st *callState, fn 
 		if e := AsError(err); e != nil && e.Kind == KindNotSent {
 			kind = KindNotSent // it never left: nothing was done
 		}
-		cause := errSlowAnswer
-		if limit == b.pol.slowTimeout() {
-			cause = errNoAnswer
-		}
-		err = &Error{Kind: kind, Gateway: b.name, URL: ep.URL(), Err: fmt.Errorf("%w within %s", cause, limit)}
+		err = &Error{Kind: kind, Gateway: b.name, URL: ep.URL(), Err: fmt.Errorf("no answer within %s", limit)}
 	}
 	if e := AsError(err); e != nil && keyInUse(e) {
 		st.slow = true
@@ -818,9 +810,11 @@ func (b *bank) probeLoop(ctx context.Context) {
 func (b *bank) probe(ctx context.Context) {
 	healthy := -1
 	for i, ep := range b.eps {
-		// A probe gets the time a slow attempt gets: a bank that answers
-		// slowly but within it is slow, not down.
-		pctx, cancel := context.WithTimeout(ctx, b.pol.slowTimeout())
+		// A probe gets the time a first attempt gets: a bank slower than
+		// that takes no new payments (they go to the next bank, or
+		// offline, at once), while the calls it already has are still
+		// heard with the slow timeout.
+		pctx, cancel := context.WithTimeout(ctx, b.pol.AttemptTimeout)
 		err := ep.Health(pctx)
 		cancel()
 		if err == nil {

@@ -59,9 +59,10 @@ func TestSlowBankAnswersWithinTheBudget(t *testing.T) {
 // A bank whose every answer (health, replays and busy answers included)
 // takes longer than the attempt timeout is slow, not down: the repeat
 // after the first attempt ran out of time gets three times as long, and
-// hears the approval within the payment's budget. The first attempts'
-// short time running out is no sign of a sick bank: six terminals paying
-// at once do not open its breaker.
+// hears the approval within the payment's budget. Six terminals paying at
+// once time out together and open the bank's breaker, as a bank that
+// swallows requests would: it keeps new payments away, but the repeats of
+// the six, whose outcome is unknown there, go on and hear their answers.
 func TestBankSlowerThanTheAttemptTimeoutOnEveryAnswer(t *testing.T) {
 	b := startBank(t, "bank-a", 1)
 	s := startStore(t, []*bank{b}) // attempts of 500 ms (1.5 s once slow), a 5 s budget
