@@ -66,7 +66,8 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	s.log.Error("request failed", "request_id", info(r).ID, "method", r.Method, "path", r.URL.Path, "err", err)
 	if storageFault(err) {
 		writeProblem(w, r, problem(http.StatusServiceUnavailable, "storage_unavailable",
-			"storepay could not write to its database; nothing was changed. Retry with the same Idempotency-Key."))
+			"storepay could not write to its database. Retry with the same Idempotency-Key, and take no other payment meanwhile: "+
+				"a bank may have acted already, and the retry finds what was done and does nothing twice."))
 		return
 	}
 	writeProblem(w, r, problem(http.StatusInternalServerError, "internal_error",
