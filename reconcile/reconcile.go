@@ -317,15 +317,23 @@ func (m *matcher) resent(r *Row) bool {
 
 func (m *matcher) remember(r *Row) { m.seen[rowKey(r)] = struct{}{} }
 
-// refundNamingItsPayment matches a Refunded row whose references name a
-// capture (the payment id, or the authorization id) to a refund of that
-// payment.
-func (m *matcher) refundNamingItsPayment(r *Row) (int32, bool) {
+// captureNamedBy finds the store capture a row names: by the payment id
+// as its merchant_reference, else by the authorization id as its
+// psp_reference.
+func (m *matcher) captureNamedBy(r *Row) (int32, bool) {
 	c, ok := m.l.lookupRef(r.MerchantReference)
 	if !ok || m.l.at(c).kind != kindCapture {
 		c, ok = m.l.lookupBankID(r.PSPReference)
 	}
-	if !ok || m.l.at(c).kind != kindCapture {
+	return c, ok && m.l.at(c).kind == kindCapture
+}
+
+// refundNamingItsPayment matches a Refunded row whose references name a
+// capture (the payment id, or the authorization id) to a refund of that
+// payment.
+func (m *matcher) refundNamingItsPayment(r *Row) (int32, bool) {
+	c, ok := m.captureNamedBy(r)
+	if !ok {
 		return 0, false
 	}
 	// A row naming the authorization says nothing of which refund it is;
@@ -355,7 +363,7 @@ func (m *matcher) row(r Row, gateway string) {
 		if r.MerchantReference == "" {
 			// Named only by the bank's id of the authorization: the
 			// store's record of it says which payment was disputed.
-			if i, ok := m.l.lookupBankID(r.PSPReference); ok && m.l.at(i).kind == kindCapture {
+			if i, ok := m.captureNamedBy(&r); ok {
 				r.MerchantReference = m.l.str(m.l.at(i).payment)
 			}
 		}
@@ -461,11 +469,8 @@ func (m *matcher) pairRefundsByPayment() {
 // leftoverRefund finds the store's unsettled refund that br names by its
 // payment and amount.
 func (m *matcher) leftoverRefund(br *bankRow) (int32, bool) {
-	c, ok := m.l.lookupRef(br.MerchantReference)
-	if !ok || m.l.at(c).kind != kindCapture {
-		c, ok = m.l.lookupBankID(br.PSPReference)
-	}
-	if !ok || m.l.at(c).kind != kindCapture {
+	c, ok := m.captureNamedBy(&br.Row)
+	if !ok {
 		return 0, false
 	}
 	for _, i := range m.l.refunds(m.l.str(m.l.at(c).payment)) {
