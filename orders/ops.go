@@ -261,25 +261,29 @@ func (s *Service) runOp(ctx context.Context, id string, resolving bool) (Payment
 	if err != nil {
 		return Payment{}, err
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opBudget())
-	defer cancel()
 	var (
 		auth gateway.Authorization
 		rf   gateway.Refund
 	)
-	if resolving || p.resolveAttempts > 0 {
-		// An earlier attempt may have done it: the bank's records say.
-		switch p.PendingOp {
-		case opCapture:
-			if a, ok := s.heldAtBank(ctx, p, func(a gateway.Authorization) bool { return a.ID == p.BankAuthID && a.CapturedAmount > 0 }); ok {
-				return s.finishOp(ctx, p, a, rf, nil, resolving)
-			}
-		case opVoid:
-			if a, ok := s.heldAtBank(ctx, p, func(a gateway.Authorization) bool { return a.ID == p.BankAuthID && a.Status == gateway.StatusReversed }); ok {
-				return s.finishOp(ctx, p, a, rf, nil, resolving)
-			}
+	// done tells, from the bank's records, that the operation was done.
+	var done func(gateway.Authorization) bool
+	switch p.PendingOp {
+	case opCapture:
+		done = func(a gateway.Authorization) bool { return a.ID == p.BankAuthID && a.CapturedAmount > 0 }
+	case opVoid:
+		done = func(a gateway.Authorization) bool { return a.ID == p.BankAuthID && a.Status == gateway.StatusReversed }
+	}
+	if done != nil && p.resolveAttempts >= 2 {
+		// Repeats have not told twice: the bank may be replaying a failure
+		// it kept as the key's answer. Its records go first now (a repeat
+		// that fails again could open the breaker in the lookup's way).
+		if a, ok := s.heldAtBank(ctx, p, done); ok {
+			return s.finishOp(ctx, p, a, rf, nil, resolving)
 		}
 	}
+	// The operation's budget starts after any lookup, which has its own.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opBudget())
+	defer cancel()
 	switch p.PendingOp {
 	case opCapture:
 		auth, err = s.Bank.Capture(ctx, p.Gateway, gateway.CaptureRequest{Key: p.pendingKey,
@@ -295,6 +299,12 @@ func (s *Service) runOp(ctx context.Context, id string, resolving bool) (Payment
 	if resolving || p.resolveAttempts > 0 {
 		// An earlier attempt may have reached the bank.
 		err = unresolved(err, p.Gateway)
+		if e := gateway.AsError(err); e != nil && e.Kind == gateway.KindUnknown && done != nil && p.resolveAttempts < 2 {
+			// Still unknown: the bank's records may say it was done.
+			if a, ok := s.heldAtBank(ctx, p, done); ok {
+				return s.finishOp(ctx, p, a, rf, nil, resolving)
+			}
+		}
 	}
 	return s.finishOp(ctx, p, auth, rf, err, resolving)
 }

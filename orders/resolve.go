@@ -80,14 +80,25 @@ func (s *Service) resolveOne(ctx context.Context, p Payment, now time.Time) (Pay
 		if err != nil {
 			return p, err
 		}
+		decided := func(a gateway.Authorization) bool {
+			return a.Status == gateway.StatusApproved || a.Status == gateway.StatusDeclined
+		}
+		if p.resolveAttempts >= 2 {
+			// Repeats have not told twice: the bank's records go first (see
+			// runOp).
+			if a, ok := s.heldAtBank(ctx, p, decided); ok {
+				return s.recordAuth(ctx, p.ID, PreferOnline, a, p.Gateway, nil, true)
+			}
+		}
 		ctx, cancel := context.WithTimeout(ctx, s.authBudget())
 		defer cancel()
-		if auth, ok := s.heldAtBank(ctx, p, func(a gateway.Authorization) bool {
-			return a.Status == gateway.StatusApproved || a.Status == gateway.StatusDeclined
-		}); ok {
-			return s.recordAuth(ctx, p.ID, PreferOnline, auth, p.Gateway, nil, true)
-		}
 		auth, err := s.Bank.AuthorizeAt(ctx, p.Gateway, s.authRequest(p, card))
+		if e := gateway.AsError(err); e != nil && e.Kind == gateway.KindUnknown && p.resolveAttempts < 2 {
+			// Still unknown: the bank's records may say what it did.
+			if a, ok := s.heldAtBank(ctx, p, decided); ok {
+				auth, err = a, nil
+			}
+		}
 		return s.recordAuth(ctx, p.ID, PreferOnline, auth, p.Gateway, unresolved(err, p.Gateway), true)
 	case opReverse:
 		return s.reverseUnknown(ctx, p)
@@ -99,11 +110,14 @@ func (s *Service) resolveOne(ctx context.Context, p Payment, now time.Time) (Pay
 // heldAtBank asks the payment's bank what it holds under the payment's
 // reference and returns the authorization done that settles the pending
 // operation (an approval before a decline). Repeating the request under
-// its key is how an unknown outcome is usually heard, but a bank that kept
-// a failure (a 5xx) as the key's answer replays it to every repeat, while
-// its records show what it did. A lookup that fails or finds nothing
-// settles nothing: the repeat goes ahead.
+// its key is how an unknown outcome is heard, and is tried first; but a
+// bank that kept a failure (a 5xx) as the key's answer replays it to
+// every repeat, while its records show what it did. The lookup has a
+// budget of its own (the repeat may have used the operation's), and one
+// that fails or finds nothing settles nothing: the resolver tries again.
 func (s *Service) heldAtBank(ctx context.Context, p Payment, done func(gateway.Authorization) bool) (gateway.Authorization, bool) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lookupBudget)
+	defer cancel()
 	auths, err := s.Bank.Find(ctx, p.Gateway, gateway.Lookup{Reference: p.ID})
 	if err != nil {
 		return gateway.Authorization{}, false
@@ -117,6 +131,9 @@ func (s *Service) heldAtBank(ctx context.Context, p Payment, done func(gateway.A
 	}
 	return found, ok
 }
+
+// lookupBudget bounds the lookup that follows a repeat still unknown.
+const lookupBudget = 10 * time.Second
 
 // declineNeverSent ends an authorization that was written ahead but never
 // sent to any bank: nothing was charged, and its terminal, which never

@@ -9,8 +9,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -176,6 +179,40 @@ func TestOperationDoneBehindAKeptServerErrorIsFoundByLookup(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The bank's lookups hang while it takes captures again. A capture left
+// pending is finished by the resolver's repeat under its key: the lookup
+// (tried only once repeats have not told) never stands in its way.
+func TestHangingLookupDoesNotStarveTheRepeat(t *testing.T) {
+	b := startBank(t, "bank-a", 1)
+	target, err := url.Parse(b.urls[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	var lookupsHang atomic.Bool
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if lookupsHang.Load() && r.Method == http.MethodGet && r.URL.Path == "/v1/authorizations" {
+			<-r.Context().Done()
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	defer front.Close()
+	b.urls = []string{front.URL}
+	s := startStore(t, []*bank{b})
+	s.app.Orders.OpBudget = 2 * time.Second
+	pid := must(t, s.post("/v1/orders/"+s.order(900)+"/payments", cardBody(900, visa, map[string]any{"capture": false})), 201).str("id")
+	if err := b.sim.SetFaults("", banksim.Faults{Blackhole: &banksim.Fault{}}); err != nil {
+		t.Fatal(err)
+	}
+	wantProblem(t, s.call("POST", "/v1/payments/"+pid+"/capture", s.terminal, "cap-1", map[string]any{"amount": 900}), 503, "bank_unavailable")
+	lookupsHang.Store(true)
+	clearAll(t, b)
+	waitFor(t, "the resolver to finish the capture", 15*time.Second, func() bool {
+		return s.get("/v1/payments/"+pid).str("status") == "captured"
+	})
 }
 
 // An order whose total would not fit is refused, not wrapped around.
