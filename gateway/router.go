@@ -551,10 +551,11 @@ func (b *bank) attempt(ctx context.Context, op string, i int, st *callState, fn 
 	if ownTimeout {
 		// The attempt's own limit, not the call's: the error must not
 		// read as the call's deadline (which ends the call).
-		st.slow = true
 		kind := KindUnknown
 		if e := AsError(err); e != nil && e.Kind == KindNotSent {
-			kind = KindNotSent // it never left: nothing was done
+			kind = KindNotSent // it never left: nothing was done, and the bank is not slow
+		} else {
+			st.slow = true
 		}
 		err = &Error{Kind: kind, Gateway: b.name, URL: ep.URL(), Err: fmt.Errorf("no answer within %s", limit)}
 	}
