@@ -135,6 +135,7 @@ type bankRow struct {
 	Row
 	gateway string
 	src, gw uint16 // the report it came from, and its bank
+	hash    uint64 // of the whole row, before keep dropped fields
 
 	otherGW     string // the store recorded the reference at this other bank
 	entry       int32  // the store record it duplicates, -1 for none
@@ -394,7 +395,7 @@ func (m *matcher) row(r Row, gateway string) {
 		}
 		m.total(&r, 1)
 		br := keep(r, gateway)
-		br.src, br.gw = m.src, m.gw
+		br.src, br.gw, br.hash = m.src, m.gw, hashRow(&r)
 		if ok {
 			br.otherGW = m.l.gateways[m.l.at(i).gw]
 		}
@@ -457,6 +458,7 @@ func (m *matcher) pairRefundsByPayment() {
 				src := m.src
 				m.src = br.src
 				m.settle(m.l.at(i), &br.Row)
+				m.l.at(i).rowHash = br.hash // of the row as read, as for any other row
 				m.src = src
 				continue
 			}
