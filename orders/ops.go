@@ -33,7 +33,9 @@ func (s *Service) Capture(ctx context.Context, req CaptureRequest) (Payment, err
 			amount = *req.Amount
 		}
 		if p.PendingOp == "" {
-			return p.Status != Authorized && p.Amount == amount && p.TipAmount == req.TipAmount, nil
+			// keyOp is empty on rows older than it: the status tells then.
+			return (p.keyOp == opCapture || p.keyOp == "" && p.Status != Authorized) &&
+				p.Amount == amount && p.TipAmount == req.TipAmount, nil
 		}
 		return p.PendingOp == opCapture && p.pendingAmount == amount && p.pendingTip == req.TipAmount, nil
 	}
@@ -74,7 +76,7 @@ func (s *Service) Capture(ctx context.Context, req CaptureRequest) (Payment, err
 // bank_unavailable (503).
 func (s *Service) Void(ctx context.Context, id, opKey string) (Payment, error) {
 	sameAs := func(_ *sql.Tx, p *Payment) (bool, error) {
-		return p.PendingOp == opVoid || (p.PendingOp == "" && p.Status == Voided), nil
+		return p.PendingOp == opVoid || p.PendingOp == "" && (p.keyOp == opVoid || p.keyOp == "" && p.Status == Voided), nil
 	}
 	return s.startBankOp(ctx, id, opKey, sameAs, func(tx *sql.Tx, p *Payment, now time.Time) (bool, error) {
 		from := p.Status
@@ -102,6 +104,9 @@ func (s *Service) Refund(ctx context.Context, id, opKey string, amount int64) (P
 	sameAs := func(tx *sql.Tx, p *Payment) (bool, error) {
 		if p.PendingOp != "" {
 			return p.PendingOp == opRefund && p.pendingAmount == amount, nil
+		}
+		if p.keyOp != "" && p.keyOp != opRefund {
+			return false, nil
 		}
 		var made int64
 		err := tx.QueryRow(`SELECT amount FROM refunds WHERE op_key = ? AND payment_id = ?`, opKey, p.ID).Scan(&made)
@@ -150,7 +155,7 @@ func (s *Service) Refund(ctx context.Context, id, opKey string, amount int64) (P
 		if p.Method == Cash {
 			from := p.Status
 			applyRefund(p, amount)
-			p.pendingOpKey = opKey
+			p.pendingOpKey, p.keyOp = opKey, opRefund
 			return false, save(tx, p, from, "cash refund "+r.ID, now)
 		}
 		s.startOp(p, opRefund, r.ID, opKey, amount, 0, now)
@@ -373,13 +378,13 @@ func (s *Service) finishOp(ctx context.Context, started Payment, auth gateway.Au
 			p.clearOp()
 			// Not done: a repeat of the request asks again (and hears the
 			// bank's answer), rather than being told it finished.
-			p.pendingOpKey = ""
+			p.pendingOpKey, p.keyOp = "", ""
 			result = rejection(op, e)
 		case gateway.NothingDone(callErr) && !resolving:
 			p.LastError = callErr.Error()
 			refundStatus = "failed"
 			p.clearOp()
-			p.pendingOpKey = ""
+			p.pendingOpKey, p.keyOp = "", ""
 			result = errf(KindUnavailable, "bank_unavailable", "no bank could be reached; nothing was done, try again")
 		default:
 			p.LastError = callErr.Error()

@@ -243,7 +243,7 @@ func openBalance(tx *sql.Tx, o Order) (int64, error) {
 }
 
 func (s *Service) startOp(p *Payment, op, key, opKey string, amount, tip int64, now time.Time) {
-	p.PendingOp, p.pendingKey, p.pendingOpKey = op, key, opKey
+	p.PendingOp, p.pendingKey, p.pendingOpKey, p.keyOp = op, key, opKey, op
 	p.pendingAmount, p.pendingTip = amount, tip
 	p.pendingSince, p.resolveAttempts, p.resolveAfter = now, 0, time.Time{}
 	p.LastError = ""

@@ -62,7 +62,7 @@ func insertOrder(tx *sql.Tx, o Order, opKey, opHash string) error {
 const paymentCols = `id, order_id, method, status, mode, gateway, amount, tip_amount, authorized_amount,
 	captured_amount, captured_at, refunded_amount, currency, capture, auth_code, decline_code, bank_auth_id,
 	card_brand, card_bin, card_last4, card_fingerprint, card_sealed, terminal_id, coalesce(op_key, ''), op_hash,
-	pending_op, pending_amount, pending_tip, pending_key, pending_op_key, pending_since,
+	pending_op, pending_amount, pending_tip, pending_key, pending_op_key, key_op, pending_since,
 	resolve_attempts, resolve_after, last_error, created_at, updated_at`
 
 func scanPayment(row interface{ Scan(...any) error }) (Payment, error) {
@@ -71,7 +71,7 @@ func scanPayment(row interface{ Scan(...any) error }) (Payment, error) {
 	err := row.Scan(&p.ID, &p.OrderID, &p.Method, &p.Status, &p.Mode, &p.Gateway, &p.Amount, &p.TipAmount,
 		&p.AuthorizedAmount, &p.CapturedAmount, &capturedAt, &p.RefundedAmount, &p.Currency, &p.Capture, &p.AuthCode,
 		&p.DeclineCode, &p.BankAuthID, &p.CardBrand, &p.cardBin, &p.CardLast4, &p.Fingerprint, &p.sealed, &p.TerminalID,
-		&p.opKey, &p.opHash, &p.PendingOp, &p.pendingAmount, &p.pendingTip, &p.pendingKey, &p.pendingOpKey, &since,
+		&p.opKey, &p.opHash, &p.PendingOp, &p.pendingAmount, &p.pendingTip, &p.pendingKey, &p.pendingOpKey, &p.keyOp, &since,
 		&p.resolveAttempts, &after, &p.LastError, &created, &updated)
 	if err != nil {
 		return Payment{}, err
@@ -139,14 +139,14 @@ func queryPayments(q queryer, where string, args ...any) ([]Payment, error) {
 // insertPaymentSQL is built once: it is the key of the prepared statement
 // the writer's connection keeps.
 var insertPaymentSQL = `INSERT INTO payments (` + strings.Replace(paymentCols, "coalesce(op_key, '')", "op_key", 1) +
-	`) VALUES (` + strings.Repeat("?,", 35) + `?)`
+	`) VALUES (` + strings.Repeat("?,", 36) + `?)`
 
 func insertPayment(tx *sql.Tx, p Payment) error {
 	_, err := tx.Exec(insertPaymentSQL,
 		p.ID, p.OrderID, p.Method, p.Status, p.Mode, p.Gateway, p.Amount, p.TipAmount, p.AuthorizedAmount,
 		p.CapturedAmount, tsOrEmpty(p.CapturedAt), p.RefundedAmount, p.Currency, p.Capture, p.AuthCode, p.DeclineCode, p.BankAuthID,
 		p.CardBrand, p.cardBin, p.CardLast4, p.Fingerprint, p.sealed, p.TerminalID, nullable(p.opKey), p.opHash,
-		p.PendingOp, p.pendingAmount, p.pendingTip, p.pendingKey, p.pendingOpKey, tsOrEmpty(p.pendingSince),
+		p.PendingOp, p.pendingAmount, p.pendingTip, p.pendingKey, p.pendingOpKey, p.keyOp, tsOrEmpty(p.pendingSince),
 		p.resolveAttempts, tsOrEmpty(p.resolveAfter), p.LastError, ts(p.CreatedAt), ts(p.UpdatedAt))
 	if err != nil {
 		return err
@@ -179,11 +179,11 @@ func save(tx *sql.Tx, p *Payment, from Status, detail string, now time.Time) err
 	}
 	_, err := tx.Exec(`UPDATE payments SET status=?, mode=?, gateway=?, amount=?, tip_amount=?, authorized_amount=?,
 		captured_amount=?, captured_at=?, refunded_amount=?, auth_code=?, decline_code=?, bank_auth_id=?, card_sealed=?,
-		pending_op=?, pending_amount=?, pending_tip=?, pending_key=?, pending_op_key=?, pending_since=?,
+		pending_op=?, pending_amount=?, pending_tip=?, pending_key=?, pending_op_key=?, key_op=?, pending_since=?,
 		resolve_attempts=?, resolve_after=?, last_error=?, updated_at=? WHERE id=?`,
 		p.Status, p.Mode, p.Gateway, p.Amount, p.TipAmount, p.AuthorizedAmount, p.CapturedAmount,
 		tsOrEmpty(p.CapturedAt), p.RefundedAmount, p.AuthCode, p.DeclineCode, p.BankAuthID, p.sealed, p.PendingOp, p.pendingAmount,
-		p.pendingTip, p.pendingKey, p.pendingOpKey, tsOrEmpty(p.pendingSince), p.resolveAttempts,
+		p.pendingTip, p.pendingKey, p.pendingOpKey, p.keyOp, tsOrEmpty(p.pendingSince), p.resolveAttempts,
 		tsOrEmpty(p.resolveAfter), p.LastError, ts(now), p.ID)
 	return err
 }

@@ -148,6 +148,7 @@ type Payment struct {
 	pendingTip       int64
 	pendingKey       string
 	pendingOpKey     string
+	keyOp            string // the operation pendingOpKey started, kept after it finished
 	pendingSince     time.Time
 	resolveAttempts  int
 	resolveAfter     time.Time

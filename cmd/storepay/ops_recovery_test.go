@@ -215,6 +215,32 @@ func TestHangingLookupDoesNotStarveTheRepeat(t *testing.T) {
 	})
 }
 
+// A void whose 503 was not stored is finished by the resolver. Its key
+// sent again for a capture is a reused key, not answered with the voided
+// payment; the genuine repeat of the void still gets the voided payment.
+// The key of the sale that made a payment is no capture's key either.
+func TestFinishedOperationsKeyIsNotAnotherOperations(t *testing.T) {
+	b := startBank(t, "bank-a", 1)
+	s := startStore(t, []*bank{b})
+	pid := must(t, s.post("/v1/orders/"+s.order(900)+"/payments", cardBody(900, visa, map[string]any{"capture": false})), 201).str("id")
+	if err := b.sim.SetFaults("", banksim.Faults{ErrorAfterApply: &banksim.Fault{Next: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	wantProblem(t, s.call("POST", "/v1/payments/"+pid+"/void", s.terminal, "k-void", map[string]any{}), 503, "bank_unavailable")
+	waitFor(t, "the resolver to finish the void", 10*time.Second, func() bool {
+		p := s.get("/v1/payments/" + pid)
+		return p.str("status") == "voided" && p.str("pending_op") == ""
+	})
+	wantProblem(t, s.call("POST", "/v1/payments/"+pid+"/capture", s.terminal, "k-void", map[string]any{}), 422, "idempotency_key_reuse")
+	if v := must(t, s.call("POST", "/v1/payments/"+pid+"/void", s.terminal, "k-void", map[string]any{}), 200); v.str("status") != "voided" {
+		t.Fatalf("the void's repeat: %s", v)
+	}
+
+	sale := s.call("POST", "/v1/orders/"+s.order(700)+"/payments", s.terminal, "k-sale", cardBody(700, visa, nil))
+	must(t, sale, 201)
+	wantProblem(t, s.call("POST", "/v1/payments/"+sale.str("id")+"/refunds", s.terminal, "k-sale", map[string]any{"amount": 100}), 422, "idempotency_key_reuse")
+}
+
 // An order whose total would not fit is refused, not wrapped around.
 func TestOrderTotalCannotOverflow(t *testing.T) {
 	s := startStore(t, []*bank{startBank(t, "bank-a", 1)})
