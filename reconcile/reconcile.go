@@ -404,7 +404,7 @@ func (m *matcher) row(r Row, gateway string) {
 	}
 	e := m.l.at(i)
 	if e.state == unmatched {
-		m.settle(e, &r)
+		m.settle(e, &r, m.src, hashRow(&r))
 		m.total(&r, 1)
 		return
 	}
@@ -427,7 +427,7 @@ func (m *matcher) row(r Row, gateway string) {
 		d = bankRow{Row: Row{Line: int(e.line), PSPReference: psp, MerchantReference: r.MerchantReference,
 			Type: r.Type, Currency: string(e.bankCur[:]), Gross: e.gross}, gateway: gateway, entry: i}
 		d.MerchantReference = strings.Clone(d.MerchantReference)
-		m.settle(e, &r)
+		m.settle(e, &r, m.src, hashRow(&r))
 	}
 	m.dupes = append(m.dupes, d)
 }
@@ -455,11 +455,7 @@ func (m *matcher) pairRefundsByPayment() {
 	for _, br := range m.unmatched {
 		if br.Type == Refunded && br.otherGW == "" {
 			if i, ok := m.leftoverRefund(&br); ok {
-				src := m.src
-				m.src = br.src
-				m.settle(m.l.at(i), &br.Row)
-				m.l.at(i).rowHash = br.hash // of the row as read, as for any other row
-				m.src = src
+				m.settle(m.l.at(i), &br.Row, br.src, br.hash)
 				continue
 			}
 		}
@@ -483,9 +479,11 @@ func (m *matcher) leftoverRefund(br *bankRow) (int32, bool) {
 	return 0, false
 }
 
-func (m *matcher) settle(e *entry, r *Row) {
-	e.state, e.src, e.line, e.gross = settled, m.src, int32(r.Line), r.Gross
-	e.rowHash = hashRow(r)
+// settle records that row r of report src, whose fields hash to hash (as
+// read: a kept row has lost some), settles e.
+func (m *matcher) settle(e *entry, r *Row, src uint16, hash uint64) {
+	e.state, e.src, e.line, e.gross = settled, src, int32(r.Line), r.Gross
+	e.rowHash = hash
 	copy(e.bankCur[:], r.Currency)
 	e.psp = -1
 	if r.PSPReference != m.l.str(e.bankID) {

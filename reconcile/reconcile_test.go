@@ -398,6 +398,20 @@ func withReports(t *testing.T, f fixture, dir, date string, edit func(gw string,
 	return tmp
 }
 
+// replaceRow is a report edit that puts row in place of every line
+// containing marker.
+func replaceRow(marker, row string) func(string, []byte) []byte {
+	return func(_ string, b []byte) []byte {
+		lines := strings.SplitAfter(string(b), "\n")
+		for i, l := range lines {
+			if strings.Contains(l, marker) {
+				lines[i] = row
+			}
+		}
+		return []byte(strings.Join(lines, ""))
+	}
+}
+
 // withExtraRows copies a fixture night's reports, adding rows to bank-a's.
 func withExtraRows(t *testing.T, f fixture, dir, date, rows string) string {
 	t.Helper()
@@ -440,15 +454,7 @@ func TestSettledAgainOnTheNextNight(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			db, f, dir := loadFixture(t, "neighbour")
 			run(t, db, "2026-11-20", f.sources(t, dir, "2026-11-20"))
-			next := withReports(t, f, dir, "2026-11-21", func(gw string, b []byte) []byte {
-				lines := strings.SplitAfter(string(b), "\n")
-				for i, l := range lines {
-					if strings.Contains(l, copied) {
-						lines[i] = tc.row + "\n"
-					}
-				}
-				return []byte(strings.Join(lines, ""))
-			})
+			next := withReports(t, f, dir, "2026-11-21", replaceRow(copied, tc.row+"\n"))
 			res := run(t, db, "2026-11-21", f.sources(t, next, "2026-11-21"))
 			dups := items(res.Report(), reconcile.DuplicateAtBank, copied)
 			if tc.dup && (len(dups) != 1 || res.Summary.ResentRows != 0) || !tc.dup && (len(dups) != 0 || res.Summary.ResentRows != 1) {
@@ -558,15 +564,7 @@ func TestRefundRowUnderAnotherIDSettlesTheLeftoverRefund(t *testing.T) {
 		{"AnotherAmount", "1121A,store-042,rfd_bankown1," + p + ",Refunded,2026-11-21T18:00:01Z,USD,-2900,0,-2900,4242,\n", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			alt := withReports(t, f, dir, "2026-11-21", func(gw string, b []byte) []byte {
-				lines := strings.SplitAfter(string(b), "\n")
-				for i, l := range lines {
-					if strings.Contains(l, "rfd_Pq7Lz3Cl,") {
-						lines[i] = tc.row
-					}
-				}
-				return []byte(strings.Join(lines, ""))
-			})
+			alt := withReports(t, f, dir, "2026-11-21", replaceRow("rfd_Pq7Lz3Cl,", tc.row))
 			res := run(t, db, "2026-11-21", f.sources(t, alt, "2026-11-21"))
 			if clean := res.Status == reconcile.Clean; clean != tc.clean {
 				t.Fatalf("status %s with items %+v; want clean: %v", res.Status, res.Report().Items, tc.clean)
