@@ -64,24 +64,40 @@ func (s *Service) ApplyForward(tx *sql.Tx, f ForwardResult) error {
 	if p.Status != Stored {
 		return fmt.Errorf("apply forward to %s: payment is %s, not stored", p.ID, p.Status)
 	}
-	from := p.Status
 	// The bank has decided: the error of the online attempt that sent the
 	// payment offline is stale.
 	p.Gateway, p.BankAuthID, p.LastError = f.Gateway, f.Auth.ID, ""
-	detail := "forwarded"
-	if f.DeclineCode != "" {
-		p.Status, p.DeclineCode = DeclinedAfterForward, f.DeclineCode
-		detail = "declined after forward: " + f.DeclineCode
-	} else {
+	m := move{ev: EvForwardDeclined, detail: "declined after forward: " + f.DeclineCode}
+	switch {
+	case f.DeclineCode != "":
+		p.DeclineCode = f.DeclineCode
+	default:
 		p.AuthCode, p.AuthorizedAmount, p.CapturedAmount = f.Auth.AuthCode, f.Auth.Amount, f.Auth.CapturedAmount
-		p.Status = Authorized
+		m = move{ev: EvForwardedPreauth, detail: "forwarded"}
 		if p.Capture {
-			p.Status = Captured
+			m.ev = EvForwardedSale
 		}
 	}
-	if err := save(tx, &p, from, detail, f.Now); err != nil {
+	return s.transition(tx, &p, m, f.Now)
+}
+
+// voidStored takes a stored payment out of the queue. One pinned to a
+// bank, where a request for it has an unknown outcome, may be approved
+// there: it is voided at once, and the resolver reverses whatever that
+// bank holds under the payment's reference, as for an unknown outcome the
+// terminal heard as declined.
+func (s *Service) voidStored(tx *sql.Tx, p *Payment, detail string, now time.Time) error {
+	if s.Offline == nil {
+		return errf(KindConflict, "payment_not_voidable", "store-and-forward is not running")
+	}
+	pinned, err := s.Offline.Cancel(tx, p.ID, now)
+	if err != nil {
 		return err
 	}
-	_, err = settleOrder(tx, p.OrderID, f.Now)
-	return err
+	if pinned == "" {
+		return s.transition(tx, p, move{ev: EvStoredVoided, detail: detail}, now)
+	}
+	p.Gateway = pinned
+	return s.transition(tx, p, move{ev: EvPinnedVoided, detail: detail + "; any approval at " + pinned + " is reversed",
+		start: &opStart{key: undoKey(p.ID), amount: p.Amount, tip: p.TipAmount}}, now)
 }

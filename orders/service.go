@@ -4,8 +4,10 @@ import (
 	"context"
 	"database/sql"
 	"log/slog"
+	"math/rand/v2"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -57,9 +59,40 @@ type Service struct {
 	AuthBudget time.Duration
 	// OpBudget bounds a capture, void or refund at the bank. Default 20 s.
 	OpBudget time.Duration
+	// NewID makes the ids of orders, payments and refunds from a prefix.
+	// Nil: the prefix and a UUIDv7. The simulator makes them from its seed.
+	NewID func(prefix string) string
+	// Jitter returns a random number in [0, n) for backoffs. Nil:
+	// math/rand/v2.
+	Jitter func(n int64) int64
 
-	mu    sync.Mutex
-	owned map[string]bool // payments whose bank call runs in this process now
+	incOnce sync.Once
+	inc     string // this process's incarnation: the owner of its leases
+	leases  atomic.Int64
+}
+
+// incarnation names this Service's life: leases it writes carry it, and
+// a lease with another is a dead process's.
+func (s *Service) incarnation() string {
+	s.incOnce.Do(func() { s.inc = newID("inc_") })
+	return s.inc
+}
+
+func (s *Service) newID(prefix string) string {
+	if s.NewID != nil {
+		return s.NewID(prefix)
+	}
+	return newID(prefix)
+}
+
+func (s *Service) jitter(n int64) int64 {
+	if n <= 0 {
+		return 0
+	}
+	if s.Jitter != nil {
+		return s.Jitter(n)
+	}
+	return rand.Int64N(n)
 }
 
 func (s *Service) now() time.Time {
@@ -90,28 +123,6 @@ func (s *Service) opBudget() time.Duration {
 	return 20 * time.Second
 }
 
-// own marks a payment as being worked on by this process. Only one
-// goroutine at a time may call a bank for a payment: the request that
-// started the operation, or the resolver.
-func (s *Service) own(id string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.owned == nil {
-		s.owned = map[string]bool{}
-	}
-	if s.owned[id] {
-		return false
-	}
-	s.owned[id] = true
-	return true
-}
-
-func (s *Service) release(id string) {
-	s.mu.Lock()
-	delete(s.owned, id)
-	s.mu.Unlock()
-}
-
 func newID(prefix string) string {
 	return prefix + strings.ReplaceAll(uuid.Must(uuid.NewV7()).String(), "-", "")
 }
@@ -122,11 +133,9 @@ type NewOrder struct {
 	Currency   string
 	Lines      []Line
 	TerminalID string
-	// OpKey identifies the request (device and Idempotency-Key): a repeat
-	// returns the order the first one created. OpHash (a hash of the
-	// request) tells a repeat from a reuse of the key.
-	OpKey  string
-	OpHash string
+	// Request is its idempotency: a repeat returns the order the first
+	// one created.
+	Request
 }
 
 // Limits that keep every sum far inside int64.
@@ -172,12 +181,12 @@ func (s *Service) CreateOrder(ctx context.Context, req NewOrder) (Order, error) 
 		return Order{}, errf(KindInvalid, "invalid_amount", "the order's total must be positive")
 	}
 	now := s.now()
-	o := Order{ID: newID("ord_"), Status: OrderOpen, Channel: req.Channel, Currency: req.Currency,
+	o := Order{ID: s.newID("ord_"), Status: OrderOpen, Channel: req.Channel, Currency: req.Currency,
 		Lines: req.Lines, TotalAmount: total, TerminalID: req.TerminalID, CreatedAt: now, UpdatedAt: now}
 	err := s.DB.Update(ctx, func(tx *sql.Tx) error {
-		if req.OpKey != "" {
+		if req.Key != "" {
 			var id, hash string
-			err := tx.QueryRow(`SELECT id, op_hash FROM orders WHERE op_key = ?`, req.OpKey).Scan(&id, &hash)
+			err := tx.QueryRow(`SELECT id, op_hash FROM orders WHERE op_key = ?`, req.Key).Scan(&id, &hash)
 			if err == nil {
 				first, err := getOrder(tx, id)
 				if err != nil {
@@ -185,7 +194,7 @@ func (s *Service) CreateOrder(ctx context.Context, req NewOrder) (Order, error) 
 				}
 				// As for a payment (see Pay): hashes under one key differ,
 				// or the order itself differs from the request.
-				if req.OpHash != "" && hash != req.OpHash && (SameHashKey(hash, req.OpHash) ||
+				if req.Hash != "" && hash != req.Hash && (SameHashKey(hash, req.Hash) ||
 					first.Channel != req.Channel || first.Currency != req.Currency || first.TotalAmount != total) {
 					return errReuse
 				}
@@ -196,10 +205,13 @@ func (s *Service) CreateOrder(ctx context.Context, req NewOrder) (Order, error) 
 				return err
 			}
 		}
-		if err := insertOrder(tx, o, req.OpKey, req.OpHash); err != nil {
+		if err := insertOrder(tx, o, req.Key, req.Hash); err != nil {
 			return err
 		}
-		return finish(ctx, tx, o)
+		if req.Reply != nil {
+			return req.Reply.Store(tx, o)
+		}
+		return nil
 	})
 	if err != nil {
 		return Order{}, err
@@ -247,87 +259,6 @@ func (s *Service) Deliver(ctx context.Context, id string) (Order, error) {
 	return s.Order(ctx, id)
 }
 
-// Cancel cancels an order that has not been delivered and voids what it
-// can: cash is handed back at once, stored payments leave the
-// store-and-forward queue, card payments are reversed at their bank (by
-// the resolver later if the bank does not answer now). Cancelling a
-// cancelled order is a no-op. Errors: order_not_found, order_delivered
-// (409), payment_in_progress (409, transient).
-func (s *Service) Cancel(ctx context.Context, id string) (Order, error) {
-	var voids []string
-	defer func() {
-		for _, pid := range voids {
-			s.release(pid)
-		}
-	}()
-	err := s.DB.Update(ctx, func(tx *sql.Tx) error {
-		o, err := getOrder(tx, id)
-		if err != nil {
-			return err
-		}
-		switch o.Status {
-		case OrderCancelled:
-			return nil
-		case OrderDelivered:
-			return errf(KindConflict, "order_delivered", "order %s was delivered; refund its payments instead", id)
-		}
-		ps, err := queryPayments(tx, `WHERE order_id = ?`, id)
-		if err != nil {
-			return err
-		}
-		now := s.now()
-		for i := range ps {
-			p := &ps[i]
-			if p.Status == Pending || (p.PendingOp != "" && p.PendingOp != opReverse) {
-				return errInProgress
-			}
-		}
-		for i := range ps {
-			p := &ps[i]
-			from := p.Status
-			switch {
-			case p.Method == Cash && p.Status == Captured:
-				p.Status = Voided
-				if err := save(tx, p, from, "order cancelled: cash handed back", now); err != nil {
-					return err
-				}
-			case p.Status == Stored:
-				if err := s.voidStored(tx, p, now); err != nil {
-					return err
-				}
-			case p.Method == Card && (p.Status == Authorized || p.Status == Captured):
-				// Owned before the void is written ahead (see Pay).
-				if !s.own(p.ID) {
-					return errInProgress
-				}
-				voids = append(voids, p.ID)
-				s.startOp(p, opVoid, p.ID+":void", "", 0, 0, now)
-				if err := save(tx, p, from, "", now); err != nil {
-					return err
-				}
-			}
-		}
-		if _, err := tx.Exec(`UPDATE orders SET status=?, updated_at=? WHERE id=?`, OrderCancelled, ts(now), id); err != nil {
-			return err
-		}
-		_, err = settleOrder(tx, id, now)
-		return err
-	})
-	if err != nil {
-		return Order{}, err
-	}
-	// Run as the resolver runs them: a void the bank did not confirm, even
-	// one it provably did not act on, stays pending and is retried with
-	// the same key. The order is cancelled, so nobody else would ask.
-	for _, pid := range voids {
-		_, err := s.runOp(ctx, pid, true)
-		if err != nil {
-			s.log().Warn("void on cancel left to the resolver", "payment_id", pid, "err", err)
-		}
-	}
-	return s.Order(ctx, id)
-}
-
 // Payment returns one payment. Errors: payment_not_found.
 func (s *Service) Payment(ctx context.Context, id string) (Payment, error) {
 	return getPayment(s.DB.ReadAt(ctx), id)
@@ -366,19 +297,20 @@ func (s *Service) Payments(ctx context.Context, f PaymentFilter) ([]Payment, err
 	return queryPayments(s.DB.ReadAt(ctx), q+" ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?", args...)
 }
 
-// Events returns a payment's status history, oldest first.
-func (s *Service) Events(ctx context.Context, paymentID string) ([]Event, error) {
-	rows, err := s.DB.Read().QueryContext(ctx, `SELECT from_status, to_status, detail, at FROM payment_events
-		WHERE payment_id = ? ORDER BY seq`, paymentID)
+// Events returns a payment's history, oldest first: each transition of
+// the payment machine, with its event.
+func (s *Service) Events(ctx context.Context, paymentID string) ([]Change, error) {
+	rows, err := s.DB.Read().QueryContext(ctx, `SELECT from_status, to_status, from_op, to_op, event, detail, at
+		FROM payment_events WHERE payment_id = ? ORDER BY seq`, paymentID)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var out []Event
+	var out []Change
 	for rows.Next() {
-		var e Event
+		var e Change
 		var at string
-		if err := rows.Scan(&e.From, &e.To, &e.Detail, &at); err != nil {
+		if err := rows.Scan(&e.From, &e.To, &e.FromOp, &e.ToOp, &e.Event, &e.Detail, &at); err != nil {
 			return nil, err
 		}
 		e.At = parseTS(at)

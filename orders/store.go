@@ -63,21 +63,21 @@ const paymentCols = `id, order_id, method, status, mode, gateway, amount, tip_am
 	captured_amount, captured_at, refunded_amount, currency, capture, auth_code, decline_code, bank_auth_id,
 	card_brand, card_bin, card_last4, card_fingerprint, card_sealed, terminal_id, coalesce(op_key, ''), op_hash,
 	pending_op, pending_amount, pending_tip, pending_key, pending_op_key, key_op, pending_since,
-	resolve_attempts, resolve_after, last_error, created_at, updated_at`
+	resolve_attempts, resolve_after, last_error, lease_owner, lease_until, created_at, updated_at`
 
 func scanPayment(row interface{ Scan(...any) error }) (Payment, error) {
 	var p Payment
-	var since, after, created, updated, capturedAt string
+	var since, after, created, updated, capturedAt, leaseUntil string
 	err := row.Scan(&p.ID, &p.OrderID, &p.Method, &p.Status, &p.Mode, &p.Gateway, &p.Amount, &p.TipAmount,
 		&p.AuthorizedAmount, &p.CapturedAmount, &capturedAt, &p.RefundedAmount, &p.Currency, &p.Capture, &p.AuthCode,
 		&p.DeclineCode, &p.BankAuthID, &p.CardBrand, &p.cardBin, &p.CardLast4, &p.Fingerprint, &p.sealed, &p.TerminalID,
 		&p.opKey, &p.opHash, &p.PendingOp, &p.pendingAmount, &p.pendingTip, &p.pendingKey, &p.pendingOpKey, &p.keyOp, &since,
-		&p.resolveAttempts, &after, &p.LastError, &created, &updated)
+		&p.resolveAttempts, &after, &p.LastError, &p.leaseOwner, &leaseUntil, &created, &updated)
 	if err != nil {
 		return Payment{}, err
 	}
 	p.pendingSince, p.resolveAfter = parseTS(since), parseTS(after)
-	p.CapturedAt = parseTS(capturedAt)
+	p.CapturedAt, p.leaseUntil = parseTS(capturedAt), parseTS(leaseUntil)
 	p.CreatedAt, p.UpdatedAt = parseTS(created), parseTS(updated)
 	return p, nil
 }
@@ -139,7 +139,7 @@ func queryPayments(q queryer, where string, args ...any) ([]Payment, error) {
 // insertPaymentSQL is built once: it is the key of the prepared statement
 // the writer's connection keeps.
 var insertPaymentSQL = `INSERT INTO payments (` + strings.Replace(paymentCols, "coalesce(op_key, '')", "op_key", 1) +
-	`) VALUES (` + strings.Repeat("?,", 36) + `?)`
+	`) VALUES (` + strings.Repeat("?,", 38) + `?)`
 
 func insertPayment(tx *sql.Tx, p Payment) error {
 	_, err := tx.Exec(insertPaymentSQL,
@@ -147,11 +147,8 @@ func insertPayment(tx *sql.Tx, p Payment) error {
 		p.CapturedAmount, tsOrEmpty(p.CapturedAt), p.RefundedAmount, p.Currency, p.Capture, p.AuthCode, p.DeclineCode, p.BankAuthID,
 		p.CardBrand, p.cardBin, p.CardLast4, p.Fingerprint, p.sealed, p.TerminalID, nullable(p.opKey), p.opHash,
 		p.PendingOp, p.pendingAmount, p.pendingTip, p.pendingKey, p.pendingOpKey, p.keyOp, tsOrEmpty(p.pendingSince),
-		p.resolveAttempts, tsOrEmpty(p.resolveAfter), p.LastError, ts(p.CreatedAt), ts(p.UpdatedAt))
-	if err != nil {
-		return err
-	}
-	return insertEvent(tx, p.ID, "", p.Status, "created", p.CreatedAt)
+		p.resolveAttempts, tsOrEmpty(p.resolveAfter), p.LastError, p.leaseOwner, tsOrEmpty(p.leaseUntil), ts(p.CreatedAt), ts(p.UpdatedAt))
+	return err
 }
 
 func tsOrEmpty(t time.Time) string {
@@ -161,45 +158,24 @@ func tsOrEmpty(t time.Time) string {
 	return ts(t)
 }
 
-// save writes every mutable field of p. It is the one place a payment's
-// status changes: a change must be allowed by [transitions] and is
-// recorded as an event in the same transaction.
-func save(tx *sql.Tx, p *Payment, from Status, detail string, now time.Time) error {
-	if from != p.Status {
-		if !allowed(from, p.Status) {
-			return fmt.Errorf("payment %s: illegal transition %s → %s", p.ID, from, p.Status)
-		}
-		if err := insertEvent(tx, p.ID, from, p.Status, detail, now); err != nil {
-			return err
-		}
-	}
-	p.UpdatedAt = now
-	if p.Status == Captured && from != Captured && p.CapturedAt.IsZero() {
-		p.CapturedAt = now
-	}
+// updatePayment writes every mutable field of p. Only [Service.transition]
+// and [Service.note] call it: the state itself changes only through the
+// machine.
+func updatePayment(tx *sql.Tx, p *Payment) error {
 	_, err := tx.Exec(`UPDATE payments SET status=?, mode=?, gateway=?, amount=?, tip_amount=?, authorized_amount=?,
 		captured_amount=?, captured_at=?, refunded_amount=?, auth_code=?, decline_code=?, bank_auth_id=?, card_sealed=?,
 		pending_op=?, pending_amount=?, pending_tip=?, pending_key=?, pending_op_key=?, key_op=?, pending_since=?,
-		resolve_attempts=?, resolve_after=?, last_error=?, updated_at=? WHERE id=?`,
+		resolve_attempts=?, resolve_after=?, last_error=?, lease_owner=?, lease_until=?, updated_at=? WHERE id=?`,
 		p.Status, p.Mode, p.Gateway, p.Amount, p.TipAmount, p.AuthorizedAmount, p.CapturedAmount,
 		tsOrEmpty(p.CapturedAt), p.RefundedAmount, p.AuthCode, p.DeclineCode, p.BankAuthID, p.sealed, p.PendingOp, p.pendingAmount,
 		p.pendingTip, p.pendingKey, p.pendingOpKey, p.keyOp, tsOrEmpty(p.pendingSince), p.resolveAttempts,
-		tsOrEmpty(p.resolveAfter), p.LastError, ts(now), p.ID)
+		tsOrEmpty(p.resolveAfter), p.LastError, p.leaseOwner, tsOrEmpty(p.leaseUntil), ts(p.UpdatedAt), p.ID)
 	return err
 }
 
-func allowed(from, to Status) bool {
-	for _, s := range transitions[from] {
-		if s == to {
-			return true
-		}
-	}
-	return false
-}
-
-func insertEvent(tx *sql.Tx, paymentID string, from, to Status, detail string, at time.Time) error {
-	_, err := tx.Exec(`INSERT INTO payment_events (payment_id, from_status, to_status, detail, at) VALUES (?,?,?,?,?)`,
-		paymentID, from, to, detail, ts(at))
+func insertEvent(tx *sql.Tx, paymentID string, from, to State, ev Event, detail string, at time.Time) error {
+	_, err := tx.Exec(`INSERT INTO payment_events (payment_id, from_status, to_status, from_op, to_op, event, detail, at)
+		VALUES (?,?,?,?,?,?,?,?)`, paymentID, from.Status, to.Status, from.Op, to.Op, ev, detail, ts(at))
 	return err
 }
 

@@ -75,16 +75,6 @@ const (
 	DeclinedAfterForward Status = "declined_after_forward"
 )
 
-// transitions is the payment state machine: every status change goes
-// through [Payment.moveTo], which allows only these.
-var transitions = map[Status][]Status{
-	Pending:           {Authorized, Captured, Declined, Stored},
-	Authorized:        {Captured, Voided},
-	Captured:          {Voided, PartiallyRefunded, Refunded},
-	PartiallyRefunded: {PartiallyRefunded, Refunded},
-	Stored:            {Authorized, Captured, DeclinedAfterForward, Voided},
-}
-
 // Method is how a payment is made.
 type Method string
 
@@ -101,15 +91,6 @@ type Mode string
 const (
 	ModeOnline  Mode = "online"
 	ModeOffline Mode = "offline"
-)
-
-// Pending operations: the bank call written ahead in pending_op.
-const (
-	opAuthorize = "authorize" // the authorization itself, outcome not known yet
-	opReverse   = "reverse"   // declined to the terminal; any approval must be reversed
-	opCapture   = "capture"
-	opVoid      = "void"
-	opRefund    = "refund"
 )
 
 // Payment is one tender of an order.
@@ -132,10 +113,12 @@ type Payment struct {
 	CardLast4      string    `json:"card_last4"`
 	TerminalID     string    `json:"terminal_id"`
 	Capture        bool      `json:"capture"`
-	PendingOp      string    `json:"pending_op,omitempty"`
-	LastError      string    `json:"last_error,omitempty"`
-	CreatedAt      time.Time `json:"created_at"`
-	UpdatedAt      time.Time `json:"updated_at"`
+	// PendingOp is the bank operation written ahead and not yet answered
+	// (see [Op]); with Status it is the payment's [State].
+	PendingOp Op        `json:"pending_op,omitempty"`
+	LastError string    `json:"last_error,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
 
 	AuthorizedAmount int64  `json:"-"`
 	BankAuthID       string `json:"-"`
@@ -148,11 +131,21 @@ type Payment struct {
 	pendingTip       int64
 	pendingKey       string
 	pendingOpKey     string
-	keyOp            string // the operation pendingOpKey started, kept after it finished
+	keyOp            Op // the operation pendingOpKey started, kept after it finished
 	pendingSince     time.Time
 	resolveAttempts  int
 	resolveAfter     time.Time
+	// The lease: which process (its incarnation id) works on the pending
+	// operation now, and until when. A live request holds it while it
+	// calls the bank; the resolver takes only what nobody holds, so that
+	// one operation is never run twice at once. Durable, so that
+	// correctness never rests on memory.
+	leaseOwner string
+	leaseUntil time.Time
 }
+
+// State is the payment's state in the payment machine.
+func (p *Payment) State() State { return State{p.Status, p.PendingOp} }
 
 // Refund is one refund of a captured payment.
 type Refund struct {
@@ -164,10 +157,14 @@ type Refund struct {
 	CreatedAt    time.Time `json:"created_at"`
 }
 
-// Event is one recorded status change of a payment.
-type Event struct {
+// Change is one recorded transition of a payment: the machine's event
+// and the states it moved between.
+type Change struct {
 	From   Status    `json:"from"`
 	To     Status    `json:"to"`
+	FromOp Op        `json:"from_op,omitempty"`
+	ToOp   Op        `json:"to_op,omitempty"`
+	Event  Event     `json:"event,omitempty"`
 	Detail string    `json:"detail,omitempty"`
 	At     time.Time `json:"at"`
 }

@@ -62,7 +62,7 @@ func BenchmarkOfflineAccept(b *testing.B) {
 			opKey := fmt.Sprintf("dev_1\x00key-%d", i)
 			// The answer is recorded in the payment's transaction, as the
 			// web layer does it.
-			pctx := orders.WithFinisher(ctx, func(tx *sql.Tx, result any) error {
+			reply := replyFunc(func(tx *sql.Tx, result any) error {
 				body, err := json.Marshal(result)
 				if err != nil {
 					return err
@@ -71,8 +71,9 @@ func BenchmarkOfflineAccept(b *testing.B) {
 					VALUES ('dev_1', ?, 'hash', 201, 'application/json', '', ?, ?)`, opKey, body, migrations.FormatTime(time.Now()))
 				return err
 			})
-			p, err := svc.Pay(pctx, orders.PayRequest{OrderID: ids[i], TerminalID: "lane-1", OpKey: opKey, OpHash: "hash",
-				Method: orders.Card, Amount: 100 + i%5000, Card: &gateway.Card{PAN: gateway.WithCheckDigit(fmt.Sprintf("45%013d", i)), ExpMonth: 12, ExpYear: 2030}})
+			p, err := svc.Pay(ctx, orders.PayRequest{OrderID: ids[i], TerminalID: "lane-1",
+				Request: orders.Request{Key: opKey, Hash: "hash", Reply: reply},
+				Method:  orders.Card, Amount: 100 + i%5000, Card: &gateway.Card{PAN: gateway.WithCheckDigit(fmt.Sprintf("45%013d", i)), ExpMonth: 12, ExpYear: 2030}})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -88,3 +89,8 @@ func BenchmarkOfflineAccept(b *testing.B) {
 	b.ReportMetric(float64((ws.ExecTime-before.ExecTime).Microseconds())/float64(b.N), "µs-exec/op")
 	b.ReportMetric(float64((ws.CommitTime-before.CommitTime).Microseconds())/float64(b.N), "µs-commit/op")
 }
+
+// replyFunc is an orders.Reply from a function.
+type replyFunc func(tx *sql.Tx, result any) error
+
+func (f replyFunc) Store(tx *sql.Tx, result any) error { return f(tx, result) }

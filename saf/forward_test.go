@@ -85,7 +85,7 @@ func (e *forwardEnv) pay(t *testing.T, key string, amount int64, behavior orders
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := e.svc.Pay(ctx, orders.PayRequest{OrderID: o.ID, TerminalID: "lane-1", OpKey: "lane-1\x00" + key, Method: orders.Card,
+	p, err := e.svc.Pay(ctx, orders.PayRequest{OrderID: o.ID, TerminalID: "lane-1", Request: orders.Request{Key: "lane-1\x00" + key}, Method: orders.Card,
 		Amount: amount, OfflineBehavior: behavior, Card: &gateway.Card{PAN: "4242424242424242", ExpMonth: 12, ExpYear: 2030}})
 	if err != nil {
 		t.Fatal(err)

@@ -27,29 +27,29 @@ type orderRequest struct {
 	TerminalID any `json:"terminal_id"`
 }
 
-func (s *Server) createOrder(w http.ResponseWriter, r *http.Request) {
+func (s *Server) createOrder(r *http.Request, idem orders.Request) (any, error) {
 	var req orderRequest
-	if err := decode(w, r, &req); err != nil {
-		s.fail(w, r, err)
-		return
+	if err := decode(nil, r, &req); err != nil {
+		return nil, err
 	}
 	lines := make([]orders.Line, len(req.Lines))
 	for i, l := range req.Lines {
 		if l.Quantity == nil || l.UnitAmount == nil {
-			s.fail(w, r, problem(http.StatusBadRequest, "invalid_request", "every line needs quantity and unit_amount"))
-			return
+			return nil, problem(http.StatusBadRequest, "invalid_request", "every line needs quantity and unit_amount")
 		}
 		lines[i] = orders.Line{SKU: l.SKU, Description: l.Description, Quantity: *l.Quantity, UnitAmount: *l.UnitAmount}
 	}
-	ctx := s.finishing(r, http.StatusCreated, func(v any) string { return "/v1/orders/" + v.(orders.Order).ID })
-	o, err := s.orders.CreateOrder(ctx, orders.NewOrder{Channel: orders.Channel(req.Channel), Currency: req.Currency,
-		Lines: lines, TerminalID: info(r).Device.Name, OpKey: info(r).OpKey, OpHash: info(r).OpHash})
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	s.respond(w, r, http.StatusCreated, "/v1/orders/"+o.ID, o)
+	return s.orders.CreateOrder(r.Context(), orders.NewOrder{Channel: orders.Channel(req.Channel), Currency: req.Currency,
+		Lines: lines, TerminalID: info(r).Device.Name, Request: idem})
 }
+
+// The shapes of the keyed routes' answers.
+var (
+	createdOrder   = answerShape{http.StatusCreated, func(v any) string { return "/v1/orders/" + v.(orders.Order).ID }}
+	createdPayment = answerShape{http.StatusCreated, func(v any) string { return "/v1/payments/" + v.(orders.Payment).ID }}
+	ok200          = answerShape{status: http.StatusOK}
+	created201     = answerShape{status: http.StatusCreated}
+)
 
 func (s *Server) getOrder(w http.ResponseWriter, r *http.Request) {
 	o, err := s.orders.Order(r.Context(), chi.URLParam(r, "id"))
@@ -61,38 +61,26 @@ func (s *Server) getOrder(w http.ResponseWriter, r *http.Request) {
 }
 
 // decodeEmpty accepts an empty body or an empty JSON object.
-func decodeEmpty(w http.ResponseWriter, r *http.Request) error {
+func decodeEmpty(r *http.Request) error {
 	if r.ContentLength == 0 {
 		return nil
 	}
 	var v struct{}
-	return decode(w, r, &v)
+	return decode(nil, r, &v)
 }
 
-func (s *Server) deliverOrder(w http.ResponseWriter, r *http.Request) {
-	if err := decodeEmpty(w, r); err != nil {
-		s.fail(w, r, err)
-		return
+func (s *Server) deliverOrder(r *http.Request, _ orders.Request) (any, error) {
+	if err := decodeEmpty(r); err != nil {
+		return nil, err
 	}
-	o, err := s.orders.Deliver(r.Context(), chi.URLParam(r, "id"))
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, o)
+	return s.orders.Deliver(r.Context(), chi.URLParam(r, "id"))
 }
 
-func (s *Server) cancelOrder(w http.ResponseWriter, r *http.Request) {
-	if err := decodeEmpty(w, r); err != nil {
-		s.fail(w, r, err)
-		return
+func (s *Server) cancelOrder(r *http.Request, _ orders.Request) (any, error) {
+	if err := decodeEmpty(r); err != nil {
+		return nil, err
 	}
-	o, err := s.orders.Cancel(r.Context(), chi.URLParam(r, "id"))
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, o)
+	return s.orders.Cancel(r.Context(), chi.URLParam(r, "id"))
 }
 
 type cardRequest struct {
@@ -112,29 +100,21 @@ type paymentRequest struct {
 	TerminalID      any          `json:"terminal_id"` // ignored: see orderRequest
 }
 
-func (s *Server) createPayment(w http.ResponseWriter, r *http.Request) {
+func (s *Server) createPayment(r *http.Request, idem orders.Request) (any, error) {
 	var req paymentRequest
-	if err := decode(w, r, &req); err != nil {
-		s.fail(w, r, err)
-		return
+	if err := decode(nil, r, &req); err != nil {
+		return nil, err
 	}
 	if req.Amount == nil {
-		s.fail(w, r, problem(http.StatusBadRequest, "invalid_request", "amount is required"))
-		return
+		return nil, problem(http.StatusBadRequest, "invalid_request", "amount is required")
 	}
-	pr := orders.PayRequest{OrderID: chi.URLParam(r, "id"), TerminalID: info(r).Device.Name, OpKey: info(r).OpKey, OpHash: info(r).OpHash,
+	pr := orders.PayRequest{OrderID: chi.URLParam(r, "id"), TerminalID: info(r).Device.Name, Request: idem,
 		Method: orders.Method(req.Method), Amount: *req.Amount, TipAmount: req.TipAmount, Capture: req.Capture,
 		Currency: req.Currency, OfflineBehavior: orders.OfflineBehavior(req.OfflineBehavior)}
 	if req.Card != nil {
 		pr.Card = &gateway.Card{PAN: req.Card.PAN, ExpMonth: req.Card.ExpMonth, ExpYear: req.Card.ExpYear}
 	}
-	ctx := s.finishing(r, http.StatusCreated, func(v any) string { return "/v1/payments/" + v.(orders.Payment).ID })
-	p, err := s.orders.Pay(ctx, pr)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	s.respond(w, r, http.StatusCreated, "/v1/payments/"+p.ID, p)
+	return s.orders.Pay(r.Context(), pr)
 }
 
 func (s *Server) getPayment(w http.ResponseWriter, r *http.Request) {
@@ -182,54 +162,35 @@ type captureRequest struct {
 	TipAmount int64  `json:"tip_amount"`
 }
 
-func (s *Server) capturePayment(w http.ResponseWriter, r *http.Request) {
+func (s *Server) capturePayment(r *http.Request, idem orders.Request) (any, error) {
 	var req captureRequest
 	if r.ContentLength != 0 {
-		if err := decode(w, r, &req); err != nil {
-			s.fail(w, r, err)
-			return
+		if err := decode(nil, r, &req); err != nil {
+			return nil, err
 		}
 	}
-	p, err := s.orders.Capture(r.Context(), orders.CaptureRequest{PaymentID: chi.URLParam(r, "id"), OpKey: info(r).OpKey,
+	return s.orders.Capture(r.Context(), orders.CaptureRequest{PaymentID: chi.URLParam(r, "id"), Request: idem,
 		Amount: req.Amount, TipAmount: req.TipAmount})
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, p)
 }
 
-func (s *Server) voidPayment(w http.ResponseWriter, r *http.Request) {
-	if err := decodeEmpty(w, r); err != nil {
-		s.fail(w, r, err)
-		return
+func (s *Server) voidPayment(r *http.Request, idem orders.Request) (any, error) {
+	if err := decodeEmpty(r); err != nil {
+		return nil, err
 	}
-	p, err := s.orders.Void(r.Context(), chi.URLParam(r, "id"), info(r).OpKey)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, p)
+	return s.orders.Void(r.Context(), orders.VoidRequest{PaymentID: chi.URLParam(r, "id"), Request: idem})
 }
 
 type refundRequest struct {
 	Amount *int64 `json:"amount"`
 }
 
-func (s *Server) refundPayment(w http.ResponseWriter, r *http.Request) {
+func (s *Server) refundPayment(r *http.Request, idem orders.Request) (any, error) {
 	var req refundRequest
-	if err := decode(w, r, &req); err != nil {
-		s.fail(w, r, err)
-		return
+	if err := decode(nil, r, &req); err != nil {
+		return nil, err
 	}
 	if req.Amount == nil {
-		s.fail(w, r, problem(http.StatusBadRequest, "invalid_request", "amount is required"))
-		return
+		return nil, problem(http.StatusBadRequest, "invalid_request", "amount is required")
 	}
-	p, err := s.orders.Refund(r.Context(), chi.URLParam(r, "id"), info(r).OpKey, *req.Amount)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusCreated, p)
+	return s.orders.Refund(r.Context(), orders.RefundRequest{PaymentID: chi.URLParam(r, "id"), Request: idem, Amount: *req.Amount})
 }

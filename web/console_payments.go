@@ -150,7 +150,7 @@ func (s *Server) consolePayments(w http.ResponseWriter, r *http.Request) {
 
 type paymentData struct {
 	P       orders.Payment
-	Events  []orders.Event
+	Events  []orders.Change
 	Refunds []orders.Refund
 	Rec     *saf.Record
 }
@@ -184,7 +184,7 @@ func (s *Server) consolePayment(w http.ResponseWriter, r *http.Request) {
 
 type orderPayment struct {
 	orders.Payment
-	Events []orders.Event
+	Events []orders.Change
 }
 
 type orderData struct {

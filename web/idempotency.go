@@ -19,25 +19,31 @@ import (
 	"storepay/orders"
 )
 
-// Idempotency, as the contract and the IETF Idempotency-Key draft say:
+// Idempotency, as the contract and the IETF Idempotency-Key draft say,
+// all of it in this file:
 //
 //   - every terminal POST carries a key (bare or an RFC 8941 sf-string);
-//   - the key is scoped to the calling device and bound to a hash of the
-//     request (method, path, canonical JSON body);
-//   - the answer is stored durably before it is sent, so a repeat gets the
-//     very same status and body even after a restart. On the hot paths the
-//     domain commits it in the same transaction as the outcome itself
-//     (orders.WithFinisher), so a request costs one durable write;
-//     otherwise it is written right after the handler;
-//   - a repeat while the first still runs gets 409: this process is the
-//     store's only storepay, so "still running" is known in memory;
+//   - the key is scoped to the calling device and bound to a keyed hash of
+//     the request (method, path, canonical JSON body);
+//   - a keyed handler ([keyed]) never writes its answer: it returns its
+//     result or error, and [Server.idempotent] renders, stores and sends
+//     it. The domain receives the request's identity and an
+//     orders.Reply explicitly (orders.Request), and on the hot paths
+//     stores the answer in the very transaction that commits the outcome,
+//     so a request costs one durable write; otherwise the answer is
+//     stored right after the handler, before it is sent;
+//   - a repeat gets the very same status and body, even after a restart;
+//   - a repeat while the first still runs gets 409. The domain knows it
+//     from the payment's lease in the database; the in-memory set of
+//     running keys here only answers it sooner;
 //   - a request cut off by a crash left no answer: its repeat runs again,
 //     and the domain resumes what the first had started (orders and
 //     payments remember the key and the request hash that made them, so
 //     a reuse of the key with another request is still refused).
 //
-// 5xx answers and transient conflicts are not stored: the same request
-// may succeed later.
+// 5xx answers, transient conflicts and reused-key refusals are not
+// stored: the same request may succeed later, and a refusal about the key
+// must not stand in the place of the request the key belongs to.
 
 // IdempotencyTTL is how long answers are kept for replay (at least 72h,
 // as the contract promises).
@@ -189,18 +195,25 @@ func writeCanonical(h io.Writer, method, path string, body []byte) {
 	h.Write(body)
 }
 
-// idempotent wraps a terminal POST handler.
-func (s *Server) idempotent(next http.Handler) http.Handler { return s.idempotentWith(next, false) }
+// keyed is a terminal POST run under an Idempotency-Key. It does the work
+// and returns its result (the Order or Payment answered) or an error; it
+// never writes the answer itself. req carries the request's identity and
+// the orders.Reply that stores its answer with the outcome.
+type keyed func(r *http.Request, req orders.Request) (any, error)
 
-// idempotentChecked wraps a handler whose domain checks a repeated key
-// against what the key made (orders.Service.CreateOrder and Pay): a
-// stored hash made under another card key cannot tell a repeat, and the
-// request goes on to be checked there.
-func (s *Server) idempotentChecked(next http.Handler) http.Handler {
-	return s.idempotentWith(next, true)
+// answerShape is how a keyed route answers a result: its status and,
+// for what it creates, the Location.
+type answerShape struct {
+	status   int
+	location func(result any) string
 }
 
-func (s *Server) idempotentWith(next http.Handler, checked bool) http.Handler {
+// idempotent serves h under the Idempotency-Key rules. checked is for
+// routes whose domain checks a repeated key against what the key made
+// (orders.Service.CreateOrder and Pay): a stored hash made under another
+// card key cannot tell a repeat, and the request goes on to be checked
+// there.
+func (s *Server) idempotent(shape answerShape, checked bool, h keyed) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		vals := r.Header.Values("Idempotency-Key")
 		if len(vals) == 0 || (len(vals) == 1 && strings.TrimSpace(vals[0]) == "") {
@@ -228,11 +241,11 @@ func (s *Server) idempotentWith(next http.Handler, checked bool) http.Handler {
 		defer s.idem.unlock(lockKey)
 		hash := s.requestHash(r.Method, r.URL.Path, body)
 		rec, found, err := s.idem.lookup(r.Context(), dev, key)
-		fallThrough := false
 		if err != nil {
 			s.fail(w, r, err)
 			return
 		}
+		fallThrough := false
 		switch {
 		case !found || rec.hash == hash:
 		case !strings.HasPrefix(rec.hash, "h1."):
@@ -259,31 +272,34 @@ func (s *Server) idempotentWith(next http.Handler, checked bool) http.Handler {
 		}
 		if found {
 			idemReplays.Add(r.Context(), 1)
-			if rec.contentType != "" {
-				w.Header().Set("Content-Type", rec.contentType)
-			}
-			if rec.location != "" {
-				w.Header().Set("Location", rec.location)
-			}
 			w.Header().Set("Idempotent-Replayed", "true")
-			w.WriteHeader(rec.status)
-			w.Write(rec.body)
+			sendAnswer(w, rec)
 			return
 		}
-		ri.OpKey, ri.OpHash, ri.idemKey = dev+":"+key, hash, key
 		// The body is read: its length is known now, also when it came
 		// chunked, so handlers that take an optional body see an empty one
 		// as empty.
 		r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
-		rw := &recorder{header: http.Header{}}
-		next.ServeHTTP(rw, r)
-		if rw.status == 0 {
-			rw.status = http.StatusOK
+		reply := &reply{device: dev, key: key, hash: hash, shape: shape, now: s.now}
+		result, err := h(r, orders.Request{Key: dev + ":" + key, Hash: hash, Reply: reply})
+		store := true
+		switch {
+		case err != nil:
+			p, keep := s.problemFor(r, err)
+			p.RequestID = ri.ID
+			rec = idemRecord{hash: hash, status: p.Status, contentType: "application/problem+json", body: p.encode()}
+			store = keep && p.Status < 500 && !fallThrough
+		case reply.stored != nil:
+			rec, store = *reply.stored, false // on disk with the outcome already
+		default:
+			if rec, err = reply.render(result); err != nil {
+				s.fail(w, r, err)
+				return
+			}
 		}
-		if rw.status < 500 && !ri.NoStore && !ri.answerStored && !(fallThrough && rw.status >= 400) {
+		if store {
 			err := s.db.Update(context.WithoutCancel(r.Context()), func(tx *sql.Tx) error {
-				return storeAnswer(tx, dev, key, idemRecord{hash: hash, status: rw.status, contentType: rw.header.Get("Content-Type"),
-					location: rw.header.Get("Location"), body: rw.body.Bytes()}, s.now())
+				return storeAnswer(tx, dev, key, rec, s.now())
 			})
 			if err != nil {
 				// The outcome itself is on disk; a repeat finds it through
@@ -291,75 +307,55 @@ func (s *Server) idempotentWith(next http.Handler, checked bool) http.Handler {
 				s.log.Error("store idempotent answer", "request_id", ri.ID, "err", err)
 			}
 		}
-		for k, v := range rw.header {
-			w.Header()[k] = v
-		}
-		w.Header().Set("Content-Length", strconv.Itoa(rw.body.Len()))
-		w.WriteHeader(rw.status)
-		w.Write(rw.body.Bytes())
+		sendAnswer(w, rec)
 	})
 }
 
-// finishing returns r's context with an orders.Finisher that stores the
-// answer (status, the result as JSON, its Location) in the domain's own
-// transaction, and remembers it for respond.
-func (s *Server) finishing(r *http.Request, status int, location func(any) string) context.Context {
-	ri := info(r)
-	if ri.idemKey == "" {
-		return r.Context()
+// reply is the orders.Reply of one keyed request: it stores the answer
+// in the domain's transaction and keeps it, so that the very bytes stored
+// are the bytes sent.
+type reply struct {
+	device, key, hash string
+	shape             answerShape
+	now               func() time.Time
+	stored            *idemRecord
+}
+
+var _ orders.Reply = (*reply)(nil)
+
+// Store renders result as the request's answer and writes it in tx.
+func (rp *reply) Store(tx *sql.Tx, result any) error {
+	rec, err := rp.render(result)
+	if err != nil {
+		return err
 	}
-	dev, key, hash := ri.Device.ID, ri.idemKey, ri.OpHash
-	return orders.WithFinisher(r.Context(), func(tx *sql.Tx, result any) error {
-		body, err := json.Marshal(result)
-		if err != nil {
-			return err
-		}
-		rec := idemRecord{hash: hash, status: status, contentType: "application/json", location: location(result), body: append(body, '\n')}
-		if err := storeAnswer(tx, dev, key, rec, s.now()); err != nil {
-			return err
-		}
-		ri.finished = &rec
-		return nil
-	})
+	if err := storeAnswer(tx, rp.device, rp.key, rec, rp.now()); err != nil {
+		return err
+	}
+	rp.stored = &rec
+	return nil
 }
 
-// respond writes a successful answer: the very bytes the domain stored
-// with its outcome when it did (see finishing), else v as JSON.
-func (s *Server) respond(w http.ResponseWriter, r *http.Request, status int, location string, v any) {
-	ri := info(r)
-	if rec := ri.finished; rec != nil && rec.status == status {
-		ri.answerStored = true
+func (rp *reply) render(result any) (idemRecord, error) {
+	body, err := json.Marshal(result)
+	if err != nil {
+		return idemRecord{}, err
+	}
+	rec := idemRecord{hash: rp.hash, status: rp.shape.status, contentType: "application/json", body: append(body, '\n')}
+	if rp.shape.location != nil {
+		rec.location = rp.shape.location(result)
+	}
+	return rec, nil
+}
+
+func sendAnswer(w http.ResponseWriter, rec idemRecord) {
+	if rec.contentType != "" {
 		w.Header().Set("Content-Type", rec.contentType)
-		if rec.location != "" {
-			w.Header().Set("Location", rec.location)
-		}
-		w.WriteHeader(rec.status)
-		w.Write(rec.body)
-		return
 	}
-	if location != "" {
-		w.Header().Set("Location", location)
+	if rec.location != "" {
+		w.Header().Set("Location", rec.location)
 	}
-	writeJSON(w, status, v)
-}
-
-// recorder buffers a handler's answer so it can be stored before it is
-// sent.
-type recorder struct {
-	header http.Header
-	status int
-	body   bytes.Buffer
-}
-
-func (r *recorder) Header() http.Header { return r.header }
-func (r *recorder) Write(b []byte) (int, error) {
-	if r.status == 0 {
-		r.status = http.StatusOK
-	}
-	return r.body.Write(b)
-}
-func (r *recorder) WriteHeader(code int) {
-	if r.status == 0 {
-		r.status = code
-	}
+	w.Header().Set("Content-Length", strconv.Itoa(len(rec.body)))
+	w.WriteHeader(rec.status)
+	w.Write(rec.body)
 }

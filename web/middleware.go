@@ -20,17 +20,10 @@ import (
 // middleware behind otelhttp has to replace the request (which would lose
 // the route pattern in traces and metrics).
 type reqInfo struct {
-	ID      string
-	Device  devices.Device
-	Authed  bool
-	Route   string
-	OpKey   string // device id + Idempotency-Key, for the domain
-	OpHash  string // hash of the request, for the domain
-	NoStore bool   // the answer must not be stored for idempotent replay
-
-	idemKey      string
-	finished     *idemRecord // the answer the domain stored with its outcome
-	answerStored bool
+	ID     string
+	Device devices.Device
+	Authed bool
+	Route  string
 }
 
 type infoKey struct{}

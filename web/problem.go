@@ -29,10 +29,9 @@ func problem(status int, code, detail string) *Problem {
 
 func writeProblem(w http.ResponseWriter, r *http.Request, p *Problem) {
 	p.RequestID = info(r).ID
-	p.Detail = gateway.MaskPANs(p.Detail) // it may quote what the client sent
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(p.Status)
-	json.NewEncoder(w).Encode(p)
+	w.Write(p.encode())
 }
 
 var kindStatus = map[orders.Kind]int{
@@ -43,35 +42,42 @@ var kindStatus = map[orders.Kind]int{
 	orders.KindUnavailable: http.StatusServiceUnavailable,
 }
 
-// fail answers err. A domain error becomes its problem; anything else is
-// logged with the request id and answered 500 (or 503 when the database
-// refused the write) without its details.
+// fail answers err (see problemFor).
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	p, _ := s.problemFor(r, err)
+	writeProblem(w, r, p)
+}
+
+// problemFor turns err into the problem a client hears. A domain error
+// becomes its problem; anything else is logged with the request id and
+// answered 500 (or 503 when the database refused the write) without its
+// details. keep says whether the answer may stand for the request in
+// idempotent replay: not a transient conflict, and not a reused key's
+// refusal (stored, it would stand in the key's place and refuse the
+// genuine repeat of the request the key belongs to).
+func (s *Server) problemFor(r *http.Request, err error) (p *Problem, keep bool) {
 	if de := orders.AsError(err); de != nil {
-		// A reused key is refused about the key, not answered about the
-		// request: stored, it would stand in the key's place and refuse
-		// the genuine repeat of the request the key belongs to.
-		if de.Transient || de.Code == "idempotency_key_reuse" {
-			info(r).NoStore = true
-		}
-		writeProblem(w, r, problem(kindStatus[de.Kind], de.Code, de.Message))
-		return
+		return problem(kindStatus[de.Kind], de.Code, de.Message), !de.Transient && de.Code != "idempotency_key_reuse"
 	}
-	var p *Problem
 	if errors.As(err, &p) {
-		writeProblem(w, r, p)
-		return
+		return p, true
 	}
-	info(r).NoStore = true
 	s.log.Error("request failed", "request_id", info(r).ID, "method", r.Method, "path", r.URL.Path, "err", err)
 	if storageFault(err) {
-		writeProblem(w, r, problem(http.StatusServiceUnavailable, "storage_unavailable",
+		return problem(http.StatusServiceUnavailable, "storage_unavailable",
 			"storepay could not write to its database. Retry with the same Idempotency-Key, and take no other payment meanwhile: "+
-				"a bank may have acted already, and the retry finds what was done and does nothing twice."))
-		return
+				"a bank may have acted already, and the retry finds what was done and does nothing twice."), false
 	}
-	writeProblem(w, r, problem(http.StatusInternalServerError, "internal_error",
-		"an internal error occurred; see the server log for request "+info(r).ID))
+	return problem(http.StatusInternalServerError, "internal_error",
+		"an internal error occurred; see the server log for request "+info(r).ID), false
+}
+
+// encode is p as the body of its answer.
+func (p *Problem) encode() []byte {
+	q := *p
+	q.Detail = gateway.MaskPANs(q.Detail) // it may quote what the client sent
+	b, _ := json.Marshal(q)
+	return append(b, '\n')
 }
 
 // storageFault reports whether err came from the database refusing a

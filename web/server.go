@@ -99,17 +99,18 @@ func (s *Server) Handler() http.Handler {
 	r.Group(func(r chi.Router) {
 		r.Use(s.authenticate)
 
-		// Terminal API.
-		r.With(s.idempotentChecked).Post("/v1/orders", s.createOrder)
+		// Terminal API. Every POST is keyed (see idempotency.go); the true
+		// marks routes whose domain checks a key against what it made.
+		r.Method(http.MethodPost, "/v1/orders", s.idempotent(createdOrder, true, s.createOrder))
 		r.Get("/v1/orders/{id}", s.getOrder)
-		r.With(s.idempotent).Post("/v1/orders/{id}/deliver", s.deliverOrder)
-		r.With(s.idempotent).Post("/v1/orders/{id}/cancel", s.cancelOrder)
-		r.With(s.idempotentChecked).Post("/v1/orders/{id}/payments", s.createPayment)
+		r.Method(http.MethodPost, "/v1/orders/{id}/deliver", s.idempotent(ok200, false, s.deliverOrder))
+		r.Method(http.MethodPost, "/v1/orders/{id}/cancel", s.idempotent(ok200, false, s.cancelOrder))
+		r.Method(http.MethodPost, "/v1/orders/{id}/payments", s.idempotent(createdPayment, true, s.createPayment))
 		r.Get("/v1/payments", s.listPayments)
 		r.Get("/v1/payments/{id}", s.getPayment)
-		r.With(s.idempotent).Post("/v1/payments/{id}/capture", s.capturePayment)
-		r.With(s.idempotent).Post("/v1/payments/{id}/void", s.voidPayment)
-		r.With(s.idempotent).Post("/v1/payments/{id}/refunds", s.refundPayment)
+		r.Method(http.MethodPost, "/v1/payments/{id}/capture", s.idempotent(ok200, false, s.capturePayment))
+		r.Method(http.MethodPost, "/v1/payments/{id}/void", s.idempotent(ok200, false, s.voidPayment))
+		r.Method(http.MethodPost, "/v1/payments/{id}/refunds", s.idempotent(created201, false, s.refundPayment))
 
 		// Manager API.
 		r.Group(func(r chi.Router) {
