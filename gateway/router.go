@@ -53,6 +53,10 @@ type Router struct {
 	banks  []*bank
 	byName map[string]*bank
 	log    *slog.Logger
+	// Now is the router's clock for the pauses banks ask for (a 429's
+	// Retry-After). Nil: time.Now. The breakers keep failsafe-go's own
+	// wall clock.
+	Now func() time.Time
 
 	mu       sync.Mutex
 	watchers []func(bank string)
@@ -101,6 +105,23 @@ func NewRouter(banks []BankSpec, log *slog.Logger) (*Router, error) {
 	}
 	r.unregister = reg.Unregister
 	return r, nil
+}
+
+func (r *Router) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+// ProbeOnce probes every bank whose probes are on, once, now: the health
+// prober's step, for tests and the simulator that drive time themselves.
+func (r *Router) ProbeOnce(ctx context.Context) {
+	for _, b := range r.banks {
+		if b.pol.ProbeInterval >= 0 && !b.disabled.Load() {
+			b.probe(ctx)
+		}
+	}
 }
 
 // Start starts the health probes. Close stops them.
@@ -278,7 +299,7 @@ func (r *Router) at(ctx context.Context, name, op string, fn func(context.Contex
 		if !b.disabled.Load() {
 			// When it takes calls again: after a 429's pause, or when
 			// the breaker lets a trial through.
-			e.RetryAfter = max(time.Until(time.Unix(0, b.coolUntil.Load())), b.breaker.RemainingDelay())
+			e.RetryAfter = max(time.Unix(0, b.coolUntil.Load()).Sub(r.now()), b.breaker.RemainingDelay())
 		}
 		return nil, e
 	}
@@ -399,7 +420,7 @@ func (b *bank) refuses() string {
 	switch {
 	case b.disabled.Load():
 		return "disabled after a 401 from the bank: check its API key"
-	case time.Now().UnixNano() < b.coolUntil.Load():
+	case b.router.now().UnixNano() < b.coolUntil.Load():
 		return "the bank asked for a pause (429 Retry-After)"
 	case b.breaker.IsOpen() && b.breaker.RemainingDelay() > 0:
 		return "circuit breaker open"
@@ -657,7 +678,7 @@ func (b *bank) finish(ctx context.Context, st *callState, res any, err error) er
 		b.disable(e)
 	case e != nil && e.Kind == KindRateLimited:
 		wait := min(max(e.RetryAfter, time.Second), b.pol.MaxRetryAfter)
-		b.coolUntil.Store(time.Now().Add(wait).UnixNano())
+		b.coolUntil.Store(b.router.now().Add(wait).UnixNano())
 	}
 	if st.sawUnknown {
 		return &Error{Kind: KindUnknown, Gateway: b.name, Err: fmt.Errorf("outcome unknown after %d attempts: %w", st.attempts, err)}
@@ -699,7 +720,7 @@ func (b *bank) observe(i int, err error) {
 		return
 	}
 	b.consecutive++
-	b.lastErr, b.lastErrAt = err.Error(), time.Now()
+	b.lastErr, b.lastErrAt = err.Error(), b.router.now()
 	if e := AsError(err); e != nil && e.Kind == KindNotSent && len(b.eps) > 1 {
 		b.preferred.Store(int32((i + 1) % len(b.eps)))
 	}

@@ -49,7 +49,28 @@ type DB struct {
 	// faultAt is when (unix nanoseconds) a write last failed because
 	// the storage refused it; 0 if never.
 	faultAt atomic.Int64
+
+	opts Options
 }
+
+// Options are a database's test switches: the points where the
+// simulator (cmd/storepay-sim) injects storage faults and crashes. storepay
+// itself opens with the zero Options.
+type Options struct {
+	// BeforeCommit runs on the writer right before each commit. An error
+	// fails the commit: the batch rolls back and every write in it gets
+	// the error, as on a full disk (wrap ErrStorageFault for one) or a
+	// crash at that instant.
+	BeforeCommit func() error
+	// AfterCommit runs on the writer right after each commit is on disk,
+	// before any writer hears of it: a crash there loses no data but
+	// every acknowledgement.
+	AfterCommit func()
+}
+
+// ErrStorageFault marks an error as the storage refusing a write, for
+// faults that do not come from SQLite itself (the simulator's full disk).
+var ErrStorageFault = errors.New("storage refused the write")
 
 // LastStorageFault reports when a write last failed because the storage
 // refused it (disk full, I/O error, read-only file), or the zero time.
@@ -70,7 +91,7 @@ func (db *DB) FreeBytes() (uint64, error) { return freeBytes(filepath.Dir(db.pat
 // IsStorageFault reports whether err says the storage refused a write,
 // as opposed to a constraint, a busy lock or a bug.
 func IsStorageFault(err error) bool {
-	if errors.Is(err, ErrClosed) {
+	if errors.Is(err, ErrClosed) || errors.Is(err, ErrStorageFault) {
 		return true
 	}
 	var se *sqlite.Error
@@ -125,7 +146,10 @@ type writeReq struct {
 // Open opens (creating if needed) the database at path, applies every
 // migration not applied yet and starts the writer. The parent directory
 // is created with mode 0700: the database holds payment data.
-func Open(ctx context.Context, path string) (*DB, error) {
+func Open(ctx context.Context, path string) (*DB, error) { return OpenWith(ctx, path, Options{}) }
+
+// OpenWith is Open with test switches.
+func OpenWith(ctx context.Context, path string, opts Options) (*DB, error) {
 	if path == "" {
 		return nil, errors.New("open database: empty path")
 	}
@@ -176,6 +200,7 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		quit:     make(chan struct{}),
 		done:     make(chan struct{}),
 		ckptDone: make(chan struct{}),
+		opts:     opts,
 	}
 	go db.loop()
 	go db.checkpoint()
@@ -453,6 +478,13 @@ func (db *DB) commit(batch []*writeReq) {
 		return
 	}
 	t1 := time.Now()
+	if db.opts.BeforeCommit != nil {
+		if err := db.opts.BeforeCommit(); err != nil {
+			tx.Rollback()
+			failAll(fmt.Errorf("commit: %w", err))
+			return
+		}
+	}
 	err = tx.Commit()
 	db.statsMu.Lock()
 	db.stats.ExecTime += t1.Sub(t0)
@@ -461,6 +493,9 @@ func (db *DB) commit(batch []*writeReq) {
 	if err != nil {
 		failAll(fmt.Errorf("commit: %w", err))
 		return
+	}
+	if db.opts.AfterCommit != nil {
+		db.opts.AfterCommit()
 	}
 	for i, r := range batch {
 		r.done <- errs[i]

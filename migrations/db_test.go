@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"storepay/migrations"
@@ -217,5 +218,49 @@ func TestNewDatabaseIsPrivate(t *testing.T) {
 	}
 	if free, err := db.FreeBytes(); err != nil || free == 0 {
 		t.Fatalf("free space on a temp dir: %d, %v", free, err)
+	}
+}
+
+// The commit hooks see every commit: BeforeCommit's error fails the
+// whole batch and nothing of it reaches the file; AfterCommit runs once
+// the commit is on disk.
+func TestCommitHooks(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "s.db")
+	var fail atomic.Bool
+	var after atomic.Int64
+	db, err := migrations.OpenWith(ctx, path, migrations.Options{
+		BeforeCommit: func() error {
+			if fail.Load() {
+				return fmt.Errorf("simulated full disk: %w", migrations.ErrStorageFault)
+			}
+			return nil
+		},
+		AfterCommit: func() { after.Add(1) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	write := func(at string) error {
+		return db.Update(ctx, func(tx *sql.Tx) error {
+			_, err := tx.Exec(`INSERT INTO heartbeat (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at = excluded.at`, at)
+			return err
+		})
+	}
+	if err := write("first"); err != nil {
+		t.Fatal(err)
+	}
+	fail.Store(true)
+	err = write("second")
+	if !migrations.IsStorageFault(err) {
+		t.Fatalf("a write failed by BeforeCommit: %v, want a storage fault", err)
+	}
+	var at string
+	if err := db.Read().QueryRow(`SELECT at FROM heartbeat`).Scan(&at); err != nil || at != "first" {
+		t.Fatalf("heartbeat %q (%v) after the failed commit, want first", at, err)
+	}
+	if n := after.Load(); n != 1 {
+		t.Fatalf("AfterCommit ran %d times, want 1", n)
 	}
 }

@@ -76,8 +76,6 @@ func (q *Queue) SetEStop(ctx context.Context, state EStopState, actor, reason st
 		return EStop{}, fmt.Errorf("set emergency stop: %w", err)
 	}
 	q.log().Warn("emergency stop changed", "state", state, "from", prev, "actor", actor, "reason", reason)
-	if q.fwd != nil {
-		q.fwd.estopChanged(state)
-	}
+	q.forwarder().estopChanged(state)
 	return EStop{State: state, Reason: reason, Actor: actor, At: now}, nil
 }

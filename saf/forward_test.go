@@ -195,3 +195,42 @@ func TestRefusedLookupIsNotADecline(t *testing.T) {
 		t.Fatalf("the authorization was sent %d more times", n-sent)
 	}
 }
+
+// Step forwards what is due in the caller's goroutine, at the queue's
+// clock: a stored payment is forwarded by one step, without the
+// forwarder's goroutines, and a record not yet due is left for a later
+// step.
+func TestStepForwardsWhatIsDue(t *testing.T) {
+	e := newForwardEnv(t)
+	ctx := context.Background()
+	now := time.Now()
+	e.q.Now = func() time.Time { return now }
+	e.svc.Now = e.q.Now
+	p := e.pay(t, "step-1", 900, orders.ForceOffline)
+	if p.Status != orders.Stored {
+		t.Fatalf("payment %s, want stored", p.Status)
+	}
+	if err := e.q.Recover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r, err := e.q.RecordForPayment(ctx, p.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Not due yet: a step an instant before sends nothing.
+	now = r.NextAttemptAt.Add(-time.Millisecond)
+	if n, err := e.q.Step(ctx); err != nil || n != 0 {
+		t.Fatalf("a step before the record is due sent %d (err %v)", n, err)
+	}
+	now = r.NextAttemptAt
+	if n, err := e.q.Step(ctx); err != nil || n != 1 {
+		t.Fatalf("step sent %d (err %v), want 1", n, err)
+	}
+	got, err := e.svc.Payment(ctx, p.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status != orders.Captured || e.sim.Ledger().ChargesFor(p.ID) != 1 {
+		t.Fatalf("after the step: %s, charged %d times", got.Status, e.sim.Ledger().ChargesFor(p.ID))
+	}
+}

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -114,8 +113,9 @@ type guardEvent struct {
 	amount int64
 }
 
-// Open starts the forwarder. Records a crash left "forwarding" go back to
-// the queue, still pinned to their bank.
+// Open starts the forwarder: [Queue.Recover], then a scanner and a small
+// pool of workers per bank that run [Queue.Step]'s work on a timer, at
+// once when something is queued or a bank comes back.
 func (q *Queue) Open() error {
 	unregister, err := q.observe()
 	if err != nil {
@@ -126,9 +126,91 @@ func (q *Queue) Open() error {
 	if pol.Interval < 0 {
 		return nil
 	}
+	if err := q.Recover(context.Background()); err != nil {
+		return err
+	}
+	f := q.forwarder()
+	for _, b := range q.Bank.Banks() {
+		l := &lane{bank: b, ch: make(chan Record, pol.Concurrency),
+			limiter: ratelimiter.NewSmoothBuilderWithMaxRate[any](time.Duration(float64(time.Second) / pol.RatePerSecond)).Build()}
+		f.lanes[b] = l
+		for i := 0; i < pol.Concurrency; i++ {
+			f.wg.Add(1)
+			go func() {
+				defer f.wg.Done()
+				f.work(l)
+			}()
+		}
+	}
+	q.Bank.OnAvailable(f.bankAvailable)
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		f.scan()
+	}()
+	return nil
+}
+
+// forwarder returns the queue's forwarder, made without its goroutines
+// on first use: [Queue.Step] drives it by hand, Open adds the workers.
+func (q *Queue) forwarder() *forwarder {
+	q.fwdOnce.Do(func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		f := &forwarder{q: q, pol: q.Forward.withDefaults(), ctx: ctx, cancel: cancel, wakeCh: make(chan struct{}, 1),
+			lanes: map[string]*lane{}, dispatched: map[string]bool{}}
+		f.flightCtx, f.flightCancel = context.WithCancel(ctx)
+		q.fwd = f
+	})
+	return q.fwd
+}
+
+// Step runs one pass of the forwarder now, at the queue's clock, in the
+// caller's goroutine: it expires what waited too long and, unless the
+// emergency stop holds forwarding, forwards every due record, bank by
+// bank in priority order, one at a time, recording each outcome before
+// the next. It returns how many records it sent to a bank. Tests and the
+// simulator step the forwarder this way instead of waiting for its timer.
+func (q *Queue) Step(ctx context.Context) (int, error) {
+	f := q.forwarder()
+	if err := q.expire(ctx); err != nil {
+		return 0, err
+	}
+	sent := 0
+	preferred := q.Bank.Preferred()
+	for _, bank := range q.Bank.Banks() {
+		if q.EStop(ctx).State != Go {
+			return sent, nil
+		}
+		now := migrations.FormatTime(q.now())
+		ids, err := f.due(bank, now, 1000)
+		if err == nil && bank == preferred {
+			var unpinned []string
+			unpinned, err = f.due("", now, 1000)
+			ids = append(ids, unpinned...)
+		}
+		if err != nil {
+			return sent, err
+		}
+		for _, id := range ids {
+			if ctx.Err() != nil {
+				return sent, ctx.Err()
+			}
+			if f.forward(bank, nil, Record{ID: id}, true) {
+				sent++
+			}
+		}
+	}
+	return sent, nil
+}
+
+// Recover puts the records a crash left "forwarding" back in the queue,
+// still pinned to their bank (the bank may have taken them: only a repeat
+// there, or its records, will tell), and holds for a manager the records
+// pinned to a bank that is no longer configured. Open runs it first.
+func (q *Queue) Recover(ctx context.Context) error {
 	now := migrations.FormatTime(q.now())
 	var orphans int64
-	err = q.DB.Update(context.Background(), func(tx *sql.Tx) error {
+	err := q.DB.Update(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.Exec(`UPDATE saf_records SET status = 'queued', next_attempt_at = ?, updated_at = ? WHERE status = 'forwarding'`, now, now); err != nil {
 			return err
 		}
@@ -152,29 +234,6 @@ func (q *Queue) Open() error {
 	if orphans > 0 {
 		q.log().Error("ALERT: saf: records pinned to a bank that is not configured are held for a manager", "count", orphans)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	f := &forwarder{q: q, pol: pol, ctx: ctx, cancel: cancel, wakeCh: make(chan struct{}, 1),
-		lanes: map[string]*lane{}, dispatched: map[string]bool{}}
-	f.flightCtx, f.flightCancel = context.WithCancel(ctx)
-	for _, b := range q.Bank.Banks() {
-		l := &lane{bank: b, ch: make(chan Record, pol.Concurrency),
-			limiter: ratelimiter.NewSmoothBuilderWithMaxRate[any](time.Duration(float64(time.Second) / pol.RatePerSecond)).Build()}
-		f.lanes[b] = l
-		for i := 0; i < pol.Concurrency; i++ {
-			f.wg.Add(1)
-			go func() {
-				defer f.wg.Done()
-				f.work(l)
-			}()
-		}
-	}
-	q.fwd = f
-	q.Bank.OnAvailable(f.bankAvailable)
-	f.wg.Add(1)
-	go func() {
-		defer f.wg.Done()
-		f.scan()
-	}()
 	return nil
 }
 
@@ -184,18 +243,13 @@ func (q *Queue) Close() {
 	if q.unobserve != nil {
 		q.unobserve()
 	}
-	if q.fwd == nil {
-		return
-	}
-	q.fwd.cancel()
+	q.forwarder().cancel()
 	q.fwd.wg.Wait()
 	q.fwd.recording.Wait()
 }
 
 func (q *Queue) wake() {
-	if q.fwd != nil {
-		q.fwd.wake()
-	}
+	q.forwarder().wake()
 }
 
 func (f *forwarder) wake() {
@@ -334,7 +388,7 @@ func (f *forwarder) due(bank, now string, limit int) ([]string, error) {
 
 func (f *forwarder) work(l *lane) {
 	for r := range l.ch {
-		f.forward(l, r)
+		f.forward(l.bank, l.limiter, r, false)
 		f.mu.Lock()
 		delete(f.dispatched, r.ID)
 		f.mu.Unlock()
@@ -342,13 +396,17 @@ func (f *forwarder) work(l *lane) {
 	}
 }
 
-// forward sends one record to l's bank and records the outcome.
-func (f *forwarder) forward(l *lane, r Record) {
-	if err := l.limiter.AcquirePermit(f.ctx); err != nil {
-		return
+// forward sends one record to bank and records the outcome: at once
+// when sync (a step), else while the worker moves on. A limiter, when
+// given, spaces the forwards. It reports whether the record was sent.
+func (f *forwarder) forward(bank string, limiter ratelimiter.RateLimiter[any], r Record, sync bool) bool {
+	if limiter != nil {
+		if err := limiter.AcquirePermit(f.ctx); err != nil {
+			return false
+		}
 	}
 	if f.q.EStop(f.ctx).State != Go {
-		return
+		return false
 	}
 	// Claim and pin: the bank is on disk before it is called.
 	now := f.q.now()
@@ -358,12 +416,12 @@ func (f *forwarder) forward(l *lane, r Record) {
 		if err != nil {
 			return err
 		}
-		if cur.Status != Queued || (cur.Gateway != "" && cur.Gateway != l.bank) || cur.NextAttemptAt.After(now) {
+		if cur.Status != Queued || (cur.Gateway != "" && cur.Gateway != bank) || cur.NextAttemptAt.After(now) {
 			return nil // held, pinned elsewhere or put off (a "not sent" since it was listed) meanwhile
 		}
 		r = cur
 		pinnedBefore = r.Gateway != ""
-		r.Gateway = l.bank
+		r.Gateway = bank
 		claimed = true
 		return setStatus(tx, &r, Forwarding, now)
 	})
@@ -371,37 +429,42 @@ func (f *forwarder) forward(l *lane, r Record) {
 		if err != nil && f.ctx.Err() == nil {
 			f.q.log().Warn("saf: claim record", "record", r.ID, "err", err)
 		}
-		return
+		return false
 	}
 	card, err := f.q.Vault.Open(r.PaymentID, r.sealed)
 	if err != nil {
 		f.holdUnreadable(r, pinnedBefore, err)
-		return
+		return false
 	}
 	f.mu.Lock()
 	flight := f.flightCtx
 	f.mu.Unlock()
 	ctx, cancel := context.WithTimeout(gateway.WithGate(flight, f.gate), f.pol.CallTimeout)
 	t0 := time.Now()
-	auth, found, err := f.charged(ctx, l.bank, r, pinnedBefore)
+	auth, found, err := f.charged(ctx, bank, r, pinnedBefore)
 	if !found && err == nil {
-		auth, err = f.q.Bank.AuthorizeAt(ctx, l.bank, gateway.AuthRequest{Key: r.idemKey, TerminalID: r.TerminalID,
+		auth, err = f.q.Bank.AuthorizeAt(ctx, bank, gateway.AuthRequest{Key: r.idemKey, TerminalID: r.TerminalID,
 			Reference: r.PaymentID, Amount: r.Amount, Currency: r.Currency, Capture: r.capture, Stored: r.advice, Card: card})
 	}
 	cancel()
 	if err != nil && gateway.AsError(err) == nil {
-		err = &gateway.Error{Kind: gateway.KindUnknown, Gateway: l.bank, Err: err}
+		err = &gateway.Error{Kind: gateway.KindUnknown, Gateway: bank, Err: err}
 	}
 	// The outcome is committed while the worker moves on to its next
 	// record: nobody waits for it, and until it commits the record stays
 	// "forwarding", which a crash turns back into "queued" at the same
 	// bank with the same key (the bank then replays its answer).
 	took := time.Since(t0)
+	if sync {
+		f.record(r, pinnedBefore, auth, err, took)
+		return true
+	}
 	f.recording.Add(1)
 	go func() {
 		defer f.recording.Done()
 		f.record(r, pinnedBefore, auth, err, took)
 	}()
+	return true
 }
 
 // charged looks up, for a record pinned to bank (the bank may hold it),
@@ -569,10 +632,8 @@ func (f *forwarder) commitOutcome(id, paymentID string, fn func(*sql.Tx) error) 
 			return true
 		}
 		f.q.log().Error("saf: record forward outcome; retrying", "record", id, "payment_id", paymentID, "err", err, "retry_in", delay.String())
-		select {
-		case <-f.ctx.Done():
+		if f.q.sleep(f.ctx, delay) != nil {
 			return false
-		case <-time.After(delay):
 		}
 		delay = min(2*delay, 5*time.Second)
 	}
@@ -581,7 +642,7 @@ func (f *forwarder) commitOutcome(id, paymentID string, fn func(*sql.Tx) error) 
 func (f *forwarder) backoff(attempts int) time.Duration {
 	d := f.pol.BackoffMin << min(attempts, 20)
 	d = min(d, f.pol.BackoffMax)
-	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+	return d/2 + time.Duration(f.q.jitter(int64(d/2)+1))
 }
 
 // guard is the runaway guard: too many failures or too much money

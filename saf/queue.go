@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"time"
@@ -124,12 +125,51 @@ type Queue struct {
 	Forward  ForwardPolicy
 	Log      *slog.Logger
 	Now      func() time.Time
+	// NewID makes record ids from a prefix; Jitter a random number in
+	// [0, n) for backoffs; Sleep waits d or until ctx ends. Nil: UUIDv7,
+	// math/rand/v2 and a timer. The simulator replaces them to drive time
+	// and randomness from its seed.
+	NewID  func(prefix string) string
+	Jitter func(n int64) int64
+	Sleep  func(ctx context.Context, d time.Duration) error
 
 	hotOnce sync.Once
 	hot     map[string]bool // first6+last4 of hot cards
 
+	fwdOnce   sync.Once
 	fwd       *forwarder
 	unobserve func() error
+}
+
+func (q *Queue) newID(prefix string) string {
+	if q.NewID != nil {
+		return q.NewID(prefix)
+	}
+	return prefix + strings.ReplaceAll(uuid.Must(uuid.NewV7()).String(), "-", "")
+}
+
+func (q *Queue) jitter(n int64) int64 {
+	if n <= 0 {
+		return 0
+	}
+	if q.Jitter != nil {
+		return q.Jitter(n)
+	}
+	return rand.Int64N(n)
+}
+
+func (q *Queue) sleep(ctx context.Context, d time.Duration) error {
+	if q.Sleep != nil {
+		return q.Sleep(ctx, d)
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 var _ orders.Offline = (*Queue)(nil)
@@ -194,7 +234,7 @@ func (q *Queue) Admit(tx *sql.Tx, r orders.OfflineRecord) error {
 	_, err := tx.Exec(`INSERT INTO saf_records (id, payment_id, idem_key, gateway, terminal_id, amount, currency, capture,
 		advice, fingerprint, card_last4, card_sealed, status, created_at, next_attempt_at, updated_at)
 		VALUES (?,?,?,?,?,?,?,?,?,?,?,?,'queued',?,?,?)`,
-		"saf_"+strings.ReplaceAll(uuid.Must(uuid.NewV7()).String(), "-", ""), r.PaymentID, r.Key, r.Gateway, r.TerminalID,
+		q.newID("saf_"), r.PaymentID, r.Key, r.Gateway, r.TerminalID,
 		r.Amount, r.Currency, r.Capture, r.Gateway == "", r.Fingerprint, r.Last4, r.Sealed, now, now, now)
 	if err != nil {
 		return fmt.Errorf("queue %s: %w", r.PaymentID, err)

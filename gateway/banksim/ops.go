@@ -2,7 +2,6 @@ package banksim
 
 import (
 	"bytes"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -152,7 +151,7 @@ func (s *Sim) authorize(c *call) answer {
 
 	now := s.now()
 	a := &authRecord{apiKey: c.apiKey, Authorization: Authorization{
-		ID:             "auth_" + rand.Text(),
+		ID:             "auth_" + s.cfg.Rand(),
 		Reference:      in.Reference,
 		IdempotencyKey: c.key,
 		MerchantID:     in.MerchantID,
@@ -170,7 +169,7 @@ func (s *Sim) authorize(c *call) answer {
 	case !now.Before(expiry):
 		a.Status, a.DeclineCode = statusDeclined, "expired_card"
 	default:
-		a.Status, a.AuthCode = statusApproved, authCode()
+		a.Status, a.AuthCode = statusApproved, s.cfg.Rand()[:6]
 	}
 
 	s.book.mu.Lock()
@@ -367,7 +366,7 @@ func (s *Sim) refund(c *call) answer {
 	}
 	a.RefundedAmount += in.Amount
 	r := &refundRecord{apiKey: c.apiKey, Refund: Refund{
-		ID:              "rfd_" + rand.Text(),
+		ID:              "rfd_" + s.cfg.Rand(),
 		AuthorizationID: a.ID,
 		Reference:       in.Reference,
 		IdempotencyKey:  c.key,
@@ -433,7 +432,3 @@ func validCurrency(c string) bool {
 	return true
 }
 
-// authCode returns a random six-character approval code.
-func authCode() string {
-	return rand.Text()[:6]
-}

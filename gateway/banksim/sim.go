@@ -1,6 +1,7 @@
 package banksim
 
 import (
+	"crypto/rand"
 	"context"
 	"errors"
 	"fmt"
@@ -47,6 +48,9 @@ type Config struct {
 	// KeyTTL is how long idempotency keys are kept. Zero means 7 days, the
 	// protocol's minimum.
 	KeyTTL time.Duration
+	// Rand returns random text for ids and authorization codes. Nil means
+	// crypto/rand's Text. The simulator passes one made from its seed.
+	Rand func() string
 }
 
 // DefaultFee is the fee of a capture: -(2.9% of gross, rounded, + 30).
@@ -87,6 +91,8 @@ type listener struct {
 	srv   *http.Server // nil while refused; guarded by Sim.lnMu
 	ln    net.Listener // srv's socket; guarded by Sim.lnMu
 	calls [numEndpoints + 1]atomic.Int64
+	// inproc: served by Handler, with no socket to refuse.
+	inproc bool
 }
 
 // New returns a Sim with an empty ledger and no listener.
@@ -105,6 +111,9 @@ func New(cfg Config) *Sim {
 	}
 	if cfg.KeyTTL <= 0 {
 		cfg.KeyTTL = 7 * 24 * time.Hour
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Text
 	}
 	s := &Sim{
 		cfg:     cfg,
@@ -145,6 +154,17 @@ func (s *Sim) Listen(addr string) (string, error) {
 		return l.url, err
 	}
 	return l.url, nil
+}
+
+// Handler returns the protocol as a handler, served in-process under
+// url (which names it in the ledger and in faults) without a socket: for
+// the simulator, which calls it from its own transport.
+func (s *Sim) Handler(url string) http.Handler {
+	s.lnMu.Lock()
+	defer s.lnMu.Unlock()
+	l := &listener{url: url, inproc: true}
+	s.listeners = append(s.listeners, l)
+	return s.protocolHandler(l)
 }
 
 // ListenAdmin starts the admin listener (see [Sim.AdminHandler]) on addr
@@ -314,6 +334,7 @@ func (s *Sim) applyRefuse() error {
 	var errs []error
 	for _, l := range s.listeners {
 		switch {
+		case l.inproc:
 		case refuse[l] && l.srv != nil:
 			// Close, not Shutdown: a refusing bank has crashed, its open
 			// connections die with it.
