@@ -431,4 +431,3 @@ func validCurrency(c string) bool {
 	}
 	return true
 }
-
