@@ -20,8 +20,11 @@ import (
 
 // runOp makes the bank call of p's pending capture, void, refund or
 // cancel operation and records its outcome. The caller holds p's lease.
+// resumed says the operation was written ahead before this call, so an
+// earlier attempt may have reached the bank (a repeat of the request
+// after a crash or a lost answer): then only the bank's answer ends it.
 // reply stores the terminal's answer with a successful outcome.
-func (s *Service) runOp(ctx context.Context, p Payment, resolving bool, reply Reply) (Payment, error) {
+func (s *Service) runOp(ctx context.Context, p Payment, resolving, resumed bool, reply Reply) (Payment, error) {
 	var (
 		auth gateway.Authorization
 		rf   gateway.Refund
@@ -35,12 +38,30 @@ func (s *Service) runOp(ctx context.Context, p Payment, resolving bool, reply Re
 	case OpVoid, OpCancelVoid:
 		done = func(a gateway.Authorization) bool { return a.ID == p.BankAuthID && a.Status == gateway.StatusReversed }
 	}
-	if done != nil && p.resolveAttempts >= 2 {
+	lookups := !Planted(BugNoLookupForKeptFailure)
+	stale := s.stale(p)
+	if done != nil && (p.resolveAttempts >= 2 || stale) && lookups {
 		// Repeats have not told twice: the bank may be replaying a failure
-		// it kept as the key's answer. Its records go first now (a repeat
-		// that fails again could open the breaker in the lookup's way).
+		// it kept as the key's answer. Or the key may be gone. Its records
+		// go first now (a repeat that fails again could open the breaker
+		// in the lookup's way).
 		if a, ok := s.heldAtBank(ctx, p, done); ok {
 			return s.finishOp(ctx, p, a, rf, nil, resolving, reply)
+		}
+	}
+	if (p.PendingOp == OpRefund || p.PendingOp == OpCancelRefund) && (p.resolveAttempts >= 2 || stale) && lookups {
+		// No lookup finds a refund: the bank's settlement reports do,
+		// once its day closed, when repeats keep hearing a failure the
+		// bank kept as the key's answer, or when the key may be gone.
+		found, complete := s.refundInReport(ctx, p.Gateway, p.ID, p.pendingKey, p.pendingAmount, s.refundsMade(ctx, p.ID, p.pendingAmount), p.pendingSince)
+		switch {
+		case found:
+			return s.finishOp(ctx, p, auth, rf, nil, resolving, reply)
+		case stale && !complete:
+			// Its key may be gone and the reports cannot tell: a repeat
+			// could refund twice. It waits for the reports.
+			return s.finishOp(ctx, p, auth, rf, &gateway.Error{Kind: gateway.KindUnknown, Gateway: p.Gateway,
+				Err: errors.New("the refund's key may be gone at the bank and its settlement reports cannot be read yet")}, resolving, reply)
 		}
 	}
 	// The operation's budget starts after any lookup, which has its own.
@@ -58,10 +79,17 @@ func (s *Service) runOp(ctx context.Context, p Payment, resolving bool, reply Re
 	default:
 		return p, nil
 	}
-	if resolving || p.resolveAttempts > 0 {
+	if resolving || resumed || p.resolveAttempts > 0 {
 		// An earlier attempt may have reached the bank.
+		if e := gateway.AsError(err); e != nil && e.Kind == gateway.KindRejected && done != nil && lookups {
+			// Refused as done already (already_captured, or a key the bank
+			// forgot): its records say whether it was this operation.
+			if a, ok := s.heldAtBank(ctx, p, done); ok {
+				return s.finishOp(ctx, p, a, rf, nil, resolving, reply)
+			}
+		}
 		err = unresolved(err, p.Gateway)
-		if e := gateway.AsError(err); e != nil && e.Kind == gateway.KindUnknown && done != nil && p.resolveAttempts < 2 {
+		if e := gateway.AsError(err); e != nil && e.Kind == gateway.KindUnknown && done != nil && p.resolveAttempts < 2 && lookups {
 			// Still unknown: the bank's records may say it was done.
 			if a, ok := s.heldAtBank(ctx, p, done); ok {
 				return s.finishOp(ctx, p, a, rf, nil, resolving, reply)
@@ -113,7 +141,9 @@ func (s *Service) opAnswer(p *Payment, auth gateway.Authorization, callErr error
 		return move{ev: EvOpFailed, detail: rejectedCode(e)}, "failed", rejection(op, e)
 	case gateway.NothingDone(callErr) && !resolving:
 		p.LastError = callErr.Error()
-		p.pendingOpKey, p.keyOp = "", ""
+		if op != OpCapture || !Planted(BugCaptureAnsweredAfterNothingDone) {
+			p.pendingOpKey, p.keyOp = "", ""
+		}
 		return move{ev: EvOpFailed, detail: "nothing done"}, "failed",
 			errf(KindUnavailable, "bank_unavailable", "no bank could be reached; nothing was done, try again")
 	}
@@ -139,6 +169,10 @@ func (s *Service) finishOp(ctx context.Context, started Payment, auth gateway.Au
 		if p.PendingOp != op || p.pendingKey != started.pendingKey {
 			result = nil
 			return nil // finished meanwhile
+		}
+		if !holds(p, started.leaseOwner) {
+			result = errLeaseLost
+			return nil
 		}
 		refundID := p.pendingKey
 		m, refundStatus, res := s.opAnswer(&p, auth, callErr, resolving, now)
@@ -196,11 +230,17 @@ func rejection(op Op, e *gateway.Error) error {
 // budget of its own (the repeat may have used the operation's), and one
 // that fails or finds nothing settles nothing: the resolver tries again.
 func (s *Service) heldAtBank(ctx context.Context, p Payment, done func(gateway.Authorization) bool) (gateway.Authorization, bool) {
+	a, ok, _ := s.lookup(ctx, p, done)
+	return a, ok
+}
+
+// lookup is heldAtBank that also says when the bank could not be asked.
+func (s *Service) lookup(ctx context.Context, p Payment, done func(gateway.Authorization) bool) (gateway.Authorization, bool, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lookupBudget)
 	defer cancel()
 	auths, err := s.Bank.Find(ctx, p.Gateway, gateway.Lookup{Reference: p.ID})
 	if err != nil {
-		return gateway.Authorization{}, false
+		return gateway.Authorization{}, false, err
 	}
 	var found gateway.Authorization
 	ok := false
@@ -209,8 +249,19 @@ func (s *Service) heldAtBank(ctx context.Context, p Payment, done func(gateway.A
 			found, ok = a, true
 		}
 	}
-	return found, ok
+	return found, ok, nil
 }
+
+// keyMayBeGone is how old a written-ahead operation must be before its
+// key may be gone at the bank: banks keep keys at least 7 days (the
+// protocol), and a repeat under a forgotten key is a new request, a
+// second charge or refund. Past this age an operation is looked up (or
+// found in the settlement reports) before it is repeated, and is not
+// repeated while the bank cannot be asked. A day leaves the 7 days far
+// away whatever the clocks do.
+const keyMayBeGone = 24 * time.Hour
+
+func (s *Service) stale(p Payment) bool { return s.now().Sub(p.pendingSince) > keyMayBeGone }
 
 // lookupBudget bounds the lookup that follows a repeat still unknown.
 const lookupBudget = 10 * time.Second
@@ -239,12 +290,25 @@ func (s *Service) reverseUnknown(ctx context.Context, p Payment) (Payment, error
 	// full instead, so the card holder is never left charged.
 	undo := func(a gateway.Authorization) error {
 		auth = a
+		if a.CapturedAmount > 0 && (p.resolveAttempts >= 2 || s.stale(p)) && !Planted(BugNoLookupForKeptFailure) {
+			switch found, complete := s.refundInReport(ctx, p.Gateway, p.ID, p.ID, a.CapturedAmount, 0, p.pendingSince); {
+			case found:
+				refunded = true // refunded earlier, behind a failure the bank kept as the key's answer
+				return nil
+			case s.stale(p) && !complete:
+				return &gateway.Error{Kind: gateway.KindUnknown, Gateway: p.Gateway,
+					Err: errors.New("an earlier refund's key may be gone at the bank and its settlement reports cannot be read yet")}
+			}
+		}
 		_, err := s.Bank.Reverse(ctx, p.Gateway, gateway.ReverseRequest{Key: undoKey(p.ID), AuthorizationID: a.ID})
 		// The protocol names no code for a settled authorization: any
 		// refusal to reverse a captured approval is answered with a
 		// refund, and the bank's answer to that decides.
 		if e := gateway.AsError(err); e == nil || e.Kind != gateway.KindRejected || a.CapturedAmount <= 0 {
 			return err
+		}
+		if Planted(BugSettledUndoCountedDone) {
+			return nil
 		}
 		_, err = s.Bank.Refund(ctx, p.Gateway, gateway.RefundRequest{Key: settledUndoKey(p.ID),
 			AuthorizationID: a.ID, Amount: a.CapturedAmount, Reference: p.ID})
@@ -282,7 +346,7 @@ func (s *Service) reverseUnknown(ctx context.Context, p Payment) (Payment, error
 	now := s.now()
 	uerr := s.DB.Update(context.WithoutCancel(ctx), func(tx *sql.Tx) error {
 		cur, gerr := getPayment(tx, p.ID)
-		if gerr != nil || cur.PendingOp != OpReverse {
+		if gerr != nil || cur.PendingOp != OpReverse || !holds(cur, p.leaseOwner) {
 			return gerr
 		}
 		m := move{ev: EvUndone}

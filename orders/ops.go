@@ -119,7 +119,7 @@ func (s *Service) Refund(ctx context.Context, req RefundRequest) (Payment, error
 		return made == amount, err
 	}
 	return s.startBankOp(ctx, req.PaymentID, req.Request, sameAs, func(tx *sql.Tx, p *Payment, now time.Time) (bool, error) {
-		if opKey != "" {
+		if opKey != "" && !Planted(BugRefundRepeatAfterPrune) {
 			// A repeat of a refund already made (its stored answer pruned,
 			// or never stored) refunds nothing more; one that failed is
 			// tried again under the same key.
@@ -155,7 +155,11 @@ func (s *Service) Refund(ctx context.Context, req RefundRequest) (Payment, error
 			p.pendingOpKey, p.keyOp = opKey, OpRefund
 			return false, s.transition(tx, p, move{ev: refundEvent(p, amount), detail: "cash refund " + r}, now)
 		}
-		r, err := s.insertRefund(tx, p.ID, amount, "pending", opKey, now)
+		refundKeyCol := opKey
+		if Planted(BugRefundRepeatAfterPrune) {
+			refundKeyCol = "" // the old refunds kept no key: nothing told a repeat
+		}
+		r, err := s.insertRefund(tx, p.ID, amount, "pending", refundKeyCol, now)
 		if err != nil {
 			return false, err
 		}
@@ -193,7 +197,7 @@ func refundEvent(p *Payment, amount int64) Event {
 func (s *Service) startBankOp(ctx context.Context, id string, req Request, sameAs func(*sql.Tx, *Payment) (bool, error), prepare func(*sql.Tx, *Payment, time.Time) (bool, error)) (Payment, error) {
 	now := s.now()
 	var p Payment
-	call := false
+	call, resumed := false, false
 	err := s.DB.Update(ctx, func(tx *sql.Tx) error {
 		var err error
 		if p, err = getPayment(tx, id); err != nil {
@@ -214,7 +218,7 @@ func (s *Service) startBankOp(ctx context.Context, id string, req Request, sameA
 			case repeat:
 				// The first attempt was cut off, or its answer not stored:
 				// the repeat resumes it under the same key.
-				call = true
+				call, resumed = true, true
 				return s.claim(tx, &p, s.leaseFor(now, s.opBudget()))
 			case p.Status != Pending:
 				return errInProgress
@@ -231,7 +235,7 @@ func (s *Service) startBankOp(ctx context.Context, id string, req Request, sameA
 	if err != nil || !call {
 		return p, err
 	}
-	return s.runOp(ctx, p, false, req.Reply)
+	return s.runOp(ctx, p, false, resumed, req.Reply)
 }
 
 // Cancel cancels an order that has not been delivered and returns its
@@ -290,7 +294,7 @@ func (s *Service) Cancel(ctx context.Context, id string) (Order, error) {
 				err = s.transition(tx, p, move{ev: EvCancelAsked, detail: "order cancelled", lease: lease,
 					start: &opStart{key: voidKey(p.ID)}}, now)
 				undo = append(undo, *p)
-			case p.Method == Card && p.Status == PartiallyRefunded:
+			case p.Method == Card && p.Status == PartiallyRefunded && !Planted(BugCancelLeavesPartialRefund):
 				left := p.CapturedAmount - p.RefundedAmount
 				var r string
 				if r, err = s.insertRefund(tx, p.ID, left, "pending", "", now); err == nil {
@@ -314,7 +318,7 @@ func (s *Service) Cancel(ctx context.Context, id string) (Order, error) {
 	// retried with the same key. The order is cancelled: nobody else
 	// would ask.
 	for _, p := range undo {
-		if _, err := s.runOp(ctx, p, true, nil); err != nil {
+		if _, err := s.runOp(ctx, p, true, false, nil); err != nil {
 			s.log().WarnContext(ctx, "cancel's bank operation left to the resolver", "payment_id", p.ID, "op", p.PendingOp, "err", err)
 		}
 	}

@@ -78,7 +78,8 @@ func (s *Service) Pay(ctx context.Context, req PayRequest) (Payment, error) {
 	}
 	lease := s.leaseFor(now, s.authBudget())
 	var p Payment
-	err := s.DB.Update(ctx, func(tx *sql.Tx) error {
+	reply := req.Reply
+	write := func(tx *sql.Tx) error {
 		existing, found, err := paymentByOpKey(tx, req.Key)
 		if err != nil {
 			return err
@@ -100,7 +101,7 @@ func (s *Service) Pay(ctx context.Context, req PayRequest) (Payment, error) {
 			p.Capture = true
 			p.AuthorizedAmount = p.Amount + p.TipAmount
 			p.CapturedAmount = p.AuthorizedAmount
-			return s.transition(tx, &p, move{ev: EvCashTaken, detail: "created", reply: req.Reply}, now)
+			return s.transition(tx, &p, move{ev: EvCashTaken, detail: "created", reply: reply}, now)
 		}
 		p.CardBrand, p.CardLast4 = req.Card.Brand(), req.Card.Last4()
 		p.cardBin = req.Card.PAN[:6]
@@ -117,10 +118,27 @@ func (s *Service) Pay(ctx context.Context, req PayRequest) (Payment, error) {
 		if err != nil {
 			return err
 		}
-		m.detail, m.reply = "created", req.Reply
+		m.detail, m.reply = "created", reply
 		return s.transition(tx, &p, m, now)
-	})
-	if err != nil {
+	}
+	if decideNow && reply != nil && Planted(BugAckBeforeDurable) {
+		// The planted bug: the answer is made durable first, the payment
+		// and its queue record after, in a transaction of their own.
+		reply = nil
+		if err := s.DB.Update(ctx, func(tx *sql.Tx) error {
+			if err := write(tx); err != nil {
+				return err
+			}
+			return errPlantedRollback
+		}); !errors.Is(err, errPlantedRollback) {
+			return Payment{}, err
+		}
+		decided := p
+		if err := s.DB.Update(ctx, func(tx *sql.Tx) error { return req.Reply.Store(tx, decided) }); err != nil {
+			return Payment{}, err
+		}
+	}
+	if err := s.DB.Update(ctx, write); err != nil {
 		return Payment{}, err
 	}
 	if p.PendingOp != OpAuthorize || !s.leased(p, now) {
@@ -266,26 +284,30 @@ func (s *Service) authorize(ctx context.Context, p Payment, card gateway.Card, b
 	switch {
 	case behavior == ForceOffline && p.Gateway == "":
 		err = &gateway.Error{Kind: gateway.KindUnavailable, Err: errors.New("force_offline: no bank asked")}
+	case p.Gateway != "" && s.stale(p):
+		// Resumed long after: the bank may have forgotten the key, and
+		// only its records can say what it did; the resolver asks them.
+		err = &gateway.Error{Kind: gateway.KindUnknown, Gateway: bank, Err: errors.New("resumed after its key may be gone at the bank")}
 	case p.Gateway != "":
 		// Resumed after a crash: the request may have reached this bank.
 		auth, err = s.Bank.AuthorizeAt(ctx, bank, req)
 		err = unresolved(err, bank)
 	default:
-		auth, bank, err = s.Bank.Authorize(ctx, req, "", func(b string) error { return s.pin(ctx, p.ID, b) })
+		auth, bank, err = s.Bank.Authorize(ctx, req, "", func(b string) error { return s.pin(ctx, p.ID, p.leaseOwner, b) })
 	}
-	return s.recordAuth(ctx, p.ID, behavior, auth, bank, err, reply)
+	return s.recordAuth(ctx, p.ID, p.leaseOwner, behavior, auth, bank, err, reply)
 }
 
 // pin records, before a bank is called, which bank may come to hold the
 // payment, so that recovery after a crash knows where to look.
-func (s *Service) pin(ctx context.Context, id, bank string) error {
+func (s *Service) pin(ctx context.Context, id, token, bank string) error {
 	return s.DB.Update(ctx, func(tx *sql.Tx) error {
 		p, err := getPayment(tx, id)
 		if err != nil {
 			return err
 		}
-		if p.PendingOp != OpAuthorize {
-			return fmt.Errorf("payment %s is no longer authorizing", id)
+		if p.PendingOp != OpAuthorize || !holds(p, token) {
+			return fmt.Errorf("payment %s: %w", id, errLeaseLost)
 		}
 		p.Gateway = bank
 		return s.transition(tx, &p, move{ev: EvBankChosen, detail: bank}, s.now())
@@ -309,9 +331,10 @@ func unresolved(err error, bank string) error {
 // decision: stored if the rules allow it, else declined (and any
 // approval the bank may hold is reversed later). reply stores the
 // terminal's answer in the same transaction.
-func (s *Service) recordAuth(ctx context.Context, id string, behavior OfflineBehavior, auth gateway.Authorization, bank string, callErr error, reply Reply) (Payment, error) {
+func (s *Service) recordAuth(ctx context.Context, id, token string, behavior OfflineBehavior, auth gateway.Authorization, bank string, callErr error, reply Reply) (Payment, error) {
 	now := s.now()
 	var p Payment
+	lost := false
 	// Recorded even when ctx, the payment's budget, has just run out: the
 	// decision must reach the disk and the terminal.
 	err := s.DB.Update(context.WithoutCancel(ctx), func(tx *sql.Tx) error {
@@ -321,6 +344,9 @@ func (s *Service) recordAuth(ctx context.Context, id string, behavior OfflineBeh
 		}
 		if p.PendingOp != OpAuthorize {
 			return nil // resolved meanwhile
+		}
+		if lost = !holds(p, token); lost {
+			return nil
 		}
 		callErr = definite(auth, bank, callErr)
 		var m move
@@ -340,6 +366,9 @@ func (s *Service) recordAuth(ctx context.Context, id string, behavior OfflineBeh
 	})
 	if err != nil {
 		return Payment{}, err
+	}
+	if lost {
+		return Payment{}, errLeaseLost
 	}
 	s.decided(ctx, p)
 	return p, nil

@@ -3,6 +3,7 @@ package orders
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"time"
 
 	"storepay/gateway"
@@ -76,7 +77,7 @@ func (s *Service) resolveOne(ctx context.Context, id string, now time.Time) (Pay
 	case OpReverse:
 		return s.reverseUnknown(ctx, p)
 	default:
-		return s.runOp(ctx, p, true, nil)
+		return s.runOp(ctx, p, true, true, nil)
 	}
 }
 
@@ -108,17 +109,24 @@ func (s *Service) resolveAuth(ctx context.Context, p Payment, now time.Time) (Pa
 	decided := func(a gateway.Authorization) bool {
 		return a.Status == gateway.StatusApproved || a.Status == gateway.StatusDeclined
 	}
-	if p.resolveAttempts >= 2 {
-		// Repeats have not told twice: the bank's records go first (see
-		// runOp).
-		if a, ok := s.heldAtBank(ctx, p, decided); ok {
+	lookups := !Planted(BugNoLookupForKeptFailure)
+	if (p.resolveAttempts >= 2 || s.stale(p)) && lookups {
+		// Repeats have not told twice, or the key may be gone: the bank's
+		// records go first (see runOp), and an old authorization is not
+		// repeated while the bank cannot be asked.
+		a, ok, err := s.lookup(ctx, p, decided)
+		switch {
+		case ok:
 			return s.settleAuth(ctx, p, a, nil)
+		case err != nil && s.stale(p):
+			return s.settleAuth(ctx, p, gateway.Authorization{}, &gateway.Error{Kind: gateway.KindUnknown, Gateway: p.Gateway,
+				Err: fmt.Errorf("its key may be gone at the bank, which cannot be asked what it holds: %w", err)})
 		}
 	}
 	actx, cancel := context.WithTimeout(ctx, s.authBudget())
 	defer cancel()
 	auth, err := s.Bank.AuthorizeAt(actx, p.Gateway, s.authRequest(p, card))
-	if e := gateway.AsError(err); e != nil && e.Kind == gateway.KindUnknown && p.resolveAttempts < 2 {
+	if e := gateway.AsError(err); e != nil && e.Kind == gateway.KindUnknown && p.resolveAttempts < 2 && lookups {
 		// Still unknown: the bank's records may say what it did.
 		if a, ok := s.heldAtBank(ctx, p, decided); ok {
 			auth, err = a, nil
@@ -141,8 +149,8 @@ func (s *Service) settleAuth(ctx context.Context, started Payment, auth gateway.
 		if p, err = getPayment(tx, started.ID); err != nil {
 			return err
 		}
-		if p.PendingOp != OpAuthorize {
-			return nil // resolved meanwhile
+		if p.PendingOp != OpAuthorize || !holds(p, started.leaseOwner) {
+			return nil // resolved meanwhile, or taken over
 		}
 		if callErr == errNeverSent {
 			if p.Gateway != "" {

@@ -34,6 +34,9 @@ type Bank interface {
 	// Find asks one bank what it holds under a reference or key: how a
 	// payment the terminal heard as declined is checked without charging.
 	Find(ctx context.Context, bank string, by gateway.Lookup) ([]gateway.Authorization, error)
+	// Settlement returns a bank's settlement report (CSV) of a closed
+	// business date: how a refund behind a kept failure is found.
+	Settlement(ctx context.Context, bank, date string) ([]byte, error)
 	// Preferred is the bank an authorization would go to now, or "" when
 	// no bank takes traffic (every breaker open).
 	Preferred() string

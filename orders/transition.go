@@ -153,6 +153,18 @@ func (s *Service) claim(tx *sql.Tx, p *Payment, until time.Time) error {
 // with another request (after a crash lost the stored answer).
 var errReuse = &Error{Kind: KindInvalid, Code: "idempotency_key_reuse", Message: "this Idempotency-Key was used for a different request"}
 
+// errLeaseLost: the caller's lease on the payment was taken over (it ran
+// past it, and the resolver or the request's repeat took the operation
+// on): its outcome is not written, since the new holder's is the one
+// that counts. The request's repeat hears the payment as it ends.
+var errLeaseLost = &Error{Kind: KindConflict, Code: "payment_in_progress", Transient: true,
+	Message: "this payment's operation was taken over while it ran; repeat the request to hear its outcome"}
+
+// holds reports whether token still holds p's lease: the fence every
+// outcome write passes, so that of two holders of one operation (the
+// first ran past its lease) only the last writes what the bank did.
+func holds(p Payment, token string) bool { return token != "" && p.leaseOwner == token }
+
 // errKeyInUse: the request under this key is still running.
 var errKeyInUse = &Error{Kind: KindConflict, Code: "idempotency_key_in_use", Transient: true,
 	Message: "a request with this Idempotency-Key is still running; retry shortly"}

@@ -259,19 +259,23 @@ func (f *forwarder) wake() {
 	}
 }
 
-// bankAvailable: a bank's breaker half-opened or closed. Records that
-// waited only because no bank was available are due at once.
+// bankAvailable: a bank's breaker half-opened or closed.
 func (f *forwarder) bankAvailable(bank string) {
-	now := migrations.FormatTime(f.q.now())
-	err := f.q.DB.Update(f.ctx, func(tx *sql.Tx) error {
+	if err := f.q.BankAvailable(f.ctx, bank); err != nil && f.ctx.Err() == nil {
+		f.q.log().Warn("saf: make records due after a bank recovered", "gateway", bank, "err", err)
+	}
+	f.wake()
+}
+
+// BankAvailable makes the records that waited only because no bank was
+// available due now: bank takes calls again.
+func (q *Queue) BankAvailable(ctx context.Context, bank string) error {
+	now := migrations.FormatTime(q.now())
+	return q.DB.Update(ctx, func(tx *sql.Tx) error {
 		_, err := tx.Exec(`UPDATE saf_records SET next_attempt_at = ? WHERE status = 'queued' AND last_unavailable = 1
 			AND (gateway = '' OR gateway = ?)`, now, bank)
 		return err
 	})
-	if err != nil && f.ctx.Err() == nil {
-		f.q.log().Warn("saf: make records due after a bank recovered", "gateway", bank, "err", err)
-	}
-	f.wake()
 }
 
 func (f *forwarder) estopChanged(state EStopState) {
@@ -468,8 +472,8 @@ func (f *forwarder) forward(bank string, limiter ratelimiter.RateLimiter[any], r
 }
 
 // charged looks up, for a record pinned to bank (the bank may hold it),
-// whether the bank already approved the payment, and returns that
-// approval. A repeat under the same key would be answered the same way,
+// whether the bank already decided the payment, and returns its
+// decision: an approval, else a decline. A repeat under the same key would be answered the same way,
 // but only while the bank keeps the key (the protocol promises 7 days; a
 // record can wait longer for a manager), whereas the authorization stays
 // findable by the payment's reference. So a lookup that fails sends
@@ -481,14 +485,30 @@ func (f *forwarder) charged(ctx context.Context, bank string, r Record, pinned b
 		return gateway.Authorization{}, false, nil
 	}
 	auths, err := f.q.Bank.Find(ctx, bank, gateway.Lookup{Reference: r.PaymentID})
+	if err != nil && orders.Planted(orders.BugResendAfterFailedLookup) {
+		return gateway.Authorization{}, false, nil
+	}
 	if err != nil {
 		return gateway.Authorization{}, false, &gateway.Error{Kind: gateway.KindUnavailable, Gateway: bank,
 			Err: fmt.Errorf("look up what %s holds before repeating: %w", bank, err)}
 	}
+	var declined *gateway.Authorization
 	for _, a := range auths {
-		if a.Status == gateway.StatusApproved && a.Amount == r.Amount && a.Currency == r.Currency {
-			return a, true, nil
+		if a.Amount != r.Amount || a.Currency != r.Currency {
+			continue
 		}
+		switch a.Status {
+		case gateway.StatusApproved:
+			return a, true, nil
+		case gateway.StatusDeclined:
+			declined = &a
+		}
+	}
+	if declined != nil {
+		// The bank decided the very request this record repeats, and
+		// declined it: that is its answer (a bank that kept a failure as
+		// the key's answer would never give it to a repeat).
+		return *declined, true, nil
 	}
 	return gateway.Authorization{}, false, nil
 }

@@ -301,7 +301,14 @@ func (s *Server) idempotent(shape answerShape, checked bool, h keyed) http.Handl
 			err := s.db.Update(context.WithoutCancel(r.Context()), func(tx *sql.Tx) error {
 				return storeAnswer(tx, dev, key, rec, s.now())
 			})
-			if err != nil {
+			switch {
+			case err != nil && rec.status >= 400:
+				// A refusal not kept would not be the answer to a repeat:
+				// the terminal hears to retry instead.
+				p, _ := s.problemFor(r, err)
+				p.RequestID = ri.ID
+				rec = idemRecord{status: p.Status, contentType: "application/problem+json", body: p.encode()}
+			case err != nil:
 				// The outcome itself is on disk; a repeat finds it through
 				// the domain and gets the same answer.
 				s.log.Error("store idempotent answer", "request_id", ri.ID, "err", err)
