@@ -84,8 +84,14 @@ func (s *Service) runOp(ctx context.Context, p Payment, resolving, resumed bool,
 		if e := gateway.AsError(err); e != nil && e.Kind == gateway.KindRejected && done != nil && lookups {
 			// Refused as done already (already_captured, or a key the bank
 			// forgot): its records say whether it was this operation.
-			if a, ok := s.heldAtBank(ctx, p, done); ok {
+			a, ok, lerr := s.lookup(ctx, p, done)
+			switch {
+			case ok:
 				return s.finishOp(ctx, p, a, rf, nil, resolving, reply)
+			case lerr != nil:
+				// The bank cannot say now: the refusal proves nothing yet.
+				err = &gateway.Error{Kind: gateway.KindUnknown, Gateway: p.Gateway,
+					Err: fmt.Errorf("refused (%w) and the bank's records cannot be read: %w", err, lerr)}
 			}
 		}
 		err = unresolved(err, p.Gateway)

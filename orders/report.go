@@ -21,8 +21,9 @@ import (
 // was made. refundInReport reads the reports from the day the refund was
 // asked to the last closed one.
 
-// reportDays bounds how many days of reports are read for one refund.
-const reportDays = 10
+// reportDays bounds how many days of reports are read for one refund:
+// an operation can wait out a long outage of its bank.
+const reportDays = 60
 
 // refundInReport reports whether a bank's settlement reports, from the
 // business date of since on, show a refund of amount for the payment,
@@ -44,14 +45,14 @@ func (s *Service) refundInReport(ctx context.Context, bank, paymentID, reference
 			complete = false
 			break
 		}
-		raw, err := s.Bank.Settlement(ctx, bank, day.Format(time.DateOnly))
+		rows, err := s.reportRows(ctx, bank, day.Format(time.DateOnly))
 		if err != nil {
 			// A bank that does not answer, or a day it has not closed
 			// yet: nothing more to read now.
 			complete = false
 			break
 		}
-		for _, r := range refundRows(raw) {
+		for _, r := range rows {
 			switch {
 			case r.gross != -amount:
 			case r.reference == reference:
@@ -62,6 +63,30 @@ func (s *Service) refundInReport(ctx context.Context, bank, paymentID, reference
 		}
 	}
 	return byPayment > made, complete
+}
+
+// reportRows returns the refund rows of a bank's report of a closed day,
+// read once: a closed day's report does not change.
+func (s *Service) reportRows(ctx context.Context, bank, date string) ([]reportRow, error) {
+	k := bank + "\x00" + date
+	s.reportsMu.Lock()
+	rows, ok := s.reports[k]
+	s.reportsMu.Unlock()
+	if ok {
+		return rows, nil
+	}
+	raw, err := s.Bank.Settlement(ctx, bank, date)
+	if err != nil {
+		return nil, err
+	}
+	rows = refundRows(raw)
+	s.reportsMu.Lock()
+	if s.reports == nil || len(s.reports) > 1000 {
+		s.reports = map[string][]reportRow{}
+	}
+	s.reports[k] = rows
+	s.reportsMu.Unlock()
+	return rows, nil
 }
 
 type reportRow struct {

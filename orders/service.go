@@ -72,6 +72,9 @@ type Service struct {
 	incOnce sync.Once
 	inc     string // this process's incarnation: the owner of its leases
 	leases  atomic.Int64
+
+	reportsMu sync.Mutex
+	reports   map[string][]reportRow // refund rows of closed days' settlement reports
 }
 
 // incarnation names this Service's life: leases it writes carry it, and

@@ -89,6 +89,11 @@ var errNoAnswer = &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceed
 // that they never fire by the wall clock) would allow.
 const sendTimeout = 20 * time.Second
 
+// callBudget is how long, in the world's time, one bank call (its
+// attempts and repeats at every URL and bank) may go on: the payment
+// budget storepay's contexts enforce in wall-clock time.
+const callBudget = 25 * time.Second
+
 // errLate is a request whose deadline passed before it was written.
 var errLate = &net.OpError{Op: "dial", Net: "tcp", Err: os.ErrDeadlineExceeded}
 
@@ -112,6 +117,18 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	if t.inc.dead.Load() {
 		return nil, errRefused // the process is gone: nothing leaves
+	}
+	call := req.Header.Get("Idempotency-Key") + " " + b.name + " " + req.URL.RequestURI()
+	if a := w.sched.cur; a != nil {
+		call = fmt.Sprint(a.id) + " " + call
+	}
+	if first, ok := w.calls[call]; !ok {
+		w.calls[call] = parked
+	} else if w.now().Sub(first) > callBudget {
+		// Repeats of one call (same actor, same key) stop when its
+		// budget is spent, as storepay's context deadlines stop them.
+		w.logf("%s: not sent, the call's budget is spent", what)
+		return nil, errLate
 	}
 	if w.now().Sub(parked) > sendTimeout {
 		// It waited longer than any of storepay's deadlines would let a

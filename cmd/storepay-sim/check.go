@@ -265,6 +265,14 @@ func (w *world) check(st *stats) []string {
 				}
 			}
 		}
+		for _, a := range ex.answers {
+			if (answer{body: a.body}).str("code") == "idempotency_key_reuse" {
+				// Terminals here only ever repeat the very same request.
+				w.violation(fmt.Sprintf("idempotency: %s %s (key %s), repeated as it was, refused as a reused key",
+					ex.method, ex.path, ex.key))
+				break
+			}
+		}
 		var first *heard
 		for i := range ex.answers {
 			a := &ex.answers[i]
@@ -276,7 +284,7 @@ func (w *world) check(st *stats) []string {
 				continue
 			}
 			switch {
-			case a.at.Sub(first.at) < 72*time.Hour:
+			case a.at.Sub(ex.first) < 72*time.Hour:
 				if a.status != first.status || !bytes.Equal(a.body, first.body) {
 					w.violation(fmt.Sprintf("idempotency: %s %s (key %s) answered %d %s, then %d %s",
 						ex.method, ex.path, ex.key, first.status, clip(first.body), a.status, clip(a.body)))

@@ -57,7 +57,7 @@ func runSeed(seed int64, opts options) (res result) {
 	}
 	defer os.RemoveAll(dir)
 	w := &world{seed: seed, opts: opts, dir: dir, rng: rand.New(rand.NewPCG(uint64(seed), 0x5707e9a7)),
-		sched: newSched(), history: newHistory()}
+		sched: newSched(), history: newHistory(), calls: map[string]time.Time{}}
 	w.clock.Store(epoch.Add(time.Duration(seed%3600) * time.Second).UnixNano())
 	defer func() {
 		if p := recover(); p != nil {
@@ -172,7 +172,7 @@ func (w *world) passTime(faults bool) {
 		d = time.Duration(w.int64n(int64(5 * time.Second)))
 	case n < 960:
 		d = time.Duration(w.int64n(int64(5 * time.Minute)))
-	case n < 995 || !faults:
+	case n < 985 || !faults:
 		d = time.Duration(w.int64n(int64(3 * time.Hour)))
 	default:
 		d = time.Duration(w.int64n(int64(8 * 24 * time.Hour)))

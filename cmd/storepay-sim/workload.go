@@ -39,6 +39,7 @@ type exchange struct {
 	method, path string
 	body         []byte
 	answers      []heard
+	first        time.Time // when the key was first sent: storepay keeps its answer 72 hours from then
 }
 
 // history is what the terminals asked and heard: the checks' view of
@@ -113,12 +114,13 @@ func (t *terminal) send(method, path, key string, body []byte) answer {
 	inc := w.inc
 	ex := w.history.byKey[t.name+"\x00"+key]
 	if key != "" && ex == nil && !t.manager {
-		ex = &exchange{device: t.name, key: key, method: method, path: path, body: body}
+		ex = &exchange{device: t.name, key: key, method: method, path: path, body: body, first: w.now()}
 		w.history.exchanges = append(w.history.exchanges, ex)
 		w.history.byKey[t.name+"\x00"+key] = ex
 	}
 	var rec *httptest.ResponseRecorder
 	var delivered bool
+	var answeredAt time.Time
 	reqID := fmt.Sprintf("req-%s-%d", t.name, w.sched.next+1)
 	req := w.sched.spawn(t.name+" "+method+" "+path, inc, false, func() {
 		r := httptest.NewRequest(method, path, bytes.NewReader(body))
@@ -132,7 +134,7 @@ func (t *terminal) send(method, path, key string, body []byte) answer {
 		}
 		rec = httptest.NewRecorder()
 		inc.http.ServeHTTP(rec, r)
-		delivered = !inc.dead.Load()
+		delivered, answeredAt = !inc.dead.Load(), w.now()
 	})
 	deadline := w.now().Add(terminalTimeout)
 	t.wait("answer to "+method+" "+path, func() bool { return req.ended || !w.now().Before(deadline) })
@@ -143,7 +145,7 @@ func (t *terminal) send(method, path, key string, body []byte) answer {
 	}
 	a := answer{status: rec.Code, body: rec.Body.Bytes(), ok: true}
 	if ex != nil {
-		ex.answers = append(ex.answers, heard{status: a.status, body: a.body, at: w.now()})
+		ex.answers = append(ex.answers, heard{status: a.status, body: a.body, at: answeredAt})
 	}
 	if method != http.MethodGet {
 		w.logf("%s %s %s (key %s): %d %s", t.name, method, path, key, a.status, brief(a))
@@ -279,7 +281,7 @@ func (t *terminal) sale() {
 			break // the customer walks away
 		}
 	}
-	if left <= 0 && w.chance(0.6) {
+	if left <= 0 && w.chance(0.4) {
 		t.repeat("/v1/orders/"+o.id+"/deliver", t.nextKey(), map[string]any{})
 	}
 }
@@ -376,6 +378,14 @@ func (t *terminal) followUp() {
 		p.refunds[key] = amount
 		if a := t.repeat("/v1/payments/"+p.id+"/refunds", key, map[string]any{"amount": amount}); a.status == http.StatusCreated {
 			t.note(nil, a, p.method)
+			if w.chance(0.3) {
+				// The customer brings the rest back too: the order is
+				// cancelled.
+				o.cancelAsk = true
+				if a := t.repeat("/v1/orders/"+o.id+"/cancel", t.nextKey(), map[string]any{}); a.status == http.StatusOK && a.str("status") == "cancelled" {
+					o.cancelled = true
+				}
+			}
 		}
 	case n < 42 && len(o.payments) > 0:
 		p := h.payments[o.payments[w.intn(len(o.payments))]]

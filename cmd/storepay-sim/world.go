@@ -55,6 +55,9 @@ type world struct {
 	// stopping tells the scripts to finish what they are doing.
 	stopping   bool
 	violations []string
+	// calls remembers when each bank call (actor, key, URL) first tried
+	// to send, for its budget (see callBudget).
+	calls map[string]time.Time
 }
 
 // options are what a run is asked for (the command's flags, the tests').
