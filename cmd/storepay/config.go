@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"net"
 	"net/url"
 	"os"
@@ -341,8 +340,11 @@ func (g GatewayConfig) validatePolicy(at string) error {
 // validate checks the forwarder's knobs. Its interval may be negative:
 // the forwarder then only runs when woken.
 func (f ForwardingConfig) validate() error {
-	if f.GuardMaxAmount < 0 {
+	switch {
+	case f.GuardMaxAmount < 0:
 		return errors.New("config: forwarding.guard_max_amount: must not be negative")
+	case f.GuardMaxErrors < 0:
+		return errors.New("config: forwarding.guard_max_errors: must not be negative")
 	}
 	return cmp.Or(
 		// Each unit of concurrency is a worker and a slot of a buffered
@@ -350,7 +352,6 @@ func (f ForwardingConfig) validate() error {
 		checkCount("forwarding.concurrency", f.Concurrency, 1000),
 		checkRate("forwarding.rate_per_second", f.RatePerSecond),
 		checkCount("forwarding.max_attempts", f.MaxAttempts, maxPolicyCount),
-		checkCount("forwarding.guard_max_errors", f.GuardMaxErrors, math.MaxInt32),
 		checkDuration("forwarding.backoff_min", f.BackoffMin.Duration, false),
 		checkDuration("forwarding.backoff_max", f.BackoffMax.Duration, false),
 		checkDuration("forwarding.interval", f.Interval.Duration, true),
