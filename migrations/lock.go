@@ -42,9 +42,9 @@ func LockPath(dbPath string) string { return dbPath + ".lock" }
 
 // Lock takes the exclusive lock of the database at dbPath, so that one
 // storepay process at a time serves or writes it: the in-memory guards
-// of a running storepay (the idempotency keys in flight, the resolver's
-// and the forwarder's claims) only hold if nobody else writes the same
-// payments. It is an flock(2) on [LockPath]: the kernel drops it when the
+// of a running storepay (the Idempotency-Keys still running, the payments
+// whose bank call runs in this process, the forwarder's dispatched
+// records) only hold if nobody else writes the same payments. It is an flock(2) on [LockPath]: the kernel drops it when the
 // process exits, crash and SIGKILL included, so a lock file left behind
 // by a dead process is no obstacle; the file is never removed (removing
 // it would let a third process lock a new file while a second waits on
