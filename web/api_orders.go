@@ -41,8 +41,8 @@ func (s *Server) createOrder(w http.ResponseWriter, r *http.Request) {
 		}
 		// A card number typed into a description is masked: the order is
 		// stored and answered, and neither may hold one (the contract).
-		// The sku is a product code kept as sent: EAN-13 and UPC codes
-		// pass for card numbers one time in ten.
+		// The sku is a product code, kept as sent: an EAN-13 (13 digits)
+		// can pass for a card number.
 		lines[i] = orders.Line{SKU: l.SKU, Description: gateway.MaskPANs(l.Description), Quantity: *l.Quantity, UnitAmount: *l.UnitAmount}
 	}
 	ctx := s.finishing(r, http.StatusCreated, func(v any) string { return "/v1/orders/" + v.(orders.Order).ID })

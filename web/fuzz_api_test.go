@@ -295,8 +295,8 @@ func checkAnswer(t *testing.T, what string, body []byte, a fuzzAnswer, logs stri
 }
 
 // cardNumberIn returns text of a JSON answer that holds a card number,
-// or "". An order line's sku is a product code, kept as sent: EAN-13 and
-// UPC codes pass for card numbers (web masks descriptions, not skus).
+// or "". An order line's sku is a product code, kept as sent: an EAN-13
+// can pass for a card number (web masks descriptions, not skus).
 func cardNumberIn(body []byte) string {
 	var doc any
 	if json.Unmarshal(body, &doc) != nil {
