@@ -447,21 +447,27 @@ func readLimited(r io.Reader, limit int64) ([]byte, error) {
 	return data, nil
 }
 
+// maxRetryAfter caps what a bank's Retry-After may ask, in either form:
+// a date decades ahead is no more a plan than a huge number of seconds.
+const maxRetryAfter = 24 * time.Hour
+
 // parseRetryAfter reads a Retry-After value: delay seconds or an HTTP
-// date. It returns 0 when the value is missing, unreadable or past.
+// date, at most maxRetryAfter. It returns 0 when the value is missing,
+// unreadable or past.
 func parseRetryAfter(v string, now time.Time) time.Duration {
 	v = strings.TrimSpace(v)
 	if v == "" {
 		return 0
 	}
-	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+	// Seconds past int64 parse as the largest (or smallest) int64.
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil || errors.Is(err, strconv.ErrRange) {
 		if secs <= 0 {
 			return 0
 		}
-		return time.Duration(min(secs, int64(24*time.Hour/time.Second))) * time.Second
+		return time.Duration(min(secs, int64(maxRetryAfter/time.Second))) * time.Second
 	}
 	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return t.Sub(now)
+		return min(t.Sub(now), maxRetryAfter)
 	}
 	return 0
 }
