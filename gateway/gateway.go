@@ -220,7 +220,9 @@ func (e *Error) Error() string {
 	if e.Status != 0 {
 		s += fmt.Sprintf(" (HTTP %d", e.Status)
 		if e.Code != "" {
-			s += " " + e.Code
+			// A comma, not a space: the status's digits and a code's
+			// ("422" and "242 4242242") must not read as one card number.
+			s += ", " + e.Code
 		}
 		s += ")"
 	}

@@ -11,4 +11,10 @@
 //
 // Reads go to a separate read-only pool ([DB.Read]) and never wait for the
 // writer.
+//
+// One storepay process at a time may use a database: the commands that
+// serve or write it take [Lock] first, an flock on <database>.lock that
+// names its holder's pid and that the kernel drops when the holder dies.
+// Open itself does not lock, so that one process may open a database
+// again (tests, a simulator reopening it after a simulated crash).
 package migrations

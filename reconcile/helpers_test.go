@@ -198,21 +198,21 @@ func insertSAF(tx *sql.Tx, paymentID, status, at string) error {
 }
 
 // loadFixture opens a fresh database seeded with the case's ledger.
-func loadFixture(t *testing.T, name string) (*migrations.DB, fixture, string) {
-	t.Helper()
+func loadFixture(tb testing.TB, name string) (*migrations.DB, fixture, string) {
+	tb.Helper()
 	dir := filepath.Join("..", "testdata", "settlements", name)
 	b, err := os.ReadFile(filepath.Join(dir, "ledger.json"))
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	var f fixture
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&f); err != nil {
-		t.Fatalf("%s/ledger.json: %v", dir, err)
+		tb.Fatalf("%s/ledger.json: %v", dir, err)
 	}
-	db := mustOpen(t)
-	seed(t, db, f.Payments, f.Refunds)
+	db := mustOpen(tb)
+	seed(tb, db, f.Payments, f.Refunds)
 	return db, f, dir
 }
 

@@ -331,6 +331,9 @@ func (s *SettlementReader) row(rec []string, line int) (Row, error) {
 		return bad("fee_amount: %v", err)
 	}
 	r.Net = r.Gross + r.Fee
+	if r.Net < -maxAmount || r.Net > maxAmount {
+		return bad("gross_amount + fee_amount is beyond any one payment (%d minor units either way)", int64(maxAmount))
+	}
 	if net := get(colNet); net != "" {
 		n, err := amount(net, false)
 		if err != nil {
@@ -395,6 +398,12 @@ func validCurrency(s string) bool {
 	return true
 }
 
+// maxAmount bounds every amount of a row: the most one payment can be
+// (orders refuses more). A larger one is a column gone astray, often a
+// card number, which would otherwise be totalled and shown as money; and
+// bounded amounts cannot overflow their sums.
+const maxAmount = 1_000_000_000_000
+
 // amount parses signed integer minor units. Decimals are refused rather
 // than guessed at: "14.50" could be a bank sending major units.
 func amount(s string, emptyIsZero bool) (int64, error) {
@@ -407,6 +416,10 @@ func amount(s string, emptyIsZero bool) (int64, error) {
 	v, err := strconv.ParseInt(s, 10, 64)
 	if err != nil {
 		return 0, fmt.Errorf("%q is not an integer number of minor units", s)
+	}
+	if v < -maxAmount || v > maxAmount {
+		// Not echoed: it may be a card number.
+		return 0, fmt.Errorf("beyond any one payment (%d minor units either way)", int64(maxAmount))
 	}
 	return v, nil
 }

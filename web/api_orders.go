@@ -37,7 +37,11 @@ func (s *Server) createOrder(r *http.Request, idem orders.Request) (any, error) 
 		if l.Quantity == nil || l.UnitAmount == nil {
 			return nil, problem(http.StatusBadRequest, "invalid_request", "every line needs quantity and unit_amount")
 		}
-		lines[i] = orders.Line{SKU: l.SKU, Description: l.Description, Quantity: *l.Quantity, UnitAmount: *l.UnitAmount}
+		// A card number typed into a description is masked: the order is
+		// stored and answered, and neither may hold one (the contract).
+		// The sku is a product code, kept as sent: an EAN-13 (13 digits)
+		// can pass for a card number.
+		lines[i] = orders.Line{SKU: l.SKU, Description: gateway.MaskPANs(l.Description), Quantity: *l.Quantity, UnitAmount: *l.UnitAmount}
 	}
 	return s.orders.CreateOrder(r.Context(), orders.NewOrder{Channel: orders.Channel(req.Channel), Currency: req.Currency,
 		Lines: lines, TerminalID: info(r).Device.Name, Request: idem})

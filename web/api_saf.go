@@ -13,6 +13,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"storepay/devices"
+	"storepay/gateway"
 	"storepay/saf"
 )
 
@@ -102,7 +103,9 @@ func decodeReason(w http.ResponseWriter, r *http.Request) (string, error) {
 	if len(req.Reason) > 500 {
 		return "", problem(http.StatusBadRequest, "invalid_request", "reason is limited to 500 characters")
 	}
-	return req.Reason, nil
+	// A reason goes to the audit log and into answers: a card number in
+	// it is masked, as everywhere storepay keeps text from outside.
+	return gateway.MaskPANs(req.Reason), nil
 }
 
 func (s *Server) safAction(act func(q *saf.Queue, r *http.Request, id, actor, reason string) (saf.Record, error)) http.HandlerFunc {
@@ -180,6 +183,9 @@ func (s *Server) putEStop(w http.ResponseWriter, r *http.Request) {
 		reason = "unreadable request taken as stop (" + why + ")"
 		state = saf.Stop
 	}
+	// The reason (and a state that was not one) is kept and answered: no
+	// card number in it.
+	reason = gateway.MaskPANs(reason)
 	e, err := s.saf.SetEStop(r.Context(), state, info(r).Device.Name, reason)
 	if err != nil {
 		s.fail(w, r, err)

@@ -51,7 +51,8 @@ func (s *Server) formReason(w http.ResponseWriter, r *http.Request, back string)
 			Data:  map[string]string{"Back": back, "BackLabel": "Back"}})
 		return "", false
 	}
-	return reason, true
+	// Kept in the audit log and shown: no card number in it.
+	return gateway.MaskPANs(reason), true
 }
 
 // pageNumber reads ?page=N (1-based).
@@ -297,6 +298,7 @@ func (s *Server) consoleSetEStop(w http.ResponseWriter, r *http.Request) {
 	default:
 		reason, state = fmt.Sprintf("unreadable request taken as stop (state %q is not go, pause or stop)", r.PostForm.Get("state")), saf.Stop
 	}
+	reason = gateway.MaskPANs(reason) // kept and shown: no card number in it
 	if _, err := s.saf.SetEStop(r.Context(), state, info(r).Device.Name, reason); err != nil {
 		s.consoleFail(w, r, err, "/console/estop", "Back to the emergency stop")
 		return

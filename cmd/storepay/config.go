@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -216,10 +217,11 @@ func (c *Config) validate() error {
 			return fmt.Errorf("config: %s.merchant_id: must not be empty", at)
 		case strings.TrimSpace(g.APIKeyEnv) == "":
 			return fmt.Errorf("config: %s.api_key_env: must name an environment variable", at)
-		case g.MaxAttempts < 0 || g.BreakerMinCalls < 0 || g.BreakerSuccesses < 0 || g.MaxConcurrent < 0 || g.RatePerSecond < 0:
-			return fmt.Errorf("config: %s: limits must not be negative", at)
 		case g.BreakerFailureRate < 0 || g.BreakerFailureRate > 1:
 			return fmt.Errorf("config: %s.breaker_failure_rate: must be between 0 and 1", at)
+		}
+		if err := g.validatePolicy(at); err != nil {
+			return err
 		}
 		names[g.Name] = true
 		for j, u := range g.URLs {
@@ -236,11 +238,15 @@ func (c *Config) validate() error {
 		return errors.New("config: offline.total_limit: must not be negative")
 	case c.Offline.MaxAge.Duration <= 0:
 		return errors.New("config: offline.max_age: must be positive")
-	case c.Offline.VelocityCount < 0 || c.Offline.VelocityAmount < 0 || c.Offline.VelocityWindow.Duration < 0:
-		return errors.New("config: offline.velocity_*: must not be negative")
-	case c.Forwarding.Concurrency < 0 || c.Forwarding.RatePerSecond < 0 || c.Forwarding.MaxAttempts < 0 ||
-		c.Forwarding.GuardMaxErrors < 0 || c.Forwarding.GuardMaxAmount < 0:
-		return errors.New("config: forwarding: limits must not be negative")
+	case c.Offline.VelocityCount < 0:
+		return errors.New("config: offline.velocity_count: must not be negative")
+	case c.Offline.VelocityAmount < 0:
+		return errors.New("config: offline.velocity_amount: must not be negative")
+	case c.Offline.VelocityWindow.Duration < 0:
+		return errors.New("config: offline.velocity_window: must not be negative")
+	}
+	if err := c.Forwarding.validate(); err != nil {
+		return err
 	}
 	for i, h := range c.Offline.HotCards {
 		if !saf.ValidHotCard(h) {
@@ -253,6 +259,105 @@ func (c *Config) validate() error {
 		return fmt.Errorf("config: log_level: %q is not debug, info, warn or error", c.LogLevel)
 	}
 	return nil
+}
+
+// Bounds of the policy knobs. The failsafe-go policies behind them take
+// any value, and some fail only once storepay runs: a breaker_window
+// under 10 ns divides by zero at the first bank call, breaker_successes
+// sizes a bitset allocated when the breaker half-opens (a huge one kills
+// the process just as the bank recovers), an attempt_timeout past 97
+// years overflows the triple that slow attempts get, and a rate_per_second
+// past 1e9 leaves the limiter no permit at all. Past these bounds a value
+// is a typo, refused with the key's name, not a policy.
+const (
+	minPolicyDuration = time.Millisecond
+	maxPolicyDuration = 24 * time.Hour
+	minRatePerSecond  = 0.001
+	maxRatePerSecond  = 1e6
+	maxPolicyCount    = 1_000_000
+	maxSuccesses      = 1000
+)
+
+// checkDuration refuses a policy duration outside the bounds; 0 (the key
+// left out) is the default. negativeOff allows a negative value, which
+// switches the feature off.
+func checkDuration(key string, d time.Duration, negativeOff bool) error {
+	switch {
+	case d == 0, d < 0 && negativeOff:
+		return nil
+	case d < minPolicyDuration || d > maxPolicyDuration:
+		off := ""
+		if negativeOff {
+			off = ", or negative to switch it off"
+		}
+		return fmt.Errorf("config: %s: %s is not between %s and %s (leave it out for the default%s)", key, d, minPolicyDuration, maxPolicyDuration, off)
+	}
+	return nil
+}
+
+// checkCount refuses a negative count or one past max; 0 is the default.
+func checkCount(key string, n, max int) error {
+	if n < 0 || n > max {
+		return fmt.Errorf("config: %s: %d is not between 0 (the default) and %d", key, n, max)
+	}
+	return nil
+}
+
+// checkRate refuses a rate cap outside the bounds; 0 is none.
+func checkRate(key string, r float64) error {
+	if r != 0 && (r < minRatePerSecond || r > maxRatePerSecond) {
+		return fmt.Errorf("config: %s: %g is not between %g and %g per second (leave it out for no cap)", key, r, minRatePerSecond, maxRatePerSecond)
+	}
+	return nil
+}
+
+// validatePolicy checks a gateway's optional policy knobs; at is its path
+// (gateways[i]). Like validate it reports the first key at fault
+// (cmp.Or: the first non-nil error).
+func (g GatewayConfig) validatePolicy(at string) error {
+	for _, d := range []struct {
+		key string
+		d   time.Duration
+	}{
+		{"attempt_timeout", g.AttemptTimeout.Duration}, {"backoff_min", g.BackoffMin.Duration},
+		{"backoff_max", g.BackoffMax.Duration}, {"breaker_window", g.BreakerWindow.Duration},
+		{"breaker_delay", g.BreakerDelay.Duration}, {"max_retry_after", g.MaxRetryAfter.Duration},
+	} {
+		if err := checkDuration(at+"."+d.key, d.d, false); err != nil {
+			return err
+		}
+	}
+	return cmp.Or(
+		checkDuration(at+".probe_interval", g.ProbeInterval.Duration, true),
+		checkCount(at+".max_attempts", g.MaxAttempts, 100),
+		checkCount(at+".breaker_min_calls", g.BreakerMinCalls, maxPolicyCount),
+		checkCount(at+".breaker_successes", g.BreakerSuccesses, maxSuccesses),
+		checkCount(at+".max_concurrent", g.MaxConcurrent, maxPolicyCount),
+		checkRate(at+".rate_per_second", g.RatePerSecond),
+	)
+}
+
+// validate checks the forwarder's knobs. Its interval may be negative:
+// the forwarder then only runs when woken.
+func (f ForwardingConfig) validate() error {
+	switch {
+	case f.GuardMaxAmount < 0:
+		return errors.New("config: forwarding.guard_max_amount: must not be negative")
+	case f.GuardMaxErrors < 0:
+		return errors.New("config: forwarding.guard_max_errors: must not be negative")
+	}
+	return cmp.Or(
+		// Each unit of concurrency is a worker and a slot of a buffered
+		// channel per bank, made at start.
+		checkCount("forwarding.concurrency", f.Concurrency, 1000),
+		checkRate("forwarding.rate_per_second", f.RatePerSecond),
+		checkCount("forwarding.max_attempts", f.MaxAttempts, maxPolicyCount),
+		checkDuration("forwarding.backoff_min", f.BackoffMin.Duration, false),
+		checkDuration("forwarding.backoff_max", f.BackoffMax.Duration, false),
+		checkDuration("forwarding.interval", f.Interval.Duration, true),
+		checkDuration("forwarding.call_timeout", f.CallTimeout.Duration, false),
+		checkDuration("forwarding.guard_window", f.GuardWindow.Duration, false),
+	)
 }
 
 // policy maps a gateway's optional knobs onto the router's policy.

@@ -23,7 +23,7 @@ import (
 // runDemo runs storepay on this machine with nothing set up: a database in
 // ./storepay-demo, two simulated banks in this process, an enrolled
 // terminal and manager, and an open order to pay.
-func runDemo(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+func runDemo(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) (err error) {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dir := fs.String("dir", "storepay-demo", "`folder` for the demo's database, config and card key")
@@ -34,6 +34,12 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 	if err := os.MkdirAll(*dir, 0o700); err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
+	dbPath := filepath.Join(*dir, "storepay.db")
+	release, err := lockDatabase("demo", dbPath, 1)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, release()) }()
 	cardKey, err := demoCardKey(filepath.Join(*dir, "card.key"))
 	if err != nil {
 		return err
@@ -49,7 +55,7 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 		return err
 	}
 	var gws []GatewayConfig
-	var banks, admins []string
+	var banks, admins, bankURLs []string
 	for i, name := range []string{"bank-a", "bank-b"} {
 		key := bankKeys[fmt.Sprintf("BANK_%c_KEY", 'A'+i)]
 		sim := banksim.New(banksim.Config{APIKey: key, MerchantID: "store-042", Logger: newLogger(io.Discard, "error")})
@@ -68,6 +74,7 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 			MerchantID: "store-042", APIKeyEnv: envName})
 		banks = append(banks, fmt.Sprintf("  %s  %s  (admin, fault injection: %s)", name, u, admin))
 		admins = append(admins, admin)
+		bankURLs = append(bankURLs, u)
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
@@ -76,7 +83,7 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 			return fmt.Errorf("demo: listen: %w", err)
 		}
 	}
-	cfg := Config{StoreID: "store-042", Listen: ln.Addr().String(), Database: filepath.Join(*dir, "storepay.db"),
+	cfg := Config{StoreID: "store-042", Listen: ln.Addr().String(), Database: dbPath,
 		CardKeyEnv: "STOREPAY_CARD_KEY", Gateways: gws,
 		Offline: OfflineConfig{FloorLimit: defaultFloorLimit, TotalLimit: defaultTotalLimit, MaxAge: Duration{defaultMaxAge}}}
 	if err := writeDemoConfig(filepath.Join(*dir, "storepay.json"), cfg); err != nil {
@@ -139,13 +146,21 @@ and watch the console's queue drain:
 curl -s -X PUT %[7]s/admin/faults -d '{"refuse":true}'; curl -s -X PUT %[8]s/admin/faults -d '{"refuse":true}'
 curl -s -X DELETE %[7]s/admin/faults; curl -s -X DELETE %[8]s/admin/faults
 
-Reconcile today (the banks settle a day once it is closed):
+Reconcile today (the banks settle a day once it is closed). reconcile
+writes the database, and one storepay at a time may (the demo holds its
+lock): save the banks' reports while the demo runs, stop it, then
+reconcile from the files:
 
 curl -s -X POST %[7]s/admin/close; curl -s -X POST %[8]s/admin/close
-env $(cat %[9]s) go run ./cmd/storepay reconcile --config %[10]s --date %[11]s
+. %[9]s
+curl -s -H "Authorization: Bearer $BANK_A_KEY" %[12]s/v1/settlements/%[11]s > %[2]s/bank-a-%[11]s.csv
+curl -s -H "Authorization: Bearer $BANK_B_KEY" %[13]s/v1/settlements/%[11]s > %[2]s/bank-b-%[11]s.csv
+# Ctrl-C here, then:
+go run ./cmd/storepay reconcile --config %[10]s --date %[11]s \
+  --settlement bank-a=%[2]s/bank-a-%[11]s.csv --settlement bank-b=%[2]s/bank-b-%[11]s.csv
 
 `, base, *dir, strings.Join(banks, "\n"), terminal, manager, order.ID, admins[0], admins[1], keyFile,
-		filepath.Join(*dir, "storepay.json"), time.Now().UTC().Format(time.DateOnly))
+		filepath.Join(*dir, "storepay.json"), time.Now().UTC().Format(time.DateOnly), bankURLs[0], bankURLs[1])
 	<-ctx.Done()
 	return shutdown(app, cfg, log)
 }

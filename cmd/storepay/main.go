@@ -148,11 +148,30 @@ func newLogger(w io.Writer, level string) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: lvl}))
 }
 
-func runServe(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+// lockDatabase takes the database's lock (migrations.Lock) for a command
+// that serves or writes it, so that a second storepay on the same
+// database is refused, naming the process that holds it, instead of
+// writing beside it: storepay's guards against charging twice assume one
+// process per database. A refusal exits with code; release gives the
+// lock back (exiting does too, crash included).
+func lockDatabase(cmd, path string, code int) (release func() error, err error) {
+	release, err = migrations.Lock(path)
+	if err != nil {
+		return nil, &exitError{code: code, err: fmt.Errorf("%s: %w", cmd, err)}
+	}
+	return release, nil
+}
+
+func runServe(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) (err error) {
 	cfg, err := configOnly("serve", args, stderr)
 	if err != nil {
 		return err
 	}
+	release, err := lockDatabase("serve", cfg.Database, 1)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, release()) }()
 	log := newLogger(stderr, cfg.LogLevel)
 	app, err := OpenApp(ctx, cfg, getenv, log)
 	if err != nil {
@@ -183,11 +202,16 @@ func shutdown(app *App, cfg Config, log *slog.Logger) error {
 	return nil
 }
 
-func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	cfg, err := configOnly("migrate", args, stderr)
 	if err != nil {
 		return err
 	}
+	release, err := lockDatabase("migrate", cfg.Database, 1)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, release()) }()
 	db, err := migrations.Open(ctx, cfg.Database)
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
@@ -198,7 +222,7 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	return nil
 }
 
-func runEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func runEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	fs := flag.NewFlagSet("devices enroll", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "config `file` (JSON)")
@@ -214,6 +238,11 @@ func runEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	release, err := lockDatabase("enroll", cfg.Database, 1)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, release()) }()
 	db, err := migrations.Open(ctx, cfg.Database)
 	if err != nil {
 		return fmt.Errorf("enroll: %w", err)

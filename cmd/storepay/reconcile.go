@@ -57,7 +57,7 @@ const fetchTimeout = 2 * time.Minute
 // discrepancies need a person (the summary is printed all the same); 2
 // the batch could not run (bad flags or config, a report that cannot be
 // fetched or read at all, a database error), and nothing was recorded.
-func runReconcile(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+func runReconcile(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) (err error) {
 	fs := flag.NewFlagSet("reconcile", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "config `file` (JSON)")
@@ -97,6 +97,14 @@ func runReconcile(ctx context.Context, args []string, getenv func(string) string
 	if !set["csv"] {
 		*csvPath = filepath.Join(outDir, day+"-discrepancies.csv")
 	}
+
+	// Locked before the banks are asked for their reports: a run refused
+	// (2, could not run) costs them nothing.
+	release, err := lockDatabase("reconcile", cfg.Database, 2)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, release()) }()
 
 	sources, err := settlementSources(ctx, cfg, getenv, stderr, day, files)
 	if err != nil {

@@ -145,8 +145,9 @@ func (c *Client) Authorize(ctx context.Context, req gateway.AuthRequest) (gatewa
 	// nothing: read as a decline, the bank might hold an approval that
 	// nobody reverses.
 	if auth.Status != gateway.StatusApproved && auth.Status != gateway.StatusDeclined {
+		// The status is the bank's text: redacted, as any it sends.
 		return gateway.Authorization{}, c.fail(gateway.KindUnknown, http.StatusOK, "",
-			fmt.Errorf("authorization answered with status %q, neither approved nor declined", auth.Status))
+			fmt.Errorf("authorization answered with status %q, neither approved nor declined", redact(auth.Status)))
 	}
 	return auth, nil
 }
@@ -163,13 +164,11 @@ func (c *Client) Find(ctx context.Context, by gateway.Lookup) ([]gateway.Authori
 	default:
 		return nil, c.invalid("a lookup needs exactly one of reference and idempotency key")
 	}
-	var list struct {
-		Data []gateway.Authorization `json:"data"`
-	}
+	var list authorizationList
 	if err := c.get(ctx, "/v1/authorizations?"+q.Encode(), &list); err != nil {
 		return nil, err
 	}
-	return c.checkAuthorizations(list.Data)
+	return c.checkAuthorizations(list)
 }
 
 // Capture sends POST /v1/authorizations/{id}/captures. A second capture
@@ -211,13 +210,11 @@ func (c *Client) Reverse(ctx context.Context, req gateway.ReverseRequest) ([]gat
 	body := struct {
 		Reference string `json:"reference"`
 	}{req.Reference}
-	var list struct {
-		Data []gateway.Authorization `json:"data"`
-	}
+	var list authorizationList
 	if err := c.post(ctx, "/v1/reversals", req.Key, body, &list); err != nil {
 		return nil, err
 	}
-	return c.checkAuthorizations(list.Data)
+	return c.checkAuthorizations(list)
 }
 
 // Refund sends POST /v1/refunds. Refunding more than was captured is a
@@ -296,8 +293,11 @@ func (c *Client) get(ctx context.Context, path string, out any) error {
 
 func (c *Client) decode(data []byte, out any) error {
 	if err := json.Unmarshal(data, out); err != nil {
-		// encoding/json errors name types and fields, never values.
-		return c.fail(gateway.KindUnknown, http.StatusOK, "", fmt.Errorf("decode answer: %w", err))
+		// encoding/json names types and fields, and also the number it
+		// could not store ("cannot unmarshal number 4242424242424242.5"),
+		// which may be a card number: the text is redacted, and the
+		// error not wrapped (nothing tells json's errors apart here).
+		return c.fail(gateway.KindUnknown, http.StatusOK, "", errors.New("decode answer: "+redact(err.Error())))
 	}
 	return nil
 }
@@ -397,16 +397,26 @@ func (c *Client) checkAuthorization(a gateway.Authorization) error {
 	return nil
 }
 
-func (c *Client) checkAuthorizations(list []gateway.Authorization) ([]gateway.Authorization, error) {
-	for _, a := range list {
+// authorizationList is the protocol's {"data": [<authorization>...]}.
+// Data stays nil when the answer has no list at all (no "data", or
+// null), which is not the empty list.
+type authorizationList struct {
+	Data *[]gateway.Authorization `json:"data"`
+}
+
+// checkAuthorizations makes a 200 without its list unknown: an empty list
+// says the bank never processed the payment (a lookup) or reversed
+// nothing, and an answer that lacks one proves neither.
+func (c *Client) checkAuthorizations(list authorizationList) ([]gateway.Authorization, error) {
+	if list.Data == nil {
+		return nil, c.fail(gateway.KindUnknown, http.StatusOK, "", errors.New(`answer without its "data" list`))
+	}
+	for _, a := range *list.Data {
 		if err := c.checkAuthorization(a); err != nil {
 			return nil, err
 		}
 	}
-	if list == nil {
-		list = []gateway.Authorization{}
-	}
-	return list, nil
+	return *list.Data, nil
 }
 
 // sendTrace records whether the transport wrote any part of the request.
@@ -437,21 +447,27 @@ func readLimited(r io.Reader, limit int64) ([]byte, error) {
 	return data, nil
 }
 
+// maxRetryAfter caps what a bank's Retry-After may ask, in either form:
+// a date decades ahead is no more a plan than a huge number of seconds.
+const maxRetryAfter = 24 * time.Hour
+
 // parseRetryAfter reads a Retry-After value: delay seconds or an HTTP
-// date. It returns 0 when the value is missing, unreadable or past.
+// date, at most maxRetryAfter. It returns 0 when the value is missing,
+// unreadable or past.
 func parseRetryAfter(v string, now time.Time) time.Duration {
 	v = strings.TrimSpace(v)
 	if v == "" {
 		return 0
 	}
-	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+	// Seconds past int64 parse as the largest (or smallest) int64.
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil || errors.Is(err, strconv.ErrRange) {
 		if secs <= 0 {
 			return 0
 		}
-		return time.Duration(min(secs, int64(24*time.Hour/time.Second))) * time.Second
+		return time.Duration(min(secs, int64(maxRetryAfter/time.Second))) * time.Second
 	}
 	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return t.Sub(now)
+		return min(t.Sub(now), maxRetryAfter)
 	}
 	return 0
 }

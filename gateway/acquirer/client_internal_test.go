@@ -23,6 +23,9 @@ func TestParseRetryAfter(t *testing.T) {
 		{"-3", 0},
 		{now.Add(90 * time.Second).Format(http.TimeFormat), 90 * time.Second},
 		{now.Add(-time.Minute).Format(http.TimeFormat), 0},
+		{"Mon, 01 Nov 2100 00:00:00 GMT", 24 * time.Hour}, // capped as seconds are
+		{"99999999999999999999", 24 * time.Hour},
+		{"-99999999999999999999", 0},
 		{"soon", 0},
 	} {
 		if got := parseRetryAfter(c.in, now); got != c.want {
