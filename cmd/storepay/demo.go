@@ -55,7 +55,7 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 		return err
 	}
 	var gws []GatewayConfig
-	var banks, admins, bankURLs []string
+	var banks, admins []string
 	for i, name := range []string{"bank-a", "bank-b"} {
 		key := bankKeys[fmt.Sprintf("BANK_%c_KEY", 'A'+i)]
 		sim := banksim.New(banksim.Config{APIKey: key, MerchantID: "store-042", Logger: newLogger(io.Discard, "error")})
@@ -74,7 +74,6 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 			MerchantID: "store-042", APIKeyEnv: envName})
 		banks = append(banks, fmt.Sprintf("  %s  %s  (admin, fault injection: %s)", name, u, admin))
 		admins = append(admins, admin)
-		bankURLs = append(bankURLs, u)
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
@@ -146,21 +145,14 @@ and watch the console's queue drain:
 curl -s -X PUT %[7]s/admin/faults -d '{"refuse":true}'; curl -s -X PUT %[8]s/admin/faults -d '{"refuse":true}'
 curl -s -X DELETE %[7]s/admin/faults; curl -s -X DELETE %[8]s/admin/faults
 
-Reconcile today (the banks settle a day once it is closed). reconcile
-writes the database, and one storepay at a time may (the demo holds its
-lock): save the banks' reports while the demo runs, stop it, then
-reconcile from the files:
+Reconcile today (the banks settle a day once it is closed), beside the
+running demo as cron does beside serve:
 
 curl -s -X POST %[7]s/admin/close; curl -s -X POST %[8]s/admin/close
-. %[9]s
-curl -s -H "Authorization: Bearer $BANK_A_KEY" %[12]s/v1/settlements/%[11]s > %[2]s/bank-a-%[11]s.csv
-curl -s -H "Authorization: Bearer $BANK_B_KEY" %[13]s/v1/settlements/%[11]s > %[2]s/bank-b-%[11]s.csv
-# Ctrl-C here, then:
-go run ./cmd/storepay reconcile --config %[10]s --date %[11]s \
-  --settlement bank-a=%[2]s/bank-a-%[11]s.csv --settlement bank-b=%[2]s/bank-b-%[11]s.csv
+env $(cat %[9]s) go run ./cmd/storepay reconcile --config %[10]s --date %[11]s
 
 `, base, *dir, strings.Join(banks, "\n"), terminal, manager, order.ID, admins[0], admins[1], keyFile,
-		filepath.Join(*dir, "storepay.json"), time.Now().UTC().Format(time.DateOnly), bankURLs[0], bankURLs[1])
+		filepath.Join(*dir, "storepay.json"), time.Now().UTC().Format(time.DateOnly))
 	<-ctx.Done()
 	return shutdown(app, cfg, log)
 }

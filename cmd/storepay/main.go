@@ -149,11 +149,15 @@ func newLogger(w io.Writer, level string) *slog.Logger {
 }
 
 // lockDatabase takes the database's lock (migrations.Lock) for a command
-// that serves or writes it, so that a second storepay on the same
-// database is refused, naming the process that holds it, instead of
-// writing beside it: storepay's guards against charging twice assume one
-// process per database. A refusal exits with code; release gives the
-// lock back (exiting does too, crash included).
+// that runs payments or changes the schema (serve, demo, migrate), so
+// that a second one on the same database is refused, naming the process
+// that holds it, instead of running beside it: one process runs the
+// payment machine's workers and holds its leases. reconcile and devices
+// enroll take no lock: they run no payment, write only their own rows in
+// short transactions that SQLite serializes with serve's, and the
+// contract's nightly cron runs reconcile beside a store that never stops
+// selling. A refusal exits with code; release gives the lock back
+// (exiting does too, crash included).
 func lockDatabase(cmd, path string, code int) (release func() error, err error) {
 	release, err = migrations.Lock(path)
 	if err != nil {
@@ -238,11 +242,8 @@ func runEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) (er
 	if err != nil {
 		return err
 	}
-	release, err := lockDatabase("enroll", cfg.Database, 1)
-	if err != nil {
-		return err
-	}
-	defer func() { err = errors.Join(err, release()) }()
+	// No lock: enrolling is one insert, beside a serving store too (see
+	// lockDatabase).
 	db, err := migrations.Open(ctx, cfg.Database)
 	if err != nil {
 		return fmt.Errorf("enroll: %w", err)

@@ -98,14 +98,6 @@ func runReconcile(ctx context.Context, args []string, getenv func(string) string
 		*csvPath = filepath.Join(outDir, day+"-discrepancies.csv")
 	}
 
-	// Locked before the banks are asked for their reports: a run refused
-	// (2, could not run) costs them nothing.
-	release, err := lockDatabase("reconcile", cfg.Database, 2)
-	if err != nil {
-		return err
-	}
-	defer func() { err = errors.Join(err, release()) }()
-
 	sources, err := settlementSources(ctx, cfg, getenv, stderr, day, files)
 	if err != nil {
 		return &exitError{code: 2, err: fmt.Errorf("reconcile %s: %w", day, err)}
