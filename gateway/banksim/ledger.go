@@ -65,8 +65,9 @@ type Ledger struct {
 	// Refunds in the order they were made.
 	Refunds []Refund `json:"refunds"`
 	// Requests counts the requests each listener received, by URL then by
-	// endpoint (the Endpoint constants), including requests answered by a
-	// fault. Zero counts are left out.
+	// endpoint (the Endpoint constants) or, at an ISO 8583 listener, by MTI
+	// ("0200"; EndpointOther for a frame that was not a message),
+	// including requests answered by a fault. Zero counts are left out.
 	Requests map[string]map[string]int64 `json:"requests"`
 	// InFlight is the number of idempotency keys whose first request is
 	// being processed right now.
