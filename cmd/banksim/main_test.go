@@ -210,6 +210,19 @@ func TestRunISO8583(t *testing.T) {
 	if n := l.Requests[s.urls[0]]["0800"]; n != 2 {
 		t.Errorf("0800 calls = %d, want 2 (%s)", n, ledger)
 	}
+	day := time.Now().UTC().Format(time.DateOnly)
+	if status, _ := get(t, s.admin+"/admin/settlement?date="+day, ""); status != http.StatusNotFound {
+		t.Errorf("settlement of an open day = %d, want 404", status)
+	}
+	post, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, s.admin+"/admin/close?date="+day, nil)
+	if resp, err := http.DefaultClient.Do(post); err != nil {
+		t.Fatal(err)
+	} else {
+		resp.Body.Close()
+	}
+	if status, report := get(t, s.admin+"/admin/settlement?date="+day, ""); status != http.StatusOK || !strings.HasPrefix(string(report), "batch_number,") {
+		t.Errorf("settlement = %d %s", status, report)
+	}
 	if err := s.wait(t); err != nil {
 		t.Errorf("run = %v, want a clean stop", err)
 	}
