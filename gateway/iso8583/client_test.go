@@ -113,6 +113,19 @@ func (h *harness) waitReady() {
 	}
 }
 
+// awaitLate returns the next late answer, failing the test after a few
+// seconds.
+func (h *harness) awaitLate() iso8583.LateAnswer {
+	h.t.Helper()
+	select {
+	case la := <-h.late:
+		return la
+	case <-time.After(5 * time.Second):
+		h.t.Fatalf("no late answer (stats %+v)", h.c.Stats())
+		return iso8583.LateAnswer{}
+	}
+}
+
 // trace allocates a trace as storepay would: STAN from the shared
 // allocator, an RRN made from it.
 func (h *harness) trace() iso8583.Trace {
@@ -360,7 +373,7 @@ func TestAdviceRepeatAfterNoAnswer(t *testing.T) {
 	}
 
 	clearFaults(t, sim) // the held advice carries on: its answer comes late
-	la := <-h.late
+	la := h.awaitLate()
 	if la.RRN != adv.Trace.RRN || la.ResponseCode != "00" || la.Request != adv.Ref() || la.MTI != "0230" {
 		t.Errorf("late answer = %+v", la)
 	}
@@ -464,7 +477,7 @@ func TestFaultLatency(t *testing.T) {
 		p := h.purchase(100)
 		_, err := h.c.Purchase(ctxFor(t, 50*time.Millisecond), p)
 		wantKind(t, err, gateway.KindUnknown, "")
-		la := <-h.late
+		la := h.awaitLate()
 		if la.RRN != p.Trace.RRN || la.ResponseCode != "00" {
 			t.Errorf("late answer = %+v", la)
 		}
@@ -495,7 +508,7 @@ func TestFaultBlackholeThenReversal(t *testing.T) {
 		t.Fatalf("Reverse = %+v, %v", ans, err)
 	}
 	clearFaults(t, sim) // the held sale carries on after its reversal
-	<-h.late
+	h.awaitLate()
 	// The bank approved after the reversal it acknowledged as "never
 	// received": storepay's late-answer handler reports it, it changes
 	// nothing here, and reconciliation sees the charge.
