@@ -159,9 +159,12 @@ func (s *Sim) isoAuthorize(f iso8583.Fields, amount int64, currency string, capt
 	if !validPAN(f.PAN) {
 		return iso8583.CodeInvalidCard, ""
 	}
+	if len(f.Expiry) != 4 {
+		return iso8583.CodeFormatError, ""
+	}
 	yy, err1 := strconv.Atoi(f.Expiry[:2])
 	mm, err2 := strconv.Atoi(f.Expiry[2:])
-	if len(f.Expiry) != 4 || err1 != nil || err2 != nil || mm < 1 || mm > 12 {
+	if err1 != nil || err2 != nil || mm < 1 || mm > 12 {
 		return iso8583.CodeFormatError, ""
 	}
 	now := s.now()
