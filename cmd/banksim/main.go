@@ -3,11 +3,19 @@
 // the admin API on --admin, faults switched on from the start by flags or
 // later through the admin API.
 //
+// --protocol chooses what the listeners speak: acquirer-json (HTTP, the
+// default) or iso8583 (the ISO 8583 profile over TCP: a switch). The
+// ledger, the admin API and the faults are the same; for iso8583,
+// --not-processed answers 91, --error-rate 96, --unauthorized 03, and
+// --rate-limit does not apply.
+//
 // On start it prints one line per URL on stdout, for a parent process that
 // passed port 0:
 //
 //	banksim listening on http://127.0.0.1:9101
 //	banksim admin on http://127.0.0.1:9100
+//
+// (tcp://127.0.0.1:9301 for an iso8583 listener.)
 //
 // Logs are JSON on stderr. SIGINT or SIGTERM stops it cleanly.
 package main
@@ -43,6 +51,7 @@ func main() {
 // options are banksim's flags.
 type options struct {
 	listen, admin, apiKey, merchantID, logLevel string
+	protocol                                    string
 	lateCutoff                                  time.Duration
 	dailyFee                                    int64
 
@@ -57,7 +66,8 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (options
 	var o options
 	fs := flag.NewFlagSet("banksim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.listen, "listen", "127.0.0.1:9101", "comma-separated `addresses` of the protocol listeners (the bank's URLs)")
+	fs.StringVar(&o.listen, "listen", "127.0.0.1:9101", "comma-separated `addresses` of the protocol listeners (the bank's URLs); for iso8583 the default is 127.0.0.1:9301")
+	fs.StringVar(&o.protocol, "protocol", protocolJSON, "`protocol` of the listeners: "+protocolJSON+" or "+protocolISO)
 	fs.StringVar(&o.admin, "admin", "127.0.0.1:9100", "`address` of the admin API (no authentication: keep it on loopback)")
 	fs.StringVar(&o.apiKey, "api-key", getenv("BANKSIM_API_KEY"), "API key clients must send (default $BANKSIM_API_KEY, else "+banksim.DefaultAPIKey+")")
 	fs.StringVar(&o.merchantID, "merchant-id", "", "accept only this merchant_id (default: any)")
@@ -80,8 +90,28 @@ func parse(args []string, getenv func(string) string, stderr io.Writer) (options
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
+	switch o.protocol {
+	case protocolJSON:
+	case protocolISO:
+		listenSet := false
+		fs.Visit(func(f *flag.Flag) { listenSet = listenSet || f.Name == "listen" })
+		if !listenSet {
+			o.listen = "127.0.0.1:9301"
+		}
+		if o.rateLimit > 0 {
+			return o, errors.New("--rate-limit does not apply to the iso8583 protocol")
+		}
+	default:
+		return o, fmt.Errorf("--protocol %q is neither %s nor %s", o.protocol, protocolJSON, protocolISO)
+	}
 	return o, nil
 }
+
+// The protocols a listener can speak.
+const (
+	protocolJSON = "acquirer-json"
+	protocolISO  = "iso8583"
+)
 
 // faults turns the fault flags into Faults for every listener.
 func (o options) faults() banksim.Faults {
@@ -146,7 +176,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if addr = strings.TrimSpace(addr); addr == "" {
 			continue
 		}
-		url, err := sim.Listen(addr)
+		listen := sim.Listen
+		if o.protocol == protocolISO {
+			listen = sim.ListenISO8583
+		}
+		url, err := listen(addr)
 		if err != nil {
 			return err
 		}

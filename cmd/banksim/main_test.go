@@ -5,10 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"storepay/gateway/iso8583"
 )
 
 // started is a banksim run by the test, with the URLs it printed.
@@ -144,9 +147,92 @@ func TestRunFaultFlags(t *testing.T) {
 	}
 }
 
+func TestRunISO8583(t *testing.T) {
+	s := startRun(t, []string{"--protocol", "iso8583", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"}, nil)
+	if len(s.urls) != 1 || !strings.HasPrefix(s.urls[0], "tcp://") {
+		t.Fatalf("listener URLs = %v, want one tcp:// URL", s.urls)
+	}
+	conn, err := net.DialTimeout("tcp", strings.TrimPrefix(s.urls[0], "tcp://"), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	r := bufio.NewReader(conn)
+	terminal := iso8583.Terminal{TerminalID: "SP042001", MerchantID: "store-042"}
+	call := func(code string, stan iso8583.STAN) string {
+		t.Helper()
+		req, err := iso8583.NetworkFields(terminal, code, stan, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		packed, err := req.Pack()
+		if err != nil {
+			t.Fatal(err)
+		}
+		frame, _ := iso8583.Frame(packed)
+		if _, err := conn.Write(frame); err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		raw, err := iso8583.ReadFrame(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ans, err := iso8583.Unpack(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ans.ResponseCode
+	}
+	if got := call(iso8583.NetworkSignOn, 1); got != "00" {
+		t.Fatalf("sign-on = %s", got)
+	}
+
+	body := `{"url":"` + s.urls[0] + `","not_processed":{}}`
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPut, s.admin+"/admin/faults", strings.NewReader(body))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("PUT /admin/faults = %d", resp.StatusCode)
+	}
+	if got := call(iso8583.NetworkEcho, 2); got != "91" {
+		t.Errorf("echo under not_processed = %s, want 91", got)
+	}
+
+	_, ledger := get(t, s.admin+"/admin/ledger", "")
+	var l struct{ Requests map[string]map[string]int64 }
+	if err := json.Unmarshal(ledger, &l); err != nil {
+		t.Fatal(err)
+	}
+	if n := l.Requests[s.urls[0]]["0800"]; n != 2 {
+		t.Errorf("0800 calls = %d, want 2 (%s)", n, ledger)
+	}
+	day := time.Now().UTC().Format(time.DateOnly)
+	if status, _ := get(t, s.admin+"/admin/settlement?date="+day, ""); status != http.StatusNotFound {
+		t.Errorf("settlement of an open day = %d, want 404", status)
+	}
+	post, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, s.admin+"/admin/close?date="+day, nil)
+	if resp, err := http.DefaultClient.Do(post); err != nil {
+		t.Fatal(err)
+	} else {
+		resp.Body.Close()
+	}
+	if status, report := get(t, s.admin+"/admin/settlement?date="+day, ""); status != http.StatusOK || !strings.HasPrefix(string(report), "batch_number,") {
+		t.Errorf("settlement = %d %s", status, report)
+	}
+	if err := s.wait(t); err != nil {
+		t.Errorf("run = %v, want a clean stop", err)
+	}
+}
+
 func TestRunBadFlags(t *testing.T) {
 	for _, args := range [][]string{
 		{"--nope"},
+		{"--protocol", "soap", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"},
+		{"--protocol", "iso8583", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--rate-limit", "5"},
 		{"--listen", "", "--admin", "127.0.0.1:0"},
 		{"--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--error-rate", "2"},
 		{"--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--log-level", "loud"},

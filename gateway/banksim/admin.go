@@ -17,6 +17,9 @@ import (
 //	DELETE /admin/faults[?url=U]               lift every fault, or those of one listener
 //	POST   /admin/close?date=YYYY-MM-DD        close a business date now (default: today)
 //	POST   /admin/settlement-rows?date=...     append the raw CSV rows of the body to a date's report
+//	GET    /admin/settlement?date=YYYY-MM-DD   the date's report (CSV) of Config.APIKey's account, where
+//	                                           ISO 8583 operations are booked: the file an ISO gateway's
+//	                                           reconciliation reads; 404 not_closed for a day still open
 //	POST   /admin/reset                        empty the ledger, lift faults (see Sim.Reset)
 func (s *Sim) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
@@ -26,6 +29,7 @@ func (s *Sim) AdminHandler() http.Handler {
 	mux.HandleFunc("DELETE /admin/faults", s.adminClearFaults)
 	mux.HandleFunc("POST /admin/close", s.adminClose)
 	mux.HandleFunc("POST /admin/settlement-rows", s.adminSettlementRows)
+	mux.HandleFunc("GET /admin/settlement", s.adminSettlement)
 	mux.HandleFunc("POST /admin/reset", s.adminReset)
 	return mux
 }
@@ -114,6 +118,20 @@ func (s *Sim) adminSettlementRows(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.write(w, jsonAnswer(http.StatusOK, map[string]any{"date": day, "bytes": len(body)}), false)
+}
+
+func (s *Sim) adminSettlement(w http.ResponseWriter, r *http.Request) {
+	day := r.URL.Query().Get("date")
+	if _, err := time.Parse(time.DateOnly, day); err != nil {
+		s.write(w, invalid("date must be YYYY-MM-DD"), false)
+		return
+	}
+	report, ok := s.Settlement("", day)
+	if !ok {
+		s.write(w, errorAnswer(http.StatusNotFound, "not_closed", "business date "+day+" is not closed yet"), false)
+		return
+	}
+	s.write(w, answer{status: http.StatusOK, contentType: "text/csv; charset=utf-8", body: report}, false)
 }
 
 func (s *Sim) adminReset(w http.ResponseWriter, _ *http.Request) {

@@ -25,6 +25,12 @@
 //  6. the answer is written, or with DropAfterApply the connection is
 //     reset instead.
 //
+// The same ledger can also be served as an ISO 8583 switch
+// (iso8583-profile.md): [Sim.ListenISO8583] starts a tcp:// listener
+// (iso.go, isoops.go) that shares the admin API, the faults (Unauthorized,
+// NotProcessed and Error answer 03, 91 and 96) and the settlement
+// reports, whose rows for ISO operations carry the RRN as psp_reference.
+//
 // The ledger keeps every authorization and refund with the card's last
 // four digits only; the full card number is never stored or logged.
 // Business dates are the UTC date of a booking (optionally the next one

@@ -28,6 +28,15 @@ type Authorization struct {
 	ReversedAt     time.Time `json:"reversed_at,omitzero"`
 	// BusinessDate is the settlement date of the capture, YYYY-MM-DD.
 	BusinessDate string `json:"business_date,omitempty"`
+	// Protocol is "iso8583" for an authorization made over ISO 8583,
+	// "" for the JSON protocol.
+	Protocol string `json:"protocol,omitempty"`
+	// RRN is the retrieval reference number of the ISO 8583 message that
+	// made it (0100, 0200, or 0220 offline advice); CaptureRRN that of
+	// the message that captured it (the sale or advice itself, or the
+	// 0220 completion): the psp_reference of its settlement row.
+	RRN        string `json:"rrn,omitempty"`
+	CaptureRRN string `json:"capture_rrn,omitempty"`
 }
 
 // Refund is the bank's record of a refund.
@@ -40,6 +49,12 @@ type Refund struct {
 	Currency        string    `json:"currency"`
 	CreatedAt       time.Time `json:"created_at"`
 	BusinessDate    string    `json:"business_date"`
+	// RRN is the retrieval reference number of an ISO 8583 refund: the
+	// psp_reference of its settlement row.
+	RRN string `json:"rrn,omitempty"`
+	// ReversedAt is set when an ISO 8583 reversal advice undid the
+	// refund; it is then left out of the settlement report.
+	ReversedAt time.Time `json:"reversed_at,omitzero"`
 }
 
 // Ledger is a snapshot of everything the bank did and was asked, for
@@ -50,8 +65,9 @@ type Ledger struct {
 	// Refunds in the order they were made.
 	Refunds []Refund `json:"refunds"`
 	// Requests counts the requests each listener received, by URL then by
-	// endpoint (the Endpoint constants), including requests answered by a
-	// fault. Zero counts are left out.
+	// endpoint (the Endpoint constants) or, at an ISO 8583 listener, by MTI
+	// ("0200"; EndpointOther for a frame that was not a message),
+	// including requests answered by a fault. Zero counts are left out.
 	Requests map[string]map[string]int64 `json:"requests"`
 	// InFlight is the number of idempotency keys whose first request is
 	// being processed right now.
@@ -91,6 +107,17 @@ func (l Ledger) Calls(url, endpoint string) int64 {
 	return n
 }
 
+// FindRRN returns the authorization an ISO 8583 message with rrn made or
+// captured.
+func (l Ledger) FindRRN(rrn string) (Authorization, bool) {
+	for _, a := range l.Authorizations {
+		if a.RRN == rrn || a.CaptureRRN == rrn {
+			return a, true
+		}
+	}
+	return Authorization{}, false
+}
+
 // Find returns the authorization with id.
 func (l Ledger) Find(id string) (Authorization, bool) {
 	for _, a := range l.Authorizations {
@@ -114,6 +141,9 @@ func (s *Sim) Ledger() Ledger {
 			if n := ln.calls[i].Load(); n > 0 {
 				counts[endpointName(i)] = n
 			}
+		}
+		if ln.iso != nil {
+			ln.iso.countsInto(counts)
 		}
 		l.Requests[ln.url] = counts
 	}

@@ -99,15 +99,19 @@ func (s *Sim) report(apiKey, day string) ([]byte, bool) {
 		if a.apiKey != apiKey || a.BusinessDate != day || a.CapturedAmount <= 0 || a.Status != statusApproved {
 			continue
 		}
+		psp := a.ID
+		if a.CaptureRRN != "" {
+			psp = a.CaptureRRN // ISO 8583: the RRN of the capturing message
+		}
 		rows = append(rows, settlementRow{
-			merchant: a.MerchantID, psp: a.ID, reference: a.Reference, kind: "Settled",
+			merchant: a.MerchantID, psp: psp, reference: a.Reference, kind: "Settled",
 			booked: a.CapturedAt, currency: a.Currency,
 			gross: a.CapturedAmount, fee: s.cfg.Fee(a.CapturedAmount),
 			last4: a.CardLast4, authCode: a.AuthCode,
 		})
 	}
 	for _, r := range s.book.refunds {
-		if r.apiKey != apiKey || r.BusinessDate != day {
+		if r.apiKey != apiKey || r.BusinessDate != day || !r.ReversedAt.IsZero() {
 			continue
 		}
 		auth := s.book.auths[r.AuthorizationID]
@@ -115,8 +119,12 @@ func (s *Sim) report(apiKey, day string) ([]byte, bool) {
 		if ref == "" {
 			ref = auth.Reference
 		}
+		psp := r.ID
+		if r.RRN != "" {
+			psp = r.RRN
+		}
 		rows = append(rows, settlementRow{
-			merchant: auth.MerchantID, psp: r.ID, reference: ref, kind: "Refunded",
+			merchant: auth.MerchantID, psp: psp, reference: ref, kind: "Refunded",
 			booked: r.CreatedAt, currency: r.Currency, gross: -r.Amount,
 			last4: last4[r.AuthorizationID],
 		})

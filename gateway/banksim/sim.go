@@ -82,15 +82,17 @@ type Sim struct {
 
 	idem idemStore
 	book book
+	iso  isoBook // the ISO 8583 switch's duplicate and field 90 indexes (iso.go)
 }
 
 // listener is one protocol URL of the bank.
 type listener struct {
 	url   string
 	addr  string       // the resolved host:port, to listen again after Refuse
-	srv   *http.Server // nil while refused; guarded by Sim.lnMu
-	ln    net.Listener // srv's socket; guarded by Sim.lnMu
+	srv   *http.Server // nil while refused, and for an ISO 8583 listener; guarded by Sim.lnMu
+	ln    net.Listener // the socket, nil while refused; guarded by Sim.lnMu
 	calls [numEndpoints + 1]atomic.Int64
+	iso   *isoListener // set for an ISO 8583 listener (iso.go)
 	// inproc: served by Handler, with no socket to refuse.
 	inproc bool
 }
@@ -129,6 +131,7 @@ func New(cfg Config) *Sim {
 	}
 	s.idem.init()
 	s.book.init()
+	s.iso.init()
 	return s
 }
 
@@ -212,6 +215,9 @@ func (s *Sim) Close() error {
 	close(s.done)
 	var servers []*http.Server
 	for _, l := range s.listeners {
+		if l.iso != nil && l.ln != nil {
+			s.stopISO(l)
+		}
 		if l.srv != nil {
 			servers = append(servers, l.srv)
 			l.srv, l.ln = nil, nil
@@ -248,6 +254,10 @@ func (s *Sim) newServer(h http.Handler) *http.Server {
 
 // serve starts l's server on ln. Caller holds lnMu.
 func (s *Sim) serve(l *listener, ln net.Listener) {
+	if l.iso != nil {
+		s.serveISO(l, ln)
+		return
+	}
 	srv := s.newServer(s.protocolHandler(l))
 	l.srv, l.ln = srv, ln
 	s.wg.Go(func() { _ = srv.Serve(ln) })
@@ -335,6 +345,9 @@ func (s *Sim) applyRefuse() error {
 	for _, l := range s.listeners {
 		switch {
 		case l.inproc:
+		case refuse[l] && l.iso != nil && l.ln != nil:
+			s.stopISO(l)
+			s.log.Info("banksim refusing connections", "url", l.url)
 		case refuse[l] && l.srv != nil:
 			// Close, not Shutdown: a refusing bank has crashed, its open
 			// connections die with it.
@@ -345,7 +358,7 @@ func (s *Sim) applyRefuse() error {
 			_ = l.ln.Close()
 			l.srv, l.ln = nil, nil
 			s.log.Info("banksim refusing connections", "url", l.url)
-		case !refuse[l] && l.srv == nil:
+		case !refuse[l] && l.ln == nil:
 			ln, err := net.Listen("tcp", l.addr)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("banksim: listen again on %s: %w", l.addr, err))
@@ -434,10 +447,14 @@ func (s *Sim) delay(url string, d time.Duration, sets []*faultSet) {
 func (s *Sim) Reset() error {
 	s.book.reset()
 	s.idem.reset()
+	s.iso.reset()
 	s.lnMu.Lock()
 	for _, l := range s.listeners {
 		for i := range l.calls {
 			l.calls[i].Store(0)
+		}
+		if l.iso != nil {
+			l.iso.resetCounts()
 		}
 	}
 	s.lnMu.Unlock()

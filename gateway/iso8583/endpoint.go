@@ -1,0 +1,556 @@
+package iso8583
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"storepay/gateway"
+)
+
+var _ gateway.Endpoint = (*Endpoint)(nil)
+
+// Traces gives every bank operation its [Trace]: the integrator's
+// write-ahead of STAN, RRN and transmission time.
+type Traces interface {
+	// Trace returns the trace of the operation key names (the Key of a
+	// gateway request), allocating it on first use from the terminal's
+	// STANAllocator and committing it durably before returning. repeat
+	// reports that the trace existed already: the operation was, or may
+	// have been, sent before, so an advice goes out as its repeat (0221,
+	// 0421) and a 0100 or 0200 is resent with the same RRN, which the
+	// bank answers with its first answer.
+	Trace(ctx context.Context, key string) (tr Trace, repeat bool, err error)
+}
+
+// MemoryTraces is an in-memory Traces for tests and tools: RRNs from
+// [MakeRRN], forgotten on restart. Set STANs; Now defaults to time.Now.
+type MemoryTraces struct {
+	STANs STANAllocator
+	Now   func() time.Time
+
+	mu     sync.Mutex
+	traces map[string]Trace
+}
+
+// Trace returns key's trace, allocating it on first use.
+func (m *MemoryTraces) Trace(ctx context.Context, key string) (Trace, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if tr, ok := m.traces[key]; ok {
+		return tr, true, nil
+	}
+	stan, err := m.STANs.NextSTAN(ctx)
+	if err != nil {
+		return Trace{}, false, err
+	}
+	now := time.Now
+	if m.Now != nil {
+		now = m.Now
+	}
+	t := now().UTC().Truncate(time.Second)
+	tr := Trace{STAN: stan, RRN: MakeRRN(t, stan), Time: t}
+	if m.traces == nil {
+		m.traces = map[string]Trace{}
+	}
+	m.traces[key] = tr
+	return tr, false, nil
+}
+
+// Operations a [Record] can be.
+const (
+	OpAuthorization = "authorization"  // 0100
+	OpSale          = "sale"           // 0200, 000000
+	OpOfflineAdvice = "offline_advice" // 0220, 38 = Y3
+	OpRefund        = "refund"         // 0200, 200000
+)
+
+// Record statuses beyond the gateway's approved, declined and reversed.
+const (
+	// RecordUnknown: sent, or perhaps sent, and no answer known. Only a
+	// reversal advice settles it.
+	RecordUnknown = "unknown"
+	// RecordNotSent: nothing reached the bank, or it provably did
+	// nothing (91, 03, a refused connection).
+	RecordNotSent = "not_sent"
+	// RecordRefunded is the status of a refund the bank accepted.
+	RecordRefunded = "refunded"
+)
+
+// definite reports whether a status is the bank's answer.
+func definite(status string) bool {
+	switch status {
+	case gateway.StatusApproved, gateway.StatusDeclined, gateway.StatusReversed, RecordRefunded:
+		return true
+	}
+	return false
+}
+
+// Record is what the adapter keeps of an operation it sent, for the later
+// messages that must name it in field 90 (a completion, a refund, a
+// reversal) and carry its card, amount and currency. It lives in memory
+// only, a bounded number of them: the integrator persists it with the
+// operation (after every call that changes it: [Endpoint.Record]) and
+// gives it back with [Endpoint.Restore] after a restart.
+type Record struct {
+	// ID is the RRN of the operation's message: the Authorization.ID or
+	// Refund.ID the adapter returned, and the psp_reference of the
+	// operation's settlement row.
+	ID string `json:"id"`
+	// Reference is storepay's payment id (AuthRequest.Reference).
+	Reference string `json:"reference,omitempty"`
+	Op        string `json:"op"`
+	// Sent names the operation's message in a later field 90.
+	Sent Original `json:"sent"`
+	// Completion names the 0220 that captured a pre-authorization: what
+	// a refund of it names.
+	Completion     *Original `json:"completion,omitempty"`
+	Status         string    `json:"status"`
+	AuthCode       string    `json:"auth_code,omitempty"`
+	DeclineCode    string    `json:"decline_code,omitempty"`
+	Amount         int64     `json:"amount"`
+	CapturedAmount int64     `json:"captured_amount,omitempty"`
+	Currency       string    `json:"currency"`
+	// AuthorizationID is, for a refund, the ID of what it refunds.
+	AuthorizationID string `json:"authorization_id,omitempty"`
+	// SealedCard is the card sealed by the vault under ID (nil without a
+	// vault): every later message of the profile carries field 2.
+	SealedCard []byte `json:"sealed_card,omitempty"`
+}
+
+func (r Record) processingCode() string {
+	if r.Op == OpRefund {
+		return ProcessingRefund
+	}
+	return ProcessingPurchase
+}
+
+// charged names the message that charged the card: what a refund names.
+func (r Record) charged() (Original, bool) {
+	switch {
+	case r.Op == OpAuthorization && r.Completion != nil:
+		return *r.Completion, true
+	case r.Op == OpSale || r.Op == OpOfflineAdvice:
+		return r.Sent, true
+	}
+	return Original{}, false
+}
+
+// EndpointConfig configures an [Endpoint].
+type EndpointConfig struct {
+	// Client sends the messages; the caller opens and closes it.
+	Client *Client
+	// Traces gives each operation its trace (required).
+	Traces Traces
+	// Vault seals the card in the records, so that a capture, refund or
+	// void through the gateway.Endpoint methods can carry it (field 2).
+	// Without one those methods are refused (KindRejected,
+	// card_unavailable) and the caller uses the Client's typed methods.
+	Vault *gateway.Vault
+	// MaxRecords bounds the records kept in memory; the oldest go first.
+	// Zero means 10000.
+	MaxRecords int
+}
+
+// Endpoint adapts a [Client] to [gateway.Endpoint], so that an ISO 8583
+// gateway sits in storepay's router beside acquirer-json ones. The
+// mapping is direct for Authorize (0100, 0200, or 0220 with 38 = Y3 when
+// Stored), Capture (0220 completion), Reverse (0420), Refund (0200
+// refund) and Health (echo); ISO 8583 has no lookup (Find) and delivers
+// settlement as files (Settlement): both are refused with KindRejected,
+// Code not_supported. What the interface cannot say (a reversal of an
+// operation whose outcome is unknown, by its record; the typed messages)
+// is in [Endpoint.ReverseRecord] and [Endpoint.Client].
+type Endpoint struct {
+	c      *Client
+	traces Traces
+	vault  *gateway.Vault
+	max    int
+
+	mu      sync.Mutex // guards the fields below
+	records map[string]*Record
+	order   []string // record IDs, oldest first
+}
+
+// Codes of the requests the adapter refuses without sending anything.
+const (
+	CodeNotSupported         = "not_supported"
+	CodeUnknownAuthorization = "unknown_authorization"
+	CodeCardUnavailable      = "card_unavailable"
+	CodeNotCaptured          = "not_captured"
+)
+
+// NewEndpoint returns an Endpoint for cfg.
+func NewEndpoint(cfg EndpointConfig) (*Endpoint, error) {
+	if cfg.Client == nil || cfg.Traces == nil {
+		return nil, errors.New("iso8583: an endpoint needs a client and traces")
+	}
+	if cfg.MaxRecords <= 0 {
+		cfg.MaxRecords = 10000
+	}
+	return &Endpoint{c: cfg.Client, traces: cfg.Traces, vault: cfg.Vault, max: cfg.MaxRecords, records: map[string]*Record{}}, nil
+}
+
+// Client returns the client, for the typed messages.
+func (e *Endpoint) Client() *Client { return e.c }
+
+// URL returns the switch's URL.
+func (e *Endpoint) URL() string { return e.c.URL() }
+
+// Record returns the record of an operation by ID (an RRN), to persist
+// it.
+func (e *Endpoint) Record(id string) (Record, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	r, ok := e.records[id]
+	if !ok {
+		return Record{}, false
+	}
+	return *r, true
+}
+
+// Records returns the records of a payment, oldest first.
+func (e *Endpoint) Records(reference string) []Record {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []Record
+	for _, id := range e.order {
+		if r := e.records[id]; r.Reference == reference && reference != "" {
+			out = append(out, *r)
+		}
+	}
+	return out
+}
+
+// Restore puts persisted records back, after a restart.
+func (e *Endpoint) Restore(recs ...Record) {
+	for _, r := range recs {
+		e.put(r)
+	}
+}
+
+func (e *Endpoint) put(r Record) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if old, ok := e.records[r.ID]; ok {
+		*old = r
+		return
+	}
+	e.records[r.ID] = &r
+	e.order = append(e.order, r.ID)
+	for len(e.order) > e.max {
+		delete(e.records, e.order[0])
+		e.order = e.order[1:]
+	}
+}
+
+func (e *Endpoint) update(id string, change func(*Record)) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if r, ok := e.records[id]; ok {
+		change(r)
+	}
+}
+
+// Authorize sends a sale (0200) when req.Capture, a pre-authorization
+// (0100) otherwise, and an offline advice (0220 with 38 = Y3, 0221 when
+// its trace was used before) when req.Stored. Its record, made before
+// anything is sent, is kept under the trace's RRN, which is the
+// Authorization's ID. A decline is an Authorization with Status declined.
+func (e *Endpoint) Authorize(ctx context.Context, req gateway.AuthRequest) (gateway.Authorization, error) {
+	if req.Stored && !req.Capture {
+		return gateway.Authorization{}, e.c.invalid(errors.New("an offline advice is a capture"))
+	}
+	tr, repeat, err := e.trace(ctx, req.Key)
+	if err != nil {
+		return gateway.Authorization{}, err
+	}
+	rec := Record{ID: tr.RRN, Reference: req.Reference, Status: RecordUnknown, Amount: req.Amount, Currency: req.Currency}
+	var send func() (Answer, error)
+	switch {
+	case req.Stored:
+		r := OfflineAdvice{Trace: tr, Card: req.Card, Amount: req.Amount, Currency: req.Currency, Repeat: repeat}
+		rec.Op, rec.Sent = OpOfflineAdvice, r.Ref()
+		send = func() (Answer, error) { return e.c.Advise(ctx, r) }
+	case req.Capture:
+		r := Purchase{Trace: tr, Card: req.Card, Amount: req.Amount, Currency: req.Currency}
+		rec.Op, rec.Sent = OpSale, r.Ref()
+		send = func() (Answer, error) { return e.c.Purchase(ctx, r) }
+	default:
+		r := Authorization{Trace: tr, Card: req.Card, Amount: req.Amount, Currency: req.Currency}
+		rec.Op, rec.Sent = OpAuthorization, r.Ref()
+		send = func() (Answer, error) { return e.c.Authorize(ctx, r) }
+	}
+	if e.vault != nil {
+		if rec.SealedCard, err = e.vault.Seal(rec.ID, req.Card); err != nil {
+			return gateway.Authorization{}, e.c.fail(gateway.KindNotSent, "", fmt.Errorf("seal card: %w", err))
+		}
+	}
+	rec, prev := e.begin(rec)
+	ans, err := send()
+	if err != nil {
+		e.failed(rec.ID, prev, err)
+		return gateway.Authorization{}, err
+	}
+	e.update(rec.ID, func(r *Record) {
+		r.AuthCode, r.DeclineCode = ans.AuthCode, ans.DeclineCode()
+		r.Status = gateway.StatusDeclined
+		if ans.Approved() {
+			r.Status = gateway.StatusApproved
+			if r.Op != OpAuthorization {
+				r.CapturedAmount = r.Amount
+			}
+		}
+		rec = *r
+	})
+	return authorizationOf(rec), nil
+}
+
+func authorizationOf(r Record) gateway.Authorization {
+	return gateway.Authorization{
+		ID: r.ID, Reference: r.Reference, Status: r.Status, Amount: r.Amount,
+		CapturedAmount: r.CapturedAmount, Currency: r.Currency, AuthCode: r.AuthCode, DeclineCode: r.DeclineCode,
+	}
+}
+
+// Find is refused: ISO 8583 has no lookup. An unknown outcome is
+// resolved by a reversal advice ([Endpoint.ReverseRecord]).
+func (e *Endpoint) Find(context.Context, gateway.Lookup) ([]gateway.Authorization, error) {
+	return nil, e.c.fail(gateway.KindRejected, CodeNotSupported, errors.New("ISO 8583 has no lookup: resolve by a reversal advice"))
+}
+
+// Settlement is refused: an ISO 8583 gateway's settlement reports come as
+// files (storepay reconcile --settlement NAME=PATH).
+func (e *Endpoint) Settlement(context.Context, string) ([]byte, error) {
+	return nil, e.c.fail(gateway.KindRejected, CodeNotSupported, errors.New("ISO 8583 settlement reports come as files"))
+}
+
+// Health sends an echo test.
+func (e *Endpoint) Health(ctx context.Context) error { return e.c.Echo(ctx) }
+
+// Capture completes a pre-authorization (0220, 0221 when its trace was
+// used before) with 38 = its code and 90 = its 0100. Above the 20%
+// allowance is KindRejected invalid_amount; a decline code is KindRejected
+// with that code.
+func (e *Endpoint) Capture(ctx context.Context, req gateway.CaptureRequest) (gateway.Authorization, error) {
+	rec, card, err := e.follow(req.AuthorizationID)
+	if err != nil {
+		return gateway.Authorization{}, err
+	}
+	if rec.Op != OpAuthorization || rec.Status != gateway.StatusApproved {
+		return gateway.Authorization{}, e.c.fail(gateway.KindRejected, "not_approved", fmt.Errorf("%s %s is %s", rec.Op, rec.ID, rec.Status))
+	}
+	tr, repeat, err := e.trace(ctx, req.Key)
+	if err != nil {
+		return gateway.Authorization{}, err
+	}
+	r := Completion{Trace: tr, Card: card, Amount: req.Amount, Currency: rec.Currency, AuthCode: rec.AuthCode, Original: rec.Sent, Repeat: repeat}
+	ans, err := e.c.Complete(ctx, r)
+	if err == nil && !ans.Approved() {
+		err = e.c.fail(gateway.KindRejected, ans.DeclineCode(), &ResponseError{MTI: ans.MTI, Code: ans.ResponseCode})
+	}
+	if err != nil {
+		return gateway.Authorization{}, err
+	}
+	comp := r.Ref()
+	e.update(rec.ID, func(x *Record) { x.Completion, x.CapturedAmount = &comp, req.Amount; rec = *x })
+	return authorizationOf(rec), nil
+}
+
+// Reverse sends a reversal advice (0420 with 39 = 17, 0421 when its trace
+// was used before) of the authorization req names; with only a Reference,
+// of every operation of that payment the adapter holds a record of that
+// is not reversed or declined (each under a trace keyed by req.Key and
+// its ID, with 39 = 68 for those whose outcome is unknown). It returns
+// the reversed authorizations. 00 means the bank holds nothing of the
+// original any more.
+func (e *Endpoint) Reverse(ctx context.Context, req gateway.ReverseRequest) ([]gateway.Authorization, error) {
+	if req.AuthorizationID != "" {
+		rec, _, err := e.follow(req.AuthorizationID)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := e.ReverseRecord(ctx, req.Key, rec, ReasonCustomerCancellation); err != nil {
+			return nil, err
+		}
+		rec, _ = e.Record(rec.ID)
+		return []gateway.Authorization{authorizationOf(rec)}, nil
+	}
+	if req.Reference == "" {
+		return nil, e.c.invalid(errors.New("reversal without an authorization id or a reference"))
+	}
+	out := []gateway.Authorization{}
+	for _, rec := range e.Records(req.Reference) {
+		if rec.Op == OpRefund || rec.Status == gateway.StatusDeclined || rec.Status == RecordNotSent {
+			continue
+		}
+		if rec.Status != gateway.StatusReversed {
+			reason := ReasonCustomerCancellation
+			if rec.Status == RecordUnknown {
+				reason = ReasonNoAnswer
+			}
+			if _, err := e.ReverseRecord(ctx, req.Key+"/"+rec.ID, rec, reason); err != nil {
+				return nil, err
+			}
+			rec, _ = e.Record(rec.ID)
+		}
+		out = append(out, authorizationOf(rec))
+	}
+	return out, nil
+}
+
+// ReverseRecord sends a reversal advice of the operation rec records
+// (0420, or 0421 when key's trace was used before) with reason 17 (a
+// void, a cancel) or 68 (its answer did not come): the way to resolve an
+// unknown outcome, since ISO 8583 has no lookup. An advice must be
+// delivered: on an unknown outcome or KindNotProcessed the caller calls
+// again with the same key until another answer comes; only then may the
+// payment go to another bank. 00 marks the record reversed (the bank holds
+// nothing of it any more, whether it reversed it or never received it).
+// rec may come from the caller's persistence; it is kept.
+func (e *Endpoint) ReverseRecord(ctx context.Context, key string, rec Record, reason string) (Answer, error) {
+	card, err := e.card(rec)
+	if err != nil {
+		return Answer{}, err
+	}
+	e.put(rec)
+	tr, repeat, err := e.trace(ctx, key)
+	if err != nil {
+		return Answer{}, err
+	}
+	orig := rec.Sent
+	r := Reversal{
+		Trace: tr, Card: card, Amount: rec.Amount, Currency: rec.Currency, ProcessingCode: rec.processingCode(),
+		Reason: reason, Original: orig, Repeat: repeat,
+	}
+	ans, err := e.c.Reverse(ctx, r)
+	if err == nil && !ans.Approved() {
+		err = e.c.fail(gateway.KindRejected, ans.DeclineCode(), &ResponseError{MTI: ans.MTI, Code: ans.ResponseCode})
+	}
+	if err != nil {
+		return ans, err
+	}
+	e.update(rec.ID, func(x *Record) {
+		if x.Op == OpRefund {
+			x.Status = gateway.StatusReversed
+			return
+		}
+		if x.Status == RecordUnknown || x.Status == gateway.StatusApproved {
+			x.Status = gateway.StatusReversed
+		}
+	})
+	return ans, nil
+}
+
+// Refund refunds part or all of what the authorization req names charged
+// (0200 with 3 = 200000 and 90 = the sale, completion or offline advice).
+// Above what is left is KindRejected invalid_amount. The Refund's ID is
+// its RRN; its record is kept under it.
+func (e *Endpoint) Refund(ctx context.Context, req gateway.RefundRequest) (gateway.Refund, error) {
+	rec, card, err := e.follow(req.AuthorizationID)
+	if err != nil {
+		return gateway.Refund{}, err
+	}
+	charged, ok := rec.charged()
+	if !ok || rec.Status != gateway.StatusApproved {
+		return gateway.Refund{}, e.c.fail(gateway.KindRejected, CodeNotCaptured, fmt.Errorf("%s %s charged nothing", rec.Op, rec.ID))
+	}
+	tr, _, err := e.trace(ctx, req.Key)
+	if err != nil {
+		return gateway.Refund{}, err
+	}
+	r := Refund{Trace: tr, Card: card, Amount: req.Amount, Currency: rec.Currency, Original: charged}
+	refund := Record{
+		ID: tr.RRN, Reference: req.Reference, Op: OpRefund, Sent: r.Ref(), Status: RecordUnknown,
+		Amount: req.Amount, Currency: rec.Currency, AuthorizationID: rec.ID,
+	}
+	if refund.Reference == "" {
+		refund.Reference = rec.Reference
+	}
+	if e.vault != nil {
+		if refund.SealedCard, err = e.vault.Seal(refund.ID, card); err != nil {
+			return gateway.Refund{}, e.c.fail(gateway.KindNotSent, "", fmt.Errorf("seal card: %w", err))
+		}
+	}
+	refund, prev := e.begin(refund)
+	ans, err := e.c.Refund(ctx, r)
+	if err == nil && !ans.Approved() {
+		err = e.c.fail(gateway.KindRejected, ans.DeclineCode(), &ResponseError{MTI: ans.MTI, Code: ans.ResponseCode})
+	}
+	if err != nil {
+		e.failed(refund.ID, prev, err)
+		return gateway.Refund{}, err
+	}
+	e.update(refund.ID, func(x *Record) { x.Status, x.AuthCode = RecordRefunded, ans.AuthCode })
+	return gateway.Refund{ID: refund.ID, AuthorizationID: rec.ID, Amount: req.Amount, Status: RecordRefunded}, nil
+}
+
+// begin keeps rec, made before its message is sent, and returns it with
+// the status an earlier attempt left ("" for none). A record the bank
+// already answered for stays as it is: a repeat does not unlearn it.
+func (e *Endpoint) begin(rec Record) (Record, string) {
+	prev := ""
+	if old, ok := e.Record(rec.ID); ok {
+		prev = old.Status
+		if definite(old.Status) {
+			return old, prev
+		}
+	}
+	e.put(rec)
+	return rec, prev
+}
+
+// failed records what a failed attempt proves about the record id.
+func (e *Endpoint) failed(id, prev string, err error) {
+	e.update(id, func(r *Record) {
+		switch {
+		case definite(r.Status):
+		case gateway.NothingDone(err) && prev == RecordUnknown:
+			r.Status = RecordUnknown // an earlier attempt may have reached the bank
+		case gateway.NothingDone(err):
+			r.Status = RecordNotSent
+		default:
+			r.Status = RecordUnknown
+		}
+	})
+}
+
+// follow returns the record of an authorization a later message names,
+// and its card.
+func (e *Endpoint) follow(id string) (Record, gateway.Card, error) {
+	if id == "" {
+		return Record{}, gateway.Card{}, e.c.invalid(errors.New("no authorization id"))
+	}
+	rec, ok := e.Record(id)
+	if !ok {
+		return Record{}, gateway.Card{}, e.c.fail(gateway.KindRejected, CodeUnknownAuthorization,
+			fmt.Errorf("no record of %s here: restore it from storage (Endpoint.Restore)", id))
+	}
+	card, err := e.card(rec)
+	return rec, card, err
+}
+
+func (e *Endpoint) card(rec Record) (gateway.Card, error) {
+	if e.vault == nil || len(rec.SealedCard) == 0 {
+		return gateway.Card{}, e.c.fail(gateway.KindRejected, CodeCardUnavailable,
+			fmt.Errorf("no card for %s: every message of the profile carries field 2", rec.ID))
+	}
+	card, err := e.vault.Open(rec.ID, rec.SealedCard)
+	if err != nil {
+		return gateway.Card{}, e.c.fail(gateway.KindRejected, CodeCardUnavailable, err)
+	}
+	return card, nil
+}
+
+func (e *Endpoint) trace(ctx context.Context, key string) (Trace, bool, error) {
+	if key == "" {
+		return Trace{}, false, e.c.invalid(errors.New("a request without a key has no trace"))
+	}
+	tr, repeat, err := e.traces.Trace(ctx, key)
+	if err != nil {
+		return Trace{}, false, e.c.fail(gateway.KindNotSent, "", fmt.Errorf("trace: %w", err))
+	}
+	return tr, repeat, nil
+}
