@@ -254,3 +254,32 @@ func NothingDone(err error) bool {
 	e := AsError(err)
 	return e != nil && e.NothingDone()
 }
+
+// Reverser is an Endpoint whose protocol resolves an unknown outcome by a
+// reversal advice rather than by a lookup (ISO 8583 has no lookup).
+// ResolveUnknown reverses whatever the bank may have done with the
+// request under req.Key and returns nil once the bank acknowledged it:
+// the bank then holds nothing of that request, and the payment may go to
+// another bank. Any error leaves the outcome unknown.
+type Reverser interface {
+	ResolveUnknown(ctx context.Context, req AuthRequest) error
+}
+
+// Adviser is an Endpoint whose protocol delivers captures and reversals
+// as advices (ISO 8583's 0220 and 0420): once written ahead they are
+// repeated until the bank answers, even when it said it did nothing.
+type Adviser interface {
+	DeliversAdvices() bool
+}
+
+// CodeNotSupported is the Code of a call the bank's protocol has no
+// message for (ISO 8583's lookup and settlement report).
+const CodeNotSupported = "not_supported"
+
+// NoLookup reports whether err says the bank's protocol has no lookup
+// (or no settlement report): nothing can be learned by asking, and a
+// repeat under the same key (the same RRN) is how its answer is heard.
+func NoLookup(err error) bool {
+	e := AsError(err)
+	return e != nil && e.Kind == KindRejected && e.Code == CodeNotSupported
+}

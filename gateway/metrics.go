@@ -16,6 +16,8 @@ var (
 		metric.WithExplicitBucketBoundaries(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 	failovers, _ = meter.Int64Counter("storepay.gateway.failovers",
 		metric.WithDescription("Authorizations decided by a bank after an earlier bank provably did nothing."))
+	reversedFailovers, _ = meter.Int64Counter("storepay.gateway.reversed_failovers",
+		metric.WithDescription("Authorizations whose unknown outcome at a bank was reversed (acknowledged) before the next bank was tried."))
 	breakerTransitions, _ = meter.Int64Counter("storepay.gateway.breaker.transitions",
 		metric.WithDescription("Circuit breaker state changes, by gateway and new state."))
 	breakerState, _ = meter.Int64ObservableGauge("storepay.gateway.breaker.state",

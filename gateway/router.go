@@ -214,6 +214,21 @@ func (r *Router) Authorize(ctx context.Context, req AuthRequest, pinned string, 
 			}
 			return res.(Authorization), b.name, nil
 		}
+		if e := AsError(err); e != nil && e.Kind == KindUnknown && b.reverser() != nil {
+			// A protocol without lookup (ISO 8583) resolves the unknown
+			// outcome at once by a reversal advice; acknowledged, the bank
+			// holds nothing of the payment and it may go to the next bank.
+			if rerr := b.resolveUnknown(ctx, req); rerr == nil {
+				r.log.Warn("outcome unknown, reversal acknowledged: failing over", "gateway", b.name, "reference", req.Reference, "err", err)
+				reversedFailovers.Add(ctx, 1, metric.WithAttributes(attribute.String("gateway", b.name)))
+				tried = append(tried, b.name)
+				lastErr = &Error{Kind: KindUnavailable, Gateway: b.name, Err: fmt.Errorf("outcome unknown, then reversed: %w", err)}
+				continue
+			} else {
+				r.log.Warn("outcome unknown and its reversal not acknowledged: the payment stays with the bank", "gateway", b.name,
+					"reference", req.Reference, "err", rerr)
+			}
+		}
 		if e := AsError(err); e == nil || !e.NothingDone() || e.Kind == KindRejected {
 			return Authorization{}, b.name, err
 		}
@@ -304,6 +319,46 @@ func (r *Router) at(ctx context.Context, name, op string, fn func(context.Contex
 		return nil, e
 	}
 	return b.call(ctx, op, false, fn)
+}
+
+// reverser returns the bank's endpoint that resolves unknown outcomes by
+// a reversal advice, or nil when its protocol has a lookup.
+func (b *bank) reverser() Reverser {
+	for _, ep := range b.eps {
+		if rv, ok := ep.(Reverser); ok {
+			return rv
+		}
+	}
+	return nil
+}
+
+// resolveUnknown sends the reversal advice of req at the bank under its
+// policies (repeated, at every URL, within ctx's budget) and returns nil
+// once the bank acknowledged it.
+func (b *bank) resolveUnknown(ctx context.Context, req AuthRequest) error {
+	_, err := b.call(ctx, "reverse_unknown", false, func(ctx context.Context, ep Endpoint) (any, error) {
+		rv, ok := ep.(Reverser)
+		if !ok {
+			return nil, &Error{Kind: KindRejected, Gateway: b.name, Code: CodeNotSupported, Err: errors.New("no reversal advice")}
+		}
+		return nil, rv.ResolveUnknown(ctx, req)
+	})
+	return err
+}
+
+// DeliversAdvices reports whether bank's protocol delivers captures and
+// reversals as advices, repeated until answered (ISO 8583).
+func (r *Router) DeliversAdvices(name string) bool {
+	b := r.byName[name]
+	if b == nil {
+		return false
+	}
+	for _, ep := range b.eps {
+		if a, ok := ep.(Adviser); ok && a.DeliversAdvices() {
+			return true
+		}
+	}
+	return false
 }
 
 // bank is one bank with its policies and what the router has seen of it.

@@ -53,11 +53,11 @@ func (s *Service) runOp(ctx context.Context, p Payment, resolving, resumed bool,
 		// No lookup finds a refund: the bank's settlement reports do,
 		// once its day closed, when repeats keep hearing a failure the
 		// bank kept as the key's answer, or when the key may be gone.
-		found, complete := s.refundInReport(ctx, p.Gateway, p.ID, p.pendingKey, p.pendingAmount, s.refundsMade(ctx, p.ID, p.pendingAmount), p.pendingSince)
+		found, complete, none := s.refundInReport(ctx, p.Gateway, p.ID, p.pendingKey, p.pendingAmount, s.refundsMade(ctx, p.ID, p.pendingAmount), p.pendingSince)
 		switch {
 		case found:
 			return s.finishOp(ctx, p, auth, rf, nil, resolving, reply)
-		case stale && !complete:
+		case stale && !complete && !none:
 			// Its key may be gone and the reports cannot tell: a repeat
 			// could refund twice. It waits for the reports.
 			return s.finishOp(ctx, p, auth, rf, &gateway.Error{Kind: gateway.KindUnknown, Gateway: p.Gateway,
@@ -88,7 +88,7 @@ func (s *Service) runOp(ctx context.Context, p Payment, resolving, resumed bool,
 			switch {
 			case ok:
 				return s.finishOp(ctx, p, a, rf, nil, resolving, reply)
-			case lerr != nil:
+			case lerr != nil && !gateway.NoLookup(lerr):
 				// The bank cannot say now: the refusal proves nothing yet.
 				err = &gateway.Error{Kind: gateway.KindUnknown, Gateway: p.Gateway,
 					Err: fmt.Errorf("refused (%w) and the bank's records cannot be read: %w", err, lerr)}
@@ -145,7 +145,7 @@ func (s *Service) opAnswer(p *Payment, auth gateway.Authorization, callErr error
 		// bank's answer), rather than being told it finished.
 		p.pendingOpKey, p.keyOp = "", ""
 		return move{ev: EvOpFailed, detail: rejectedCode(e)}, "failed", rejection(op, e)
-	case gateway.NothingDone(callErr) && !resolving:
+	case gateway.NothingDone(callErr) && !resolving && !((op == OpCapture || op == OpVoid) && s.Bank.DeliversAdvices(p.Gateway)):
 		p.LastError = callErr.Error()
 		if op != OpCapture || !Planted(BugCaptureAnsweredAfterNothingDone) {
 			p.pendingOpKey, p.keyOp = "", ""
@@ -297,11 +297,11 @@ func (s *Service) reverseUnknown(ctx context.Context, p Payment) (Payment, error
 	undo := func(a gateway.Authorization) error {
 		auth = a
 		if a.CapturedAmount > 0 && (p.resolveAttempts >= 2 || s.stale(p)) && !Planted(BugNoLookupForKeptFailure) {
-			switch found, complete := s.refundInReport(ctx, p.Gateway, p.ID, p.ID, a.CapturedAmount, 0, p.pendingSince); {
+			switch found, complete, none := s.refundInReport(ctx, p.Gateway, p.ID, p.ID, a.CapturedAmount, 0, p.pendingSince); {
 			case found:
 				refunded = true // refunded earlier, behind a failure the bank kept as the key's answer
 				return nil
-			case s.stale(p) && !complete:
+			case s.stale(p) && !complete && !none:
 				return &gateway.Error{Kind: gateway.KindUnknown, Gateway: p.Gateway,
 					Err: errors.New("an earlier refund's key may be gone at the bank and its settlement reports cannot be read yet")}
 			}
@@ -336,6 +336,11 @@ func (s *Service) reverseUnknown(ctx context.Context, p Payment) (Payment, error
 				break
 			}
 		}
+	case gateway.NoLookup(err):
+		// A protocol without lookup (ISO 8583): the reversal advice of
+		// whatever the bank may hold of the payment, repeated until
+		// acknowledged, is how it is undone.
+		_, err = s.Bank.Reverse(ctx, p.Gateway, gateway.ReverseRequest{Key: undoByReferenceKey(p.ID), Reference: p.ID})
 	case e != nil && e.Kind == gateway.KindRejected:
 		card, openErr := s.Vault.Open(p.ID, p.sealed)
 		if openErr != nil {

@@ -33,7 +33,10 @@ const reportDays = 60
 // beyond them is the one looked for. complete says every report from
 // since's day to yesterday was read: a refund asked before yesterday that
 // none of them shows was not made.
-func (s *Service) refundInReport(ctx context.Context, bank, paymentID, reference string, amount int64, made int, since time.Time) (found, complete bool) {
+//
+// none says the bank has no reports to ask (ISO 8583 sends them as
+// files): its RRN duplicate rule makes a repeat safe instead.
+func (s *Service) refundInReport(ctx context.Context, bank, paymentID, reference string, amount int64, made int, since time.Time) (found, complete, none bool) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lookupBudget)
 	defer cancel()
 	byPayment := 0
@@ -46,6 +49,9 @@ func (s *Service) refundInReport(ctx context.Context, bank, paymentID, reference
 			break
 		}
 		rows, err := s.reportRows(ctx, bank, day.Format(time.DateOnly))
+		if gateway.NoLookup(err) {
+			return false, false, true
+		}
 		if err != nil {
 			// A bank that does not answer, or a day it has not closed
 			// yet: nothing more to read now.
@@ -56,13 +62,13 @@ func (s *Service) refundInReport(ctx context.Context, bank, paymentID, reference
 			switch {
 			case r.gross != -amount:
 			case r.reference == reference:
-				return true, true
+				return true, true, false
 			case r.reference == paymentID:
 				byPayment++
 			}
 		}
 	}
-	return byPayment > made, complete
+	return byPayment > made, complete, false
 }
 
 // reportRows returns the refund rows of a bank's report of a closed day,

@@ -118,7 +118,7 @@ func (s *Service) resolveAuth(ctx context.Context, p Payment, now time.Time) (Pa
 		switch {
 		case ok:
 			return s.settleAuth(ctx, p, a, nil)
-		case err != nil && s.stale(p):
+		case err != nil && s.stale(p) && !gateway.NoLookup(err):
 			return s.settleAuth(ctx, p, gateway.Authorization{}, &gateway.Error{Kind: gateway.KindUnknown, Gateway: p.Gateway,
 				Err: fmt.Errorf("its key may be gone at the bank, which cannot be asked what it holds: %w", err)})
 		}

@@ -37,6 +37,10 @@ type Bank interface {
 	// Settlement returns a bank's settlement report (CSV) of a closed
 	// business date: how a refund behind a kept failure is found.
 	Settlement(ctx context.Context, bank, date string) ([]byte, error)
+	// DeliversAdvices reports whether bank's protocol delivers captures
+	// and voids as advices (ISO 8583): once written ahead they are
+	// repeated until answered, even when the bank said it did nothing.
+	DeliversAdvices(bank string) bool
 	// Preferred is the bank an authorization would go to now, or "" when
 	// no bank takes traffic (every breaker open).
 	Preferred() string

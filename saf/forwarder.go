@@ -485,6 +485,12 @@ func (f *forwarder) charged(ctx context.Context, bank string, r Record, pinned b
 		return gateway.Authorization{}, false, nil
 	}
 	auths, err := f.q.Bank.Find(ctx, bank, gateway.Lookup{Reference: r.PaymentID})
+	if gateway.NoLookup(err) {
+		// No lookup in this protocol (ISO 8583): the repeat under the
+		// same key carries the same RRN, which the bank answers with its
+		// first answer.
+		return gateway.Authorization{}, false, nil
+	}
 	if err != nil && orders.Planted(orders.BugResendAfterFailedLookup) {
 		return gateway.Authorization{}, false, nil
 	}

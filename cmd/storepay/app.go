@@ -36,6 +36,7 @@ type App struct {
 
 	server *http.Server
 	ln     net.Listener
+	iso    *isoLinks
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
@@ -59,15 +60,19 @@ func OpenApp(ctx context.Context, cfg Config, getenv func(string) string, log *s
 	if err != nil {
 		return nil, err
 	}
-	router, err := buildRouter(cfg, getenv, log)
-	if err != nil {
-		return nil, err
-	}
 	db, err := migrations.Open(ctx, cfg.Database)
 	if err != nil {
 		return nil, fmt.Errorf("database %s: %w", cfg.Database, err)
 	}
-	a := &App{Config: cfg, Log: log, DB: db, Router: router}
+	iso := &isoLinks{}
+	router, err := buildRouter(cfg, getenv, log, func(g GatewayConfig) ([]gateway.Endpoint, error) {
+		return iso.isoEndpoints(g, db, vault, log)
+	})
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	a := &App{Config: cfg, Log: log, DB: db, Router: router, iso: iso}
 	a.Devices = &devices.Registry{DB: db}
 	a.Orders = &orders.Service{DB: db, Bank: router, Vault: vault, Log: log, AuthBudget: cfg.PaymentBudget.Duration}
 	a.SAF = &saf.Queue{DB: db, Vault: vault, Bank: router, Payments: a.Orders, Rules: cfg.safRules(),
@@ -90,12 +95,24 @@ var (
 
 // buildRouter makes the bank router of the config: one acquirer-json
 // client per URL, every bank behind its policies. Each bank's API key must
-// be in the environment variable its config names.
-func buildRouter(cfg Config, getenv func(string) string, log *slog.Logger) (*gateway.Router, error) {
+// be in the environment variable its config names. An iso8583 gateway's
+// endpoints come from iso (nil: such a gateway is an error).
+func buildRouter(cfg Config, getenv func(string) string, log *slog.Logger, iso func(GatewayConfig) ([]gateway.Endpoint, error)) (*gateway.Router, error) {
 	httpClient := acquirer.NewHTTPClient()
 	httpClient.Transport = otelhttp.NewTransport(httpClient.Transport)
 	var specs []gateway.BankSpec
 	for i, g := range cfg.Gateways {
+		if g.Protocol == protocolISO {
+			if iso == nil {
+				return nil, fmt.Errorf("config: gateways[%d]: %s speaks iso8583, which this command cannot reach", i, g.Name)
+			}
+			eps, err := iso(g)
+			if err != nil {
+				return nil, fmt.Errorf("config: gateways[%d]: %w", i, err)
+			}
+			specs = append(specs, gateway.BankSpec{Name: g.Name, Policy: g.policy(), Endpoints: eps})
+			continue
+		}
 		apiKey := getenv(g.APIKeyEnv)
 		if apiKey == "" {
 			return nil, fmt.Errorf("config: gateways[%d].api_key_env: environment variable %s is not set", i, g.APIKeyEnv)
@@ -120,6 +137,9 @@ func buildRouter(cfg Config, getenv func(string) string, log *slog.Logger) (*gat
 func (a *App) Start(ln net.Listener) {
 	ctx, cancel := context.WithCancel(context.Background())
 	a.cancel, a.ln = cancel, ln
+	if err := a.iso.open(); err != nil {
+		a.Log.Error("iso8583 gateways did not start", "err", err)
+	}
 	a.Router.Start()
 	if err := a.SAF.Open(); err != nil {
 		a.Log.Error("store-and-forward forwarder did not start", "err", err)
@@ -163,6 +183,11 @@ func (a *App) prune(ctx context.Context) {
 		} else if n > 0 {
 			a.Log.Info("pruned idempotency records", "count", n)
 		}
+		if n, err := a.iso.purge(ctx); err != nil && ctx.Err() == nil {
+			a.Log.Warn("purge old iso8583 records", "err", err)
+		} else if n > 0 {
+			a.Log.Info("purged old iso8583 records and their sealed cards", "count", n)
+		}
 		if n, err := a.Web.PurgeSessions(ctx); err != nil && ctx.Err() == nil {
 			a.Log.Warn("purge expired console sessions", "err", err)
 		} else if n > 0 {
@@ -192,6 +217,9 @@ func (a *App) Close(ctx context.Context) error {
 	a.wg.Wait()
 	a.SAF.Close()
 	a.Router.Close()
+	if err := a.iso.close(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("iso8583 gateways: %w", err))
+	}
 	if err := a.DB.Close(); err != nil {
 		errs = append(errs, err)
 	}

@@ -51,6 +51,9 @@ type GatewayConfig struct {
 	URLs       []string `json:"urls"`
 	MerchantID string   `json:"merchant_id"`
 	APIKeyEnv  string   `json:"api_key_env"`
+	// TerminalID is an iso8583 gateway's field 41: 1 to 8 printable
+	// characters. acquirer-json gateways have none.
+	TerminalID string `json:"terminal_id,omitempty"`
 
 	AttemptTimeout     Duration `json:"attempt_timeout,omitzero"`
 	MaxAttempts        int      `json:"max_attempts,omitzero"`
@@ -209,14 +212,20 @@ func (c *Config) validate() error {
 			return fmt.Errorf("config: %s.name: must not be empty", at)
 		case names[g.Name]:
 			return fmt.Errorf("config: %s.name: %q is used twice", at, g.Name)
-		case g.Protocol != "acquirer-json":
-			return fmt.Errorf("config: %s.protocol: %q is not supported (use \"acquirer-json\")", at, g.Protocol)
+		case g.Protocol != protocolJSON && g.Protocol != protocolISO:
+			return fmt.Errorf("config: %s.protocol: %q is not supported (use \"acquirer-json\" or \"iso8583\")", at, g.Protocol)
 		case len(g.URLs) == 0:
 			return fmt.Errorf("config: %s.urls: at least one URL is required", at)
 		case strings.TrimSpace(g.MerchantID) == "":
 			return fmt.Errorf("config: %s.merchant_id: must not be empty", at)
-		case strings.TrimSpace(g.APIKeyEnv) == "":
+		case g.Protocol == protocolJSON && strings.TrimSpace(g.APIKeyEnv) == "":
 			return fmt.Errorf("config: %s.api_key_env: must name an environment variable", at)
+		case g.Protocol == protocolJSON && g.TerminalID != "":
+			return fmt.Errorf("config: %s.terminal_id: only an iso8583 gateway has one", at)
+		case g.Protocol == protocolISO && !validTerminalID(g.TerminalID):
+			return fmt.Errorf("config: %s.terminal_id: an iso8583 gateway needs 1 to 8 printable characters (field 41)", at)
+		case g.Protocol == protocolISO && len(g.MerchantID) > 15:
+			return fmt.Errorf("config: %s.merchant_id: at most 15 characters for an iso8583 gateway (field 42)", at)
 		case g.BreakerFailureRate < 0 || g.BreakerFailureRate > 1:
 			return fmt.Errorf("config: %s.breaker_failure_rate: must be between 0 and 1", at)
 		}
@@ -226,7 +235,10 @@ func (c *Config) validate() error {
 		names[g.Name] = true
 		for j, u := range g.URLs {
 			p, err := url.Parse(u)
-			if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			switch {
+			case g.Protocol == protocolISO && (err != nil || (p.Scheme != "tcp" && p.Scheme != "tls") || p.Host == "" || p.Port() == ""):
+				return fmt.Errorf("config: %s.urls[%d]: %q is not a tcp:// or tls:// URL with a port", at, j, u)
+			case g.Protocol == protocolJSON && (err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == ""):
 				return fmt.Errorf("config: %s.urls[%d]: %q is not an http(s) URL", at, j, u)
 			}
 		}
@@ -421,4 +433,24 @@ func validListen(addr string) error {
 		return errors.New("has an invalid IP address")
 	}
 	return nil
+}
+
+// The gateway protocols.
+const (
+	protocolJSON = "acquirer-json"
+	protocolISO  = "iso8583"
+)
+
+// validTerminalID reports whether s can be an ISO 8583 field 41: 1 to 8
+// printable ASCII characters without surrounding spaces.
+func validTerminalID(s string) bool {
+	if len(s) < 1 || len(s) > 8 || strings.TrimSpace(s) != s {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"storepay/gateway"
+	"storepay/gateway/iso8583"
 )
 
 // FuzzParseConfig feeds ParseConfig arbitrary files:
@@ -84,7 +85,7 @@ func FuzzParseConfig(f *testing.F) {
 			t.Fatalf("accepted config changes when written back and read again:\n%s\n%s", written, rewritten)
 		}
 		// Its banks build (serve's first step with them); nothing starts.
-		router, err := buildRouter(c, func(string) string { return "api-key" }, quiet)
+		router, err := buildRouter(c, func(string) string { return "api-key" }, quiet, memoryISO)
 		if err != nil {
 			t.Fatalf("accepted config's banks do not build: %v", err)
 		}
@@ -221,4 +222,24 @@ func namesKey(msg string, node any, known map[string]bool) bool {
 		}
 	}
 	return false
+}
+
+// memoryISO builds an iso8583 gateway's endpoints without a database:
+// nothing connects until they are opened.
+func memoryISO(g GatewayConfig) ([]gateway.Endpoint, error) {
+	stans := &iso8583.MemorySTANs{}
+	var eps []gateway.Endpoint
+	for _, u := range g.URLs {
+		c, err := iso8583.NewClient(iso8583.Config{URL: u, Gateway: g.Name, STANs: stans,
+			Terminal: iso8583.Terminal{TerminalID: g.TerminalID, MerchantID: g.MerchantID, Location: time.UTC}})
+		if err != nil {
+			return nil, err
+		}
+		ep, err := iso8583.NewEndpoint(iso8583.EndpointConfig{Client: c, Traces: &iso8583.MemoryTraces{STANs: stans}})
+		if err != nil {
+			return nil, err
+		}
+		eps = append(eps, ep)
+	}
+	return eps, nil
 }

@@ -32,6 +32,23 @@ type bank struct {
 	sim  *banksim.Sim
 	urls []string
 	key  string
+	iso  bool // an ISO 8583 switch (tcp:// URLs)
+}
+
+// startISOBank starts a banksim speaking the ISO 8583 profile.
+func startISOBank(t testing.TB, name string, urls int) *bank {
+	t.Helper()
+	b := &bank{name: name, key: "key-" + name, iso: true}
+	b.sim = banksim.New(banksim.Config{APIKey: b.key, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	t.Cleanup(func() { b.sim.Close() })
+	for i := 0; i < urls; i++ {
+		u, err := b.sim.ListenISO8583("127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.urls = append(b.urls, u)
+	}
+	return b
 }
 
 func startBank(t testing.TB, name string, urls int) *bank {
@@ -89,6 +106,11 @@ func newConfig(t testing.TB, banks []*bank, opts ...storeOption) (Config, map[st
 		Offline:    OfflineConfig{FloorLimit: 10000, TotalLimit: 500000, MaxAge: Duration{72 * time.Hour}}}
 	env := map[string]string{"STOREPAY_CARD_KEY": testCardKey}
 	for _, b := range banks {
+		if b.iso {
+			cfg.Gateways = append(cfg.Gateways, GatewayConfig{Name: b.name, Protocol: "iso8583", URLs: b.urls,
+				MerchantID: "store-042", TerminalID: "SP042001"})
+			continue
+		}
 		envName := strings.ToUpper(strings.ReplaceAll(b.name, "-", "_")) + "_KEY"
 		env[envName] = b.key
 		cfg.Gateways = append(cfg.Gateways, GatewayConfig{Name: b.name, Protocol: "acquirer-json", URLs: b.urls,

@@ -201,12 +201,15 @@ func settlementSources(ctx context.Context, cfg Config, getenv func(string) stri
 			sources[i] = reconcile.FileSource(g.Name, g.MerchantID, path)
 			continue
 		}
+		if g.Protocol == protocolISO {
+			return nil, fmt.Errorf("%s: an iso8583 gateway's settlement report comes as a file: pass --settlement %s=PATH", g.Name, g.Name)
+		}
 		fetch.Gateways = append(fetch.Gateways, g)
 	}
 	if len(fetch.Gateways) == 0 {
 		return sources, nil
 	}
-	router, err := buildRouter(fetch, getenv, newLogger(stderr, cfg.LogLevel))
+	router, err := buildRouter(fetch, getenv, newLogger(stderr, cfg.LogLevel), nil)
 	if err != nil {
 		return nil, err
 	}

@@ -152,6 +152,18 @@ type EndpointConfig struct {
 	// MaxRecords bounds the records kept in memory; the oldest go first.
 	// Zero means 10000.
 	MaxRecords int
+	// Store, when set, keeps the records across restarts: each is saved
+	// before its message is sent (no record, nothing sent) and after
+	// every answer, and found there when memory no longer holds it.
+	Store RecordStore
+}
+
+// RecordStore keeps an Endpoint's records durably (storepay's is in
+// SQLite: durable.go).
+type RecordStore interface {
+	SaveRecord(ctx context.Context, r Record) error
+	LoadRecord(ctx context.Context, id string) (Record, bool, error)
+	LoadRecords(ctx context.Context, reference string) ([]Record, error)
 }
 
 // Endpoint adapts a [Client] to [gateway.Endpoint], so that an ISO 8583
@@ -168,6 +180,7 @@ type Endpoint struct {
 	traces Traces
 	vault  *gateway.Vault
 	max    int
+	store  RecordStore
 
 	mu      sync.Mutex // guards the fields below
 	records map[string]*Record
@@ -176,7 +189,7 @@ type Endpoint struct {
 
 // Codes of the requests the adapter refuses without sending anything.
 const (
-	CodeNotSupported         = "not_supported"
+	CodeNotSupported         = gateway.CodeNotSupported
 	CodeUnknownAuthorization = "unknown_authorization"
 	CodeCardUnavailable      = "card_unavailable"
 	CodeNotCaptured          = "not_captured"
@@ -190,7 +203,8 @@ func NewEndpoint(cfg EndpointConfig) (*Endpoint, error) {
 	if cfg.MaxRecords <= 0 {
 		cfg.MaxRecords = 10000
 	}
-	return &Endpoint{c: cfg.Client, traces: cfg.Traces, vault: cfg.Vault, max: cfg.MaxRecords, records: map[string]*Record{}}, nil
+	return &Endpoint{c: cfg.Client, traces: cfg.Traces, vault: cfg.Vault, max: cfg.MaxRecords, store: cfg.Store,
+		records: map[string]*Record{}}, nil
 }
 
 // Client returns the client, for the typed messages.
@@ -203,19 +217,37 @@ func (e *Endpoint) URL() string { return e.c.URL() }
 // it.
 func (e *Endpoint) Record(id string) (Record, bool) {
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	r, ok := e.records[id]
-	if !ok {
+	var out Record
+	if ok {
+		out = *r
+	}
+	e.mu.Unlock()
+	if ok || e.store == nil {
+		return out, ok
+	}
+	out, ok, err := e.store.LoadRecord(context.Background(), id)
+	if err != nil || !ok {
 		return Record{}, false
 	}
-	return *r, true
+	e.put(out)
+	return out, true
 }
 
 // Records returns the records of a payment, oldest first.
 func (e *Endpoint) Records(reference string) []Record {
+	var out []Record
+	if e.store != nil && reference != "" {
+		if stored, err := e.store.LoadRecords(context.Background(), reference); err == nil {
+			for _, r := range stored {
+				if _, ok := e.Record(r.ID); !ok {
+					e.put(r)
+				}
+			}
+		}
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	var out []Record
 	for _, id := range e.order {
 		if r := e.records[id]; r.Reference == reference && reference != "" {
 			out = append(out, *r)
@@ -248,9 +280,19 @@ func (e *Endpoint) put(r Record) {
 
 func (e *Endpoint) update(id string, change func(*Record)) {
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	if r, ok := e.records[id]; ok {
+	r, ok := e.records[id]
+	var changed Record
+	if ok {
 		change(r)
+		changed = *r
+	}
+	e.mu.Unlock()
+	if ok && e.store != nil {
+		if err := e.store.SaveRecord(context.Background(), changed); err != nil {
+			// The caller records the outcome itself; a later message that
+			// needs this record finds its older version.
+			e.c.log.Error("iso8583: save the record of an answer", "gateway", e.c.cfg.Gateway, "rrn", id, "err", err)
+		}
 	}
 }
 
@@ -288,7 +330,10 @@ func (e *Endpoint) Authorize(ctx context.Context, req gateway.AuthRequest) (gate
 			return gateway.Authorization{}, e.c.fail(gateway.KindNotSent, "", fmt.Errorf("seal card: %w", err))
 		}
 	}
-	rec, prev := e.begin(rec)
+	rec, prev, err := e.begin(ctx, rec)
+	if err != nil {
+		return gateway.Authorization{}, err
+	}
 	ans, err := send()
 	if err != nil {
 		e.failed(rec.ID, prev, err)
@@ -415,6 +460,11 @@ func (e *Endpoint) ReverseRecord(ctx context.Context, key string, rec Record, re
 	if err != nil {
 		return Answer{}, err
 	}
+	if e.store != nil {
+		if err := e.store.SaveRecord(ctx, rec); err != nil {
+			return Answer{}, e.c.fail(gateway.KindNotSent, "", fmt.Errorf("save the record before sending: %w", err))
+		}
+	}
 	e.put(rec)
 	tr, repeat, err := e.trace(ctx, key)
 	if err != nil {
@@ -474,7 +524,10 @@ func (e *Endpoint) Refund(ctx context.Context, req gateway.RefundRequest) (gatew
 			return gateway.Refund{}, e.c.fail(gateway.KindNotSent, "", fmt.Errorf("seal card: %w", err))
 		}
 	}
-	refund, prev := e.begin(refund)
+	refund, prev, err := e.begin(ctx, refund)
+	if err != nil {
+		return gateway.Refund{}, err
+	}
 	ans, err := e.c.Refund(ctx, r)
 	if err == nil && !ans.Approved() {
 		err = e.c.fail(gateway.KindRejected, ans.DeclineCode(), &ResponseError{MTI: ans.MTI, Code: ans.ResponseCode})
@@ -490,16 +543,26 @@ func (e *Endpoint) Refund(ctx context.Context, req gateway.RefundRequest) (gatew
 // begin keeps rec, made before its message is sent, and returns it with
 // the status an earlier attempt left ("" for none). A record the bank
 // already answered for stays as it is: a repeat does not unlearn it.
-func (e *Endpoint) begin(rec Record) (Record, string) {
+func (e *Endpoint) begin(ctx context.Context, rec Record) (Record, string, error) {
 	prev := ""
 	if old, ok := e.Record(rec.ID); ok {
 		prev = old.Status
 		if definite(old.Status) {
-			return old, prev
+			return old, prev, nil
+		}
+		if prev == RecordUnknown {
+			rec.Status = RecordUnknown
+		}
+	}
+	if e.store != nil {
+		// On disk before it is sent: a later completion, refund or
+		// reversal needs it after any restart.
+		if err := e.store.SaveRecord(ctx, rec); err != nil {
+			return rec, prev, e.c.fail(gateway.KindNotSent, "", fmt.Errorf("save the record before sending: %w", err))
 		}
 	}
 	e.put(rec)
-	return rec, prev
+	return rec, prev, nil
 }
 
 // failed records what a failed attempt proves about the record id.
@@ -554,3 +617,40 @@ func (e *Endpoint) trace(ctx context.Context, key string) (Trace, bool, error) {
 	}
 	return tr, repeat, nil
 }
+
+var (
+	_ gateway.Reverser = (*Endpoint)(nil)
+	_ gateway.Adviser  = (*Endpoint)(nil)
+)
+
+// ReversalKeySuffix names the reversal advice that resolves an operation
+// whose outcome is unknown: the operation's key plus this suffix.
+const ReversalKeySuffix = ":reversal"
+
+// ResolveUnknown resolves an operation whose outcome is unknown the
+// profile's way: the reversal advice (0420, 39 = 68) of the operation
+// req.Key started, under its own trace (a repeat of it is a 0421). nil
+// means the bank acknowledged it (00): it holds nothing of the operation,
+// whether it had approved it or never received it, and the payment may
+// go to another bank. An operation that never reached the point of
+// sending holds nothing either.
+func (e *Endpoint) ResolveUnknown(ctx context.Context, req gateway.AuthRequest) error {
+	tr, _, err := e.trace(ctx, req.Key)
+	if err != nil {
+		return err
+	}
+	rec, ok := e.Record(tr.RRN)
+	if !ok {
+		return nil // never sent: no record is made after sending
+	}
+	switch rec.Status {
+	case RecordNotSent, gateway.StatusDeclined, gateway.StatusReversed:
+		return nil
+	}
+	_, err = e.ReverseRecord(ctx, req.Key+ReversalKeySuffix, rec, ReasonNoAnswer)
+	return err
+}
+
+// DeliversAdvices reports that completions and reversals are advices,
+// repeated until answered.
+func (e *Endpoint) DeliversAdvices() bool { return true }
