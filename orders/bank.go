@@ -180,9 +180,14 @@ func (s *Service) finishOp(ctx context.Context, started Payment, auth gateway.Au
 			result = errLeaseLost
 			return nil
 		}
-		refundID := p.pendingKey
+		refundID, opKey := p.pendingKey, p.pendingOpKey
 		m, refundStatus, res := s.opAnswer(&p, auth, callErr, resolving, now)
 		result = res
+		if m.ev == EvOpFailed && !Planted(BugCaptureAnsweredAfterNothingDone) {
+			if err := forgetKey(tx, opKey); err != nil {
+				return err
+			}
+		}
 		if refundStatus != "" && (op == OpRefund || op == OpCancelRefund) {
 			if _, err := tx.Exec(`UPDATE refunds SET status=?, bank_refund_id=?, updated_at=? WHERE id=?`,
 				refundStatus, rf.ID, ts(now), refundID); err != nil {

@@ -35,7 +35,10 @@ func (s *Service) Capture(ctx context.Context, req CaptureRequest) (Payment, err
 		}
 		return p.PendingOp == OpCapture && p.pendingAmount == amount && p.pendingTip == req.TipAmount, nil
 	}
-	return s.startBankOp(ctx, req.PaymentID, req.Request, sameAs, func(tx *sql.Tx, p *Payment, now time.Time) (bool, error) {
+	earlier := func(k keyMade) bool {
+		return k.op == OpCapture && (req.Amount == nil || *req.Amount == k.amount) && req.TipAmount == k.tip
+	}
+	return s.startBankOp(ctx, req.PaymentID, req.Request, sameAs, earlier, func(tx *sql.Tx, p *Payment, now time.Time) (bool, error) {
 		if p.Status != Authorized {
 			return false, errf(KindConflict, "payment_not_authorized", "payment %s is %s; only an authorized payment can be captured", p.ID, p.Status)
 		}
@@ -74,7 +77,8 @@ func (s *Service) Void(ctx context.Context, req VoidRequest) (Payment, error) {
 	sameAs := func(_ *sql.Tx, p *Payment) (bool, error) {
 		return p.PendingOp == OpVoid || p.PendingOp == OpNone && (p.keyOp == OpVoid || p.keyOp == "" && p.Status == Voided), nil
 	}
-	return s.startBankOp(ctx, req.PaymentID, req.Request, sameAs, func(tx *sql.Tx, p *Payment, now time.Time) (bool, error) {
+	earlier := func(k keyMade) bool { return k.op == OpVoid }
+	return s.startBankOp(ctx, req.PaymentID, req.Request, sameAs, earlier, func(tx *sql.Tx, p *Payment, now time.Time) (bool, error) {
 		switch {
 		case p.Status == Voided:
 			return false, nil
@@ -82,6 +86,9 @@ func (s *Service) Void(ctx context.Context, req VoidRequest) (Payment, error) {
 			return false, s.voidStored(tx, p, "voided before forwarding", now)
 		case p.Method == Cash && p.Status == Captured:
 			p.pendingOpKey, p.keyOp = req.Key, OpVoid
+			if err := rememberKey(tx, req.Key, p.ID, OpVoid, 0, 0, now); err != nil {
+				return false, err
+			}
 			return false, s.transition(tx, p, move{ev: EvCashReturned, detail: "cash handed back"}, now)
 		case p.Method == Card && (p.Status == Authorized || p.Status == Captured):
 			return true, s.transition(tx, p, move{ev: EvVoidAsked, lease: s.leaseFor(now, s.opBudget()),
@@ -118,7 +125,8 @@ func (s *Service) Refund(ctx context.Context, req RefundRequest) (Payment, error
 		}
 		return made == amount, err
 	}
-	return s.startBankOp(ctx, req.PaymentID, req.Request, sameAs, func(tx *sql.Tx, p *Payment, now time.Time) (bool, error) {
+	earlier := func(k keyMade) bool { return k.op == OpRefund && k.amount == amount }
+	return s.startBankOp(ctx, req.PaymentID, req.Request, sameAs, earlier, func(tx *sql.Tx, p *Payment, now time.Time) (bool, error) {
 		if opKey != "" && !Planted(BugRefundRepeatAfterPrune) {
 			// A repeat of a refund already made (its stored answer pruned,
 			// or never stored) refunds nothing more; one that failed is
@@ -153,6 +161,9 @@ func (s *Service) Refund(ctx context.Context, req RefundRequest) (Payment, error
 				return false, err
 			}
 			p.pendingOpKey, p.keyOp = opKey, OpRefund
+			if err := rememberKey(tx, opKey, p.ID, OpRefund, amount, 0, now); err != nil {
+				return false, err
+			}
 			return false, s.transition(tx, p, move{ev: refundEvent(p, amount), detail: "cash refund " + r}, now)
 		}
 		refundKeyCol := opKey
@@ -164,7 +175,7 @@ func (s *Service) Refund(ctx context.Context, req RefundRequest) (Payment, error
 			return false, err
 		}
 		return true, s.transition(tx, p, move{ev: EvRefundAsked, lease: s.leaseFor(now, s.opBudget()),
-			start: &opStart{key: refundKey(r), opKey: opKey, amount: amount}}, now)
+			start: &opStart{key: refundKey(r), opKey: refundKeyCol, amount: amount}}, now)
 	})
 }
 
@@ -194,7 +205,7 @@ func refundEvent(p *Payment, amount int64) Event {
 // (sameAs says whether it is that operation, amounts and all, pending or
 // finished) is a reused key: refused, since resuming would answer it with
 // another request's outcome.
-func (s *Service) startBankOp(ctx context.Context, id string, req Request, sameAs func(*sql.Tx, *Payment) (bool, error), prepare func(*sql.Tx, *Payment, time.Time) (bool, error)) (Payment, error) {
+func (s *Service) startBankOp(ctx context.Context, id string, req Request, sameAs func(*sql.Tx, *Payment) (bool, error), earlier func(keyMade) bool, prepare func(*sql.Tx, *Payment, time.Time) (bool, error)) (Payment, error) {
 	now := s.now()
 	var p Payment
 	call, resumed := false, false
@@ -204,6 +215,20 @@ func (s *Service) startBankOp(ctx context.Context, id string, req Request, sameA
 			return err
 		}
 		repeat := req.Key != "" && p.pendingOpKey == req.Key
+		if !repeat && req.Key != "" {
+			// A key of an earlier operation, which a later one replaced on
+			// the payment: recognised by what it made.
+			made, found, err := keyMadeBy(tx, req.Key)
+			switch {
+			case err != nil:
+				return err
+			case !found:
+			case made.paymentID != p.ID || !earlier(made):
+				return errReuse
+			default:
+				return nil // that request finished: nothing new, the payment as it is
+			}
+		}
 		if repeat && p.PendingOp != OpReverse {
 			if same, err := sameAs(tx, &p); err != nil {
 				return err

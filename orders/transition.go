@@ -2,6 +2,7 @@ package orders
 
 import (
 	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -71,6 +72,11 @@ func (s *Service) transition(tx *sql.Tx, p *Payment, m move, now time.Time) erro
 	case starts:
 		p.pendingKey, p.pendingAmount, p.pendingTip = m.start.key, m.start.amount, m.start.tip
 		p.pendingOpKey, p.keyOp = m.start.opKey, to.Op
+		if to.Op != OpAuthorize {
+			if err := rememberKey(tx, m.start.opKey, p.ID, to.Op, m.start.amount, m.start.tip, now); err != nil {
+				return err
+			}
+		}
 		p.pendingSince, p.resolveAttempts, p.resolveAfter = now, 0, time.Time{}
 		p.LastError = ""
 	case to.Op == OpNone && from.Op != OpNone:
@@ -187,4 +193,47 @@ func hashKeyID(h string) (string, bool) {
 	}
 	id, _, ok := strings.Cut(rest, ".")
 	return id, ok
+}
+
+// rememberKey records that the request under opKey started op on a
+// payment (see migration 0020): its repeat is recognised after the
+// payment's later operations and after its stored answer was pruned.
+func rememberKey(tx *sql.Tx, opKey, paymentID string, op Op, amount, tip int64, now time.Time) error {
+	if opKey == "" {
+		return nil
+	}
+	_, err := tx.Exec(`INSERT INTO operation_keys (op_key, payment_id, op, amount, tip, created_at) VALUES (?,?,?,?,?,?)
+		ON CONFLICT (op_key) DO UPDATE SET payment_id = excluded.payment_id, op = excluded.op, amount = excluded.amount,
+		tip = excluded.tip`, opKey, paymentID, op, amount, tip, ts(now))
+	return err
+}
+
+// forgetKey gives up the key of a request that ended not done: its
+// repeat asks the bank again.
+func forgetKey(tx *sql.Tx, opKey string) error {
+	if opKey == "" {
+		return nil
+	}
+	_, err := tx.Exec(`DELETE FROM operation_keys WHERE op_key = ?`, opKey)
+	return err
+}
+
+// keyMade is what a request key started, per operation_keys.
+type keyMade struct {
+	paymentID   string
+	op          Op
+	amount, tip int64
+}
+
+func keyMadeBy(tx *sql.Tx, opKey string) (keyMade, bool, error) {
+	var k keyMade
+	if opKey == "" {
+		return k, false, nil
+	}
+	err := tx.QueryRow(`SELECT payment_id, op, amount, tip FROM operation_keys WHERE op_key = ?`, opKey).
+		Scan(&k.paymentID, &k.op, &k.amount, &k.tip)
+	if errors.Is(err, sql.ErrNoRows) {
+		return k, false, nil
+	}
+	return k, err == nil, err
 }

@@ -63,6 +63,7 @@ var regressionSeeds = []struct {
 	{556, "a resolver repeat under a key the bank had forgotten: a second charge"},
 	{982, "a capture repeated under a forgotten key, refused already_captured, left authorized while captured"},
 	{1531, "a call's attempts went on past its budget, under a key the bank had forgotten: a second charge"},
+	{112530, "a capture's repeat after 72 hours, its key replaced on the payment by a later refund's, refused payment_not_authorized"},
 }
 
 func TestRegressionSeeds(t *testing.T) {
