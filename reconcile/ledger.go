@@ -265,7 +265,12 @@ func (p *partial) put(s string) uint32 {
 // (see sep).
 func (p *partial) payments(ctx context.Context, db *migrations.DB, w window, r [2]int64) error {
 	return db.View(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, `SELECT p.status || x'1f' || p.id || x'1f' || p.gateway || x'1f' || p.bank_auth_id
+		// An ISO 8583 gateway settles a pre-authorization under its
+		// completion's RRN, not the authorization's: the bank's id of
+		// such a capture is that RRN (kept with the gateway's records).
+		rows, err := tx.QueryContext(ctx, `SELECT p.status || x'1f' || p.id || x'1f' || p.gateway || x'1f' || coalesce((
+					SELECT nullif(json_extract(r.record, '$.completion_rrn'), '') FROM iso_records r
+					WHERE r.gateway = p.gateway AND r.id = p.bank_auth_id), p.bank_auth_id)
 				|| x'1f' || p.currency || x'1f' || CASE
 					WHEN `+isCapture+` THEN p.captured_at
 					WHEN p.status = 'stored' THEN p.created_at

@@ -106,13 +106,16 @@ type Record struct {
 	Sent Original `json:"sent"`
 	// Completion names the 0220 that captured a pre-authorization: what
 	// a refund of it names.
-	Completion     *Original `json:"completion,omitempty"`
-	Status         string    `json:"status"`
-	AuthCode       string    `json:"auth_code,omitempty"`
-	DeclineCode    string    `json:"decline_code,omitempty"`
-	Amount         int64     `json:"amount"`
-	CapturedAmount int64     `json:"captured_amount,omitempty"`
-	Currency       string    `json:"currency"`
+	Completion *Original `json:"completion,omitempty"`
+	// CompletionRRN is that 0220's RRN: the psp_reference of the
+	// capture's settlement row.
+	CompletionRRN  string `json:"completion_rrn,omitempty"`
+	Status         string `json:"status"`
+	AuthCode       string `json:"auth_code,omitempty"`
+	DeclineCode    string `json:"decline_code,omitempty"`
+	Amount         int64  `json:"amount"`
+	CapturedAmount int64  `json:"captured_amount,omitempty"`
+	Currency       string `json:"currency"`
 	// AuthorizationID is, for a refund, the ID of what it refunds.
 	AuthorizationID string `json:"authorization_id,omitempty"`
 	// SealedCard is the card sealed by the vault under ID (nil without a
@@ -400,7 +403,7 @@ func (e *Endpoint) Capture(ctx context.Context, req gateway.CaptureRequest) (gat
 		return gateway.Authorization{}, err
 	}
 	comp := r.Ref()
-	e.update(rec.ID, func(x *Record) { x.Completion, x.CapturedAmount = &comp, req.Amount; rec = *x })
+	e.update(rec.ID, func(x *Record) { x.Completion, x.CompletionRRN, x.CapturedAmount = &comp, tr.RRN, req.Amount; rec = *x })
 	return authorizationOf(rec), nil
 }
 
