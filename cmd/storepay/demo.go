@@ -45,9 +45,9 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 		return err
 	}
 
-	// Two banks, each with its own API key (kept beside the database, so
-	// that other commands can reach the demo's banks), on free loopback
-	// ports.
+	// Two banks on free loopback ports: bank-a speaks acquirer-json (its
+	// API key kept beside the database, so that other commands can reach
+	// it), bank-b is an ISO 8583 switch (iso8583-profile.md).
 	env := map[string]string{"STOREPAY_CARD_KEY": cardKey}
 	keyFile := filepath.Join(*dir, "bank-keys.env")
 	bankKeys, err := demoBankKeys(keyFile)
@@ -60,7 +60,12 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 		key := bankKeys[fmt.Sprintf("BANK_%c_KEY", 'A'+i)]
 		sim := banksim.New(banksim.Config{APIKey: key, MerchantID: "store-042", Logger: newLogger(io.Discard, "error")})
 		defer sim.Close()
-		u, err := sim.Listen("127.0.0.1:0")
+		iso := name == "bank-b"
+		listen := sim.Listen
+		if iso {
+			listen = sim.ListenISO8583
+		}
+		u, err := listen("127.0.0.1:0")
 		if err != nil {
 			return fmt.Errorf("demo: start %s: %w", name, err)
 		}
@@ -70,9 +75,14 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 		}
 		envName := fmt.Sprintf("BANK_%c_KEY", 'A'+i)
 		env[envName] = key
-		gws = append(gws, GatewayConfig{Name: name, Protocol: "acquirer-json", URLs: []string{u},
-			MerchantID: "store-042", APIKeyEnv: envName})
-		banks = append(banks, fmt.Sprintf("  %s  %s  (admin, fault injection: %s)", name, u, admin))
+		g := GatewayConfig{Name: name, Protocol: "acquirer-json", URLs: []string{u}, MerchantID: "store-042", APIKeyEnv: envName}
+		protocol := "acquirer-json"
+		if iso {
+			g = GatewayConfig{Name: name, Protocol: "iso8583", URLs: []string{u}, MerchantID: "store-042", TerminalID: "SP042001"}
+			protocol = "iso8583"
+		}
+		gws = append(gws, g)
+		banks = append(banks, fmt.Sprintf("  %s  %-13s %s  (admin, fault injection: %s)", name, protocol, u, admin))
 		admins = append(admins, admin)
 	}
 	ln, err := net.Listen("tcp", *listen)
@@ -146,10 +156,12 @@ curl -s -X PUT %[7]s/admin/faults -d '{"refuse":true}'; curl -s -X PUT %[8]s/adm
 curl -s -X DELETE %[7]s/admin/faults; curl -s -X DELETE %[8]s/admin/faults
 
 Reconcile today (the banks settle a day once it is closed), beside the
-running demo as cron does beside serve:
+running demo as cron does beside serve; an ISO 8583 switch's report comes
+as a file:
 
 curl -s -X POST %[7]s/admin/close; curl -s -X POST %[8]s/admin/close
-env $(cat %[9]s) go run ./cmd/storepay reconcile --config %[10]s --date %[11]s
+curl -s "%[8]s/admin/settlement?date=%[11]s" > %[2]s/bank-b-%[11]s.csv
+env $(cat %[9]s) go run ./cmd/storepay reconcile --config %[10]s --date %[11]s --settlement bank-b=%[2]s/bank-b-%[11]s.csv
 
 `, base, *dir, strings.Join(banks, "\n"), terminal, manager, order.ID, admins[0], admins[1], keyFile,
 		filepath.Join(*dir, "storepay.json"), time.Now().UTC().Format(time.DateOnly))
