@@ -138,13 +138,25 @@ type bank struct {
 	urls  []string
 	admin string
 	proc  *proc
+	iso   bool // an ISO 8583 switch
 }
 
 func startBank(t testing.TB, name string, listeners int) *bank {
+	return startBankProtocol(t, name, listeners, "acquirer-json")
+}
+
+// startISOBank starts banksim as an ISO 8583 switch (tcp:// URLs).
+func startISOBank(t testing.TB, name string, listeners int) *bank {
+	b := startBankProtocol(t, name, listeners, "iso8583")
+	b.iso = true
+	return b
+}
+
+func startBankProtocol(t testing.TB, name string, listeners int, protocol string) *bank {
 	t.Helper()
 	b := &bank{name: name, key: "key-" + name}
 	addrs := strings.TrimSuffix(strings.Repeat("127.0.0.1:0,", listeners), ",")
-	p, stdout := start(t, "banksim-"+name, nil, bin.banksim, "--listen", addrs, "--admin", "127.0.0.1:0", "--api-key", b.key)
+	p, stdout := start(t, "banksim-"+name, nil, bin.banksim, "--protocol", protocol, "--listen", addrs, "--admin", "127.0.0.1:0", "--api-key", b.key)
 	b.proc = p
 	sc := bufio.NewScanner(stdout)
 	deadline := time.AfterFunc(10*time.Second, p.kill)
@@ -203,6 +215,7 @@ func (b *bank) clear(t testing.TB) {
 
 type ledgerAuth struct {
 	ID             string `json:"id"`
+	RRN            string `json:"rrn"`
 	Reference      string `json:"reference"`
 	Status         string `json:"status"`
 	Amount         int64  `json:"amount"`
@@ -282,6 +295,10 @@ func newStore(t testing.TB, gws []gw, extra map[string]any) *store {
 		m := map[string]any{"name": g.bank.name, "protocol": "acquirer-json", "urls": urls, "merchant_id": "store-042",
 			"api_key_env": envName, "attempt_timeout": "300ms", "backoff_min": "10ms", "backoff_max": "50ms",
 			"breaker_delay": "1s", "breaker_window": "5s", "breaker_min_calls": 3, "probe_interval": "200ms"}
+		if g.bank.iso {
+			delete(m, "api_key_env")
+			m["protocol"], m["terminal_id"] = "iso8583", "SP042001"
+		}
 		for k, v := range g.extra {
 			m[k] = v
 		}
