@@ -16,7 +16,9 @@ import (
 	"syscall"
 	"time"
 
+	"storepay/gateway"
 	"storepay/gateway/banksim"
+	"storepay/gateway/iso8583"
 )
 
 // simBank is one acquirer: the real bank simulator (gateway/banksim,
@@ -24,6 +26,7 @@ import (
 // the seed draws. Its ledger is the truth the run is checked against.
 type simBank struct {
 	name   string
+	iso    bool // an ISO 8583 switch
 	apiKey string
 	sim    *banksim.Sim
 	urls   []string
@@ -32,6 +35,8 @@ type simBank struct {
 	// kept holds the keys whose 500 the bank kept as their answer (the
 	// error_after_apply fault): every repeat under them replays it.
 	kept map[string]bool
+	// switches are an ISO 8583 bank's URLs, served in-process.
+	switches map[string]func(iso8583.Fields) iso8583.Fields
 }
 
 // faultMode is what a bank does now.
@@ -55,10 +60,17 @@ func (m faultMode) String() string {
 		"keeping 500s", "failing lookups"}[m]
 }
 
-func newBank(w *world, name string, urls int) *simBank {
-	b := &simBank{name: name, apiKey: "sk_" + name, h: map[string]http.Handler{}, kept: map[string]bool{}}
+func newBank(w *world, name string, urls int, iso bool) *simBank {
+	b := &simBank{name: name, iso: iso, apiKey: "sk_" + name, h: map[string]http.Handler{}, kept: map[string]bool{},
+		switches: map[string]func(iso8583.Fields) iso8583.Fields{}}
 	b.sim = banksim.New(banksim.Config{APIKey: b.apiKey, Now: w.now, Rand: func() string { return w.text(26) }})
 	for i := 0; i < urls; i++ {
+		if iso {
+			u := fmt.Sprintf("tcp://%s-%d.sim:9301", name, i+1)
+			b.urls = append(b.urls, u)
+			b.switches[u] = b.sim.ISO8583Exchange(u)
+			continue
+		}
 		u := fmt.Sprintf("http://%s-%d.sim", name, i+1)
 		b.urls = append(b.urls, u)
 		b.h[u] = b.sim.Handler(u)
@@ -94,6 +106,23 @@ const sendTimeout = 20 * time.Second
 // budget storepay's contexts enforce in wall-clock time.
 const callBudget = 25 * time.Second
 
+// spent reports whether the running actor's bank call, first tried at
+// first, is past its budget. A terminal request's calls share one budget,
+// from its first send: storepay's request context bounds them all, the
+// reversal that resolves an unknown answer included, so that a request
+// never acts on a payment after the resolver may have taken it over. A
+// worker's pass gives each payment its own context: its calls are bounded
+// one by one.
+func (w *world) spent(first time.Time) bool {
+	if a := w.sched.cur; a != nil && a.request {
+		if a.firstSend.IsZero() {
+			a.firstSend = first
+		}
+		first = a.firstSend
+	}
+	return w.now().Sub(first) > callBudget
+}
+
 // errLate is a request whose deadline passed before it was written.
 var errLate = &net.OpError{Op: "dial", Net: "tcp", Err: os.ErrDeadlineExceeded}
 
@@ -122,9 +151,11 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if a := w.sched.cur; a != nil {
 		call = fmt.Sprint(a.id) + " " + call
 	}
-	if first, ok := w.calls[call]; !ok {
-		w.calls[call] = parked
-	} else if w.now().Sub(first) > callBudget {
+	first, ok := w.calls[call]
+	if !ok {
+		first, w.calls[call] = parked, parked
+	}
+	if w.spent(first) {
 		// Repeats of one call (same actor, same key) stop when its
 		// budget is spent, as storepay's context deadlines stop them.
 		w.logf("%s: not sent, the call's budget is spent", what)
@@ -236,4 +267,102 @@ func bankAnswer(req *http.Request, status int, body, retryAfter string) *http.Re
 	return &http.Response{StatusCode: status, Status: strconv.Itoa(status) + " " + http.StatusText(status),
 		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: h, Body: io.NopCloser(strings.NewReader(body)),
 		ContentLength: int64(len(body)), Request: req}
+}
+
+// isoTransport is how one incarnation reaches an ISO 8583 switch: the
+// in-process transport of the real iso8583 client, with the same parking
+// points, deadlines and faults as the HTTP transport. The switch is the
+// real bank simulator's, served without a socket.
+type isoTransport struct {
+	w       *world
+	inc     *incarnation
+	bank    *simBank
+	url     string
+	switch_ func(iso8583.Fields) iso8583.Fields
+}
+
+func (t *isoTransport) exchange(ctx context.Context, req iso8583.Fields) (iso8583.Fields, error) {
+	w, b := t.w, t.bank
+	fail := func(kind gateway.Kind, err error) error {
+		return &gateway.Error{Kind: kind, Gateway: b.name, URL: t.url, Err: err}
+	}
+	what := req.MTI + " " + b.name + " rrn " + req.RRN
+	if a := w.sched.cur; a != nil {
+		what = a.name + ": " + what
+	}
+	parked := w.now()
+	if a := w.sched.cur; a != nil && a.inc == t.inc && !t.inc.dead.Load() {
+		w.sched.park(a, "about to send "+what)
+	}
+	if t.inc.dead.Load() {
+		return iso8583.Fields{}, fail(gateway.KindNotSent, errRefused)
+	}
+	if err := ctx.Err(); err != nil {
+		return iso8583.Fields{}, fail(gateway.KindNotSent, err)
+	}
+	call := req.RRN + " " + req.MTI + " " + b.name
+	if a := w.sched.cur; a != nil {
+		call = fmt.Sprint(a.id) + " " + call
+	}
+	first, ok := w.calls[call]
+	if !ok {
+		first, w.calls[call] = parked, parked
+	}
+	if w.spent(first) {
+		w.logf("%s: not sent, the call's budget is spent", what)
+		return iso8583.Fields{}, fail(gateway.KindNotSent, errLate)
+	}
+	if w.now().Sub(parked) > sendTimeout {
+		w.logf("%s: not sent, its deadline passed", what)
+		return iso8583.Fields{}, fail(gateway.KindNotSent, errLate)
+	}
+	var ans iso8583.Fields
+	var err error
+	switch b.mode {
+	case modeRefuse:
+		w.logf("%s: refused", what)
+		return iso8583.Fields{}, fail(gateway.KindNotSent, errRefused)
+	case modeNotProcessed:
+		ans = isoCode(req, iso8583.CodeUnavailable)
+	case modeUnauthorized:
+		ans = isoCode(req, iso8583.CodeInvalidMerchant)
+	case modeBlackhole:
+		err = fail(gateway.KindUnknown, errNoAnswer)
+	case modeKeepsErrors:
+		t.switch_(req)
+		ans = isoCode(req, iso8583.CodeMalfunction)
+		w.logf("%s: applied, answered 96", what)
+	default: // up, and the faults that do not apply to ISO 8583 (429, lookups)
+		ans = t.switch_(req)
+		if b.mode == modeFlaky && req.MTI != iso8583.MTINetwork && w.chance(0.5) {
+			if w.chance(0.3) {
+				w.logf("%s: applied (%s), answered 96", what, ans.ResponseCode)
+				ans = isoCode(req, iso8583.CodeMalfunction)
+			} else {
+				w.logf("%s: applied (%s), answer lost", what, ans.ResponseCode)
+				ans, err = iso8583.Fields{}, fail(gateway.KindUnknown, errNoAnswer)
+			}
+		}
+	}
+	if err == nil && req.MTI != iso8583.MTINetwork {
+		w.logf("%s: %s", what, ans.ResponseCode)
+	}
+	answered := w.now()
+	if a := w.sched.cur; a != nil && a.inc == t.inc && !t.inc.dead.Load() {
+		w.sched.park(a, "answer on its way from "+what)
+	}
+	if t.inc.dead.Load() {
+		return iso8583.Fields{}, fail(gateway.KindUnknown, syscall.ECONNRESET)
+	}
+	if w.now().Sub(answered) > sendTimeout {
+		w.logf("%s: the answer came after the attempt's deadline", what)
+		return iso8583.Fields{}, fail(gateway.KindUnknown, errNoAnswer)
+	}
+	return ans, err
+}
+
+// isoCode is a switch's answer to req with a response code and no work.
+func isoCode(req iso8583.Fields, code string) iso8583.Fields {
+	return iso8583.Fields{MTI: iso8583.ResponseMTI(req.MTI), ProcessingCode: req.ProcessingCode, Amount: req.Amount,
+		TransmissionTime: req.TransmissionTime, STAN: req.STAN, RRN: req.RRN, TerminalID: req.TerminalID, ResponseCode: code}
 }

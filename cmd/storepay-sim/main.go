@@ -52,12 +52,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	verbose := fs.Bool("v", false, "print every seed's whole trace, not only a failing seed's end")
 	parallel := fs.Int("p", runtime.GOMAXPROCS(0), "seeds run at once")
 	steps := fs.Int("steps", 400, "steps of each seed's faulty phase")
+	jsonOnly := fs.Bool("json-only", false, "both banks speak acquirer-json, as every world did before ISO 8583 (replays older seeds)")
 	dir := fs.String("dir", "", "where seeds keep their databases (default: /dev/shm when it exists, else the temp dir)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 || *seeds < 1 || *parallel < 1 || *steps < 1 {
-		return fmt.Errorf("usage: storepay-sim [-seeds N] [-seed S] [-v] [-p P] [-steps K] [-dir D]")
+		return fmt.Errorf("usage: storepay-sim [-seeds N] [-seed S] [-v] [-p P] [-steps K] [-json-only] [-dir D]")
 	}
 	if *dir == "" {
 		*dir = defaultDir()
@@ -65,7 +66,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if fs.Lookup("seed").Value.String() != "1" && !flagSet(fs, "seeds") {
 		*seeds = 1
 	}
-	opts := options{dir: *dir, verbose: *verbose, steps: *steps}
+	opts := options{dir: *dir, verbose: *verbose, steps: *steps, jsonOnly: *jsonOnly}
 	start := time.Now()
 	results := runSeeds(ctx, *first, *seeds, *parallel, opts)
 	var total stats

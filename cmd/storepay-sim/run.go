@@ -80,7 +80,9 @@ func runSeed(seed int64, opts options) (res result) {
 // setUp makes the banks, the card key, the database with its devices,
 // the first incarnation and the terminals' scripts.
 func (w *world) setUp() error {
-	w.banks = []*simBank{newBank(w, "bank-a", 2), newBank(w, "bank-b", 1)}
+	// bank-b is an ISO 8583 switch in half the seeds.
+	iso := !w.opts.jsonOnly && w.intn(2) == 0 // bank-b speaks ISO 8583 in half the worlds
+	w.banks = []*simBank{newBank(w, "bank-a", 2, false), newBank(w, "bank-b", 1, iso)}
 	key := make([]byte, 32)
 	for i := range key {
 		key[i] = byte(w.intn(256))

@@ -33,6 +33,11 @@ type actor struct {
 	// ready, when set, says whether a parked script may go on.
 	ready  func() bool
 	script bool
+	// request: the actor serves one terminal request, all of whose bank
+	// calls share its budget (the request's context deadline);
+	// firstSend is when the first of them was about to leave.
+	request   bool
+	firstSend time.Time
 }
 
 func newSched() *sched { return &sched{sig: make(chan *actor)} }

@@ -123,6 +123,7 @@ func (t *terminal) send(method, path, key string, body []byte) answer {
 	var answeredAt time.Time
 	reqID := fmt.Sprintf("req-%s-%d", t.name, w.sched.next+1)
 	req := w.sched.spawn(t.name+" "+method+" "+path, inc, false, func() {
+		w.sched.cur.request = true
 		r := httptest.NewRequest(method, path, bytes.NewReader(body))
 		r.Header.Set("Authorization", "Bearer "+t.token)
 		r.Header.Set("X-Request-Id", reqID)

@@ -338,19 +338,7 @@ func (s *Sim) answerISO(ic *isoConn, log *slog.Logger, req iso8583.Fields, code,
 		ic.kill()
 		return
 	}
-	ans := iso8583.Fields{
-		MTI:              iso8583.ResponseMTI(req.MTI),
-		ProcessingCode:   req.ProcessingCode,
-		Amount:           req.Amount,
-		TransmissionTime: req.TransmissionTime,
-		STAN:             req.STAN,
-		RRN:              req.RRN,
-		TerminalID:       req.TerminalID,
-		ResponseCode:     code,
-	}
-	if code == iso8583.CodeApproved {
-		ans.AuthCode = authCode
-	}
+	ans := isoAnswer(req, code, authCode)
 	packed, err := ans.Pack()
 	var frame []byte
 	if err == nil {
@@ -365,4 +353,40 @@ func (s *Sim) answerISO(ic *isoConn, log *slog.Logger, req iso8583.Fields, code,
 		return
 	}
 	log.Debug("banksim iso8583 answer", "response_code", code)
+}
+
+// isoAnswer is the answer to req with a response code.
+func isoAnswer(req iso8583.Fields, code, authCode string) iso8583.Fields {
+	ans := iso8583.Fields{
+		MTI:              iso8583.ResponseMTI(req.MTI),
+		ProcessingCode:   req.ProcessingCode,
+		Amount:           req.Amount,
+		TransmissionTime: req.TransmissionTime,
+		STAN:             req.STAN,
+		RRN:              req.RRN,
+		TerminalID:       req.TerminalID,
+		ResponseCode:     code,
+	}
+	if code == iso8583.CodeApproved {
+		ans.AuthCode = authCode
+	}
+	return ans
+}
+
+// ISO8583Exchange returns the switch as a function, served in-process
+// under url (which names it in the ledger) without a socket, a
+// connection or faults: for the simulator, which applies its own faults
+// and calls it from its own transport. The link counts as signed on.
+func (s *Sim) ISO8583Exchange(url string) func(req iso8583.Fields) iso8583.Fields {
+	s.lnMu.Lock()
+	l := &listener{url: url, inproc: true, iso: &isoListener{conns: map[*isoConn]struct{}{}, calls: map[string]int64{}}}
+	s.listeners = append(s.listeners, l)
+	s.lnMu.Unlock()
+	ic := &isoConn{s: s, l: l, ctx: context.Background()}
+	ic.signedOn.Store(true)
+	return func(req iso8583.Fields) iso8583.Fields {
+		l.iso.count(req.MTI)
+		code, authCode, _ := s.isoWork(ic, req)
+		return isoAnswer(req, code, authCode)
+	}
 }

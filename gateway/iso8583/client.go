@@ -63,6 +63,12 @@ type Config struct {
 	// Logger receives the client's logs. Nil discards them. Card numbers
 	// are never logged.
 	Logger *slog.Logger
+	// Transport, when set, exchanges each message in-process instead of
+	// over a connection: no dialing, no sign-on, no worker; the client
+	// is ready at once. It must return the answer or a classified
+	// *gateway.Error. For the simulator (cmd/storepay-sim), which drives
+	// every message itself.
+	Transport func(ctx context.Context, req Fields) (Fields, error)
 }
 
 // LateAnswer is an answer that came after its caller stopped waiting. It
@@ -215,6 +221,10 @@ func (c *Client) Open() error {
 		return errors.New("iso8583: client already opened")
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
+	if c.cfg.Transport != nil {
+		c.setStateLocked(stateUp, nil, nil)
+		return nil
+	}
 	c.setStateLocked(stateConnecting, nil, nil)
 	c.wg.Add(1)
 	go c.run()
@@ -465,6 +475,9 @@ func (c *Client) session(ctx context.Context) (*session, error) {
 // STAN and terminal are already in flight. The answer's response code is
 // not looked at: see the typed methods ([Client.Purchase], ...).
 func (c *Client) Exchange(ctx context.Context, req Fields) (Fields, error) {
+	if c.cfg.Transport != nil {
+		return c.cfg.Transport(ctx, req)
+	}
 	sess, err := c.session(ctx)
 	if err != nil {
 		exchanges.Add(context.WithoutCancel(ctx), 1, c.attrs, metric.WithAttributes(attribute.String("mti", req.MTI), attribute.String("outcome", "not_sent")))

@@ -102,6 +102,24 @@ func (d *Durable) Trace(ctx context.Context, key string) (Trace, bool, error) {
 	return tr, repeat, nil
 }
 
+// Peek returns key's trace if it was allocated.
+func (d *Durable) Peek(ctx context.Context, key string) (Trace, bool, error) {
+	var tr Trace
+	var stan int64
+	var sent string
+	err := d.DB.Read().QueryRowContext(ctx, `SELECT stan, rrn, sent_at FROM iso_traces WHERE gateway = ? AND key = ?`, d.Gateway, key).
+		Scan(&stan, &tr.RRN, &sent)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Trace{}, false, nil
+	}
+	if err != nil {
+		return Trace{}, false, err
+	}
+	tr.STAN = STAN(stan)
+	tr.Time, err = migrations.ParseTime(sent)
+	return tr, err == nil, err
+}
+
 // SaveRecord writes r.
 func (d *Durable) SaveRecord(ctx context.Context, r Record) error {
 	b, err := json.Marshal(r)

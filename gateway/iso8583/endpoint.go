@@ -107,6 +107,10 @@ type Record struct {
 	// Completion names the 0220 that captured a pre-authorization: what
 	// a refund of it names.
 	Completion *Original `json:"completion,omitempty"`
+	// ReversalRefused: the switch refused this operation's reversal (it
+	// settled it): the operation stands, and its own repeat tells its
+	// answer.
+	ReversalRefused bool `json:"reversal_refused,omitempty"`
 	// CompletionRRN is that 0220's RRN: the psp_reference of the
 	// capture's settlement row.
 	CompletionRRN  string `json:"completion_rrn,omitempty"`
@@ -308,7 +312,11 @@ func (e *Endpoint) Authorize(ctx context.Context, req gateway.AuthRequest) (gate
 	if req.Stored && !req.Capture {
 		return gateway.Authorization{}, e.c.invalid(errors.New("an offline advice is a capture"))
 	}
-	tr, repeat, err := e.trace(ctx, req.Key)
+	key, err := e.current(ctx, req.Key)
+	if err != nil {
+		return gateway.Authorization{}, err
+	}
+	tr, repeat, err := e.trace(ctx, key)
 	if err != nil {
 		return gateway.Authorization{}, err
 	}
@@ -337,10 +345,14 @@ func (e *Endpoint) Authorize(ctx context.Context, req gateway.AuthRequest) (gate
 	if err != nil {
 		return gateway.Authorization{}, err
 	}
+	if definite(rec.Status) {
+		// The bank answered it before: a repeat would hear the same
+		// answer, or, under a fault, an answer about the repeat alone.
+		return authorizationOf(rec), nil
+	}
 	ans, err := send()
 	if err != nil {
-		e.failed(rec.ID, prev, err)
-		return gateway.Authorization{}, err
+		return gateway.Authorization{}, e.failed(rec.ID, prev, err)
 	}
 	e.update(rec.ID, func(r *Record) {
 		r.AuthCode, r.DeclineCode = ans.AuthCode, ans.DeclineCode()
@@ -440,7 +452,17 @@ func (e *Endpoint) Reverse(ctx context.Context, req gateway.ReverseRequest) ([]g
 				reason = ReasonNoAnswer
 			}
 			if _, err := e.ReverseRecord(ctx, req.Key+"/"+rec.ID, rec, reason); err != nil {
-				return nil, err
+				// A charge the switch settled can no longer be reversed
+				// (12): it is refunded in full instead.
+				if ge := gateway.AsError(err); ge == nil || ge.Kind != gateway.KindRejected {
+					return nil, err
+				}
+				if rerr := e.refundSettled(ctx, req.Key+"/"+rec.ID+":refund", rec); rerr != nil {
+					// The refund's error is what the caller must act
+					// on: the charge stands until it is answered. (The
+					// refused reversal alone would read "nothing done".)
+					return nil, fmt.Errorf("%w (its reversal was refused: %v)", rerr, err)
+				}
 			}
 			rec, _ = e.Record(rec.ID)
 		}
@@ -497,6 +519,40 @@ func (e *Endpoint) ReverseRecord(ctx context.Context, key string, rec Record, re
 	return ans, nil
 }
 
+// refundSettled refunds in full an operation whose reversal the switch
+// refused because it settled it, whatever storepay knew of its answer:
+// 00 means refunded, 12 that the switch never charged it (nothing to
+// give back). Either way the record is marked reversed: nothing of it
+// stays with the card holder.
+func (e *Endpoint) refundSettled(ctx context.Context, key string, rec Record) error {
+	charged, ok := rec.charged()
+	if !ok {
+		return e.c.fail(gateway.KindRejected, CodeNotCaptured, fmt.Errorf("%s %s charged nothing", rec.Op, rec.ID))
+	}
+	card, err := e.card(rec)
+	if err != nil {
+		return err
+	}
+	tr, _, err := e.trace(ctx, key)
+	if err != nil {
+		return err
+	}
+	amount := rec.CapturedAmount
+	if amount == 0 {
+		amount = rec.Amount
+	}
+	ans, err := e.c.Refund(ctx, Refund{Trace: tr, Card: card, Amount: amount, Currency: rec.Currency, Original: charged})
+	switch {
+	case ans.ResponseCode == CodeInvalidTransaction: // never charged: nothing to give back
+	case err != nil:
+		return err
+	case !ans.Approved():
+		return e.c.fail(gateway.KindRejected, ans.DeclineCode(), &ResponseError{MTI: ans.MTI, Code: ans.ResponseCode})
+	}
+	e.update(rec.ID, func(x *Record) { x.Status = gateway.StatusReversed })
+	return nil
+}
+
 // Refund refunds part or all of what the authorization req names charged
 // (0200 with 3 = 200000 and 90 = the sale, completion or offline advice).
 // Above what is left is KindRejected invalid_amount. The Refund's ID is
@@ -531,13 +587,15 @@ func (e *Endpoint) Refund(ctx context.Context, req gateway.RefundRequest) (gatew
 	if err != nil {
 		return gateway.Refund{}, err
 	}
+	if refund.Status == RecordRefunded {
+		return gateway.Refund{ID: refund.ID, AuthorizationID: rec.ID, Amount: refund.Amount, Status: RecordRefunded}, nil
+	}
 	ans, err := e.c.Refund(ctx, r)
 	if err == nil && !ans.Approved() {
 		err = e.c.fail(gateway.KindRejected, ans.DeclineCode(), &ResponseError{MTI: ans.MTI, Code: ans.ResponseCode})
 	}
 	if err != nil {
-		e.failed(refund.ID, prev, err)
-		return gateway.Refund{}, err
+		return gateway.Refund{}, e.failed(refund.ID, prev, err)
 	}
 	e.update(refund.ID, func(x *Record) { x.Status, x.AuthCode = RecordRefunded, ans.AuthCode })
 	return gateway.Refund{ID: refund.ID, AuthorizationID: rec.ID, Amount: req.Amount, Status: RecordRefunded}, nil
@@ -568,19 +626,29 @@ func (e *Endpoint) begin(ctx context.Context, rec Record) (Record, string, error
 	return rec, prev, nil
 }
 
-// failed records what a failed attempt proves about the record id.
-func (e *Endpoint) failed(id, prev string, err error) {
+// failed records what a failed attempt proves about the record id and
+// returns the error to report. A repeat that did nothing (refused, 91)
+// proves nothing about an earlier attempt that may have reached the bank:
+// the operation's outcome stays unknown, and so does the error's kind, so
+// that no caller reads "nothing done" into it and sends the payment
+// elsewhere without the reversal.
+func (e *Endpoint) failed(id, prev string, err error) error {
+	unknown := false
 	e.update(id, func(r *Record) {
 		switch {
 		case definite(r.Status):
 		case gateway.NothingDone(err) && prev == RecordUnknown:
-			r.Status = RecordUnknown // an earlier attempt may have reached the bank
+			r.Status, unknown = RecordUnknown, true
 		case gateway.NothingDone(err):
 			r.Status = RecordNotSent
 		default:
 			r.Status = RecordUnknown
 		}
 	})
+	if unknown {
+		return e.c.fail(gateway.KindUnknown, "", fmt.Errorf("an earlier attempt of %s may have reached the bank; this one: %w", id, err))
+	}
+	return err
 }
 
 // follow returns the record of an authorization a later message names,
@@ -638,7 +706,11 @@ const ReversalKeySuffix = ":reversal"
 // go to another bank. An operation that never reached the point of
 // sending holds nothing either.
 func (e *Endpoint) ResolveUnknown(ctx context.Context, req gateway.AuthRequest) error {
-	tr, _, err := e.trace(ctx, req.Key)
+	key, err := e.current(ctx, req.Key)
+	if err != nil {
+		return err
+	}
+	tr, _, err := e.trace(ctx, key)
 	if err != nil {
 		return err
 	}
@@ -650,8 +722,76 @@ func (e *Endpoint) ResolveUnknown(ctx context.Context, req gateway.AuthRequest) 
 	case RecordNotSent, gateway.StatusDeclined, gateway.StatusReversed:
 		return nil
 	}
-	_, err = e.ReverseRecord(ctx, req.Key+ReversalKeySuffix, rec, ReasonNoAnswer)
+	_, err = e.ReverseRecord(ctx, key+ReversalKeySuffix, rec, ReasonNoAnswer)
 	return err
+}
+
+// RetryKeySuffix names the operation that takes the place of one whose
+// reversal advice was sent: the original's RRN is reversed (or being
+// reversed), so the request is sent again as a new operation, with a new
+// trace, once the reversal is acknowledged.
+const RetryKeySuffix = ":retry"
+
+// current returns the key of the operation that now stands for key: the
+// key itself, or, when a reversal advice was sent for it, the operation
+// that replaced it. A reversal sent and not acknowledged yet is repeated
+// (0421) first: until it is, nothing more is sent, and the outcome stays
+// unknown. A repeat of the original under its RRN would be answered with
+// its first answer, an approval the reversal has since undone.
+func (e *Endpoint) current(ctx context.Context, key string) (string, error) {
+	for range 8 {
+		_, sent, err := e.peek(ctx, key+ReversalKeySuffix)
+		if err != nil || !sent {
+			return key, err
+		}
+		tr, _, err := e.trace(ctx, key)
+		if err != nil {
+			return "", err
+		}
+		rec, ok := e.Record(tr.RRN)
+		if ok && rec.ReversalRefused {
+			return key, nil // the operation stands: its repeat is answered as it was
+		}
+		if ok && rec.Status != gateway.StatusReversed && rec.Status != gateway.StatusDeclined && rec.Status != RecordNotSent {
+			if _, err := e.ReverseRecord(ctx, key+ReversalKeySuffix, rec, ReasonNoAnswer); err != nil {
+				if ge := gateway.AsError(err); ge != nil && ge.Kind == gateway.KindRejected {
+					// Refused (12: the switch settled it): the operation
+					// stands, and its repeat under its RRN hears its answer.
+					e.update(rec.ID, func(x *Record) { x.ReversalRefused = true })
+					return key, nil
+				}
+				return "", err
+			}
+		}
+		key += RetryKeySuffix
+	}
+	return "", e.c.fail(gateway.KindRejected, "too_many_reversals", errors.New("an operation reversed eight times"))
+}
+
+// TracePeeker is a Traces that can tell whether a key's trace exists
+// without allocating it. [Durable] and [MemoryTraces] are.
+type TracePeeker interface {
+	Peek(ctx context.Context, key string) (Trace, bool, error)
+}
+
+func (e *Endpoint) peek(ctx context.Context, key string) (Trace, bool, error) {
+	p, ok := e.traces.(TracePeeker)
+	if !ok {
+		return Trace{}, false, nil
+	}
+	tr, found, err := p.Peek(ctx, key)
+	if err != nil {
+		return Trace{}, false, e.c.fail(gateway.KindNotSent, "", fmt.Errorf("trace: %w", err))
+	}
+	return tr, found, nil
+}
+
+// Peek returns key's trace if it exists.
+func (m *MemoryTraces) Peek(_ context.Context, key string) (Trace, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	tr, ok := m.traces[key]
+	return tr, ok, nil
 }
 
 // DeliversAdvices reports that completions and reversals are advices,
