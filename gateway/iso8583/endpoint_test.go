@@ -223,3 +223,59 @@ func TestEndpointHealthAndSettlement(t *testing.T) {
 		t.Fatalf("Authorize = %+v, %v", d, err)
 	}
 }
+
+// A repeat that the switch turns away (91: nothing done by it) says
+// nothing of an earlier attempt it may have applied: the outcome stays
+// unknown, never "nothing done", and only the reversal settles it.
+// (Found by the simulator, seed 9198: the sale ended declined while
+// charged.)
+func TestEndpointRepeatTurnedAwayKeepsTheOutcomeUnknown(t *testing.T) {
+	sim, url := startSwitch(t, banksim.Config{})
+	h := openReady(t, url, nil)
+	ep, _ := endpoint(t, h, testVault(t))
+
+	setFaults(t, sim, url, banksim.Faults{DropAfterApply: &banksim.Fault{Next: 1}})
+	_, err := ep.Authorize(ctxFor(t, 5*time.Second), authRequest("k-turned", "pay_9", 900, true))
+	wantKind(t, err, gateway.KindUnknown, "")
+	h.waitReady()
+	eventually(t, "the client back", func() bool { return h.c.Stats().SignOns == 2 })
+
+	setFaults(t, sim, url, banksim.Faults{NotProcessed: &banksim.Fault{Next: 1}})
+	_, err = ep.Authorize(ctxFor(t, 5*time.Second), authRequest("k-turned", "pay_9", 900, true))
+	wantKind(t, err, gateway.KindUnknown, "")
+	if gateway.NothingDone(err) {
+		t.Fatalf("a 91 to the repeat read as nothing done: %v", err)
+	}
+	recs := ep.Records("pay_9")
+	if len(recs) != 1 || recs[0].Status != iso8583.RecordUnknown {
+		t.Fatalf("records = %+v", recs)
+	}
+	if err := ep.ResolveUnknown(ctxFor(t, 5*time.Second), authRequest("k-turned", "pay_9", 900, true)); err != nil {
+		t.Fatalf("ResolveUnknown: %v", err)
+	}
+	if n := charges(sim, recs[0].ID); n != 0 {
+		t.Errorf("charges = %d after the reversal", n)
+	}
+}
+
+// An answer the adapter holds is not asked again: the repeat under the
+// same key returns it and sends nothing.
+func TestEndpointKnownAnswerIsNotAskedAgain(t *testing.T) {
+	sim, url := startSwitch(t, banksim.Config{})
+	h := openReady(t, url, nil)
+	ep, _ := endpoint(t, h, testVault(t))
+	ctx := ctxFor(t, 5*time.Second)
+
+	a, err := ep.Authorize(ctx, authRequest("k-known", "pay_10", 500, true))
+	if err != nil || a.Status != "approved" {
+		t.Fatalf("Authorize = %+v, %v", a, err)
+	}
+	setFaults(t, sim, url, banksim.Faults{NotProcessed: &banksim.Fault{Next: 1}})
+	b, err := ep.Authorize(ctx, authRequest("k-known", "pay_10", 500, true))
+	if err != nil || b.ID != a.ID || b.Status != "approved" || b.CapturedAmount != 500 {
+		t.Fatalf("repeat = %+v, %v; want the first answer", b, err)
+	}
+	if got := sim.Ledger().Calls(url, "0200"); got != 1 {
+		t.Errorf("0200 calls = %d, want 1", got)
+	}
+}
