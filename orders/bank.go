@@ -54,6 +54,9 @@ func (s *Service) runOp(ctx context.Context, p Payment, resolving, resumed bool,
 		// once its day closed, when repeats keep hearing a failure the
 		// bank kept as the key's answer, or when the key may be gone.
 		found, complete, none := s.refundInReport(ctx, p.Gateway, p.ID, p.pendingKey, p.pendingAmount, s.refundsMade(ctx, p.ID, p.pendingAmount), p.pendingSince)
+		// Asked again after the reading: a process suspended in it (a
+		// paused VM, a laptop lid) can wake past the day the key is kept.
+		stale = stale || s.stale(p)
 		switch {
 		case found:
 			return s.finishOp(ctx, p, auth, rf, nil, resolving, reply)

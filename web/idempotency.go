@@ -301,17 +301,17 @@ func (s *Server) idempotent(shape answerShape, checked bool, h keyed) http.Handl
 			err := s.db.Update(context.WithoutCancel(r.Context()), func(tx *sql.Tx) error {
 				return storeAnswer(tx, dev, key, rec, s.now())
 			})
-			switch {
-			case err != nil && rec.status >= 400:
-				// A refusal not kept would not be the answer to a repeat:
-				// the terminal hears to retry instead.
+			if err != nil {
+				// An answer not kept would not be the answer to a repeat:
+				// the terminal hears to retry instead. A refusal is made
+				// again; an outcome is on disk, and the repeat finds it
+				// through the domain and hears it (as it is then), kept
+				// this time. Answering the first bytes now would promise a
+				// repeat the very same bytes, which nothing could keep.
+				s.log.Error("store idempotent answer", "request_id", ri.ID, "status", rec.status, "err", err)
 				p, _ := s.problemFor(r, err)
 				p.RequestID = ri.ID
 				rec = idemRecord{status: p.Status, contentType: "application/problem+json", body: p.encode()}
-			case err != nil:
-				// The outcome itself is on disk; a repeat finds it through
-				// the domain and gets the same answer.
-				s.log.Error("store idempotent answer", "request_id", ri.ID, "err", err)
 			}
 		}
 		sendAnswer(w, rec)

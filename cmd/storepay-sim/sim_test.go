@@ -72,6 +72,8 @@ var regressionSeeds = []struct {
 	{158, false, "ISO: a sale repeated under its RRN after its reversal advice was sent, answered with its first approval"},
 	{9198, false, "ISO: a 91 to the repeat of a sale the switch had approved, read as nothing done: declined while charged"},
 	{9210, false, "ISO: a void whose reversal the switch refused (settled) and whose refund was not sent, answered voided"},
+	{334936, false, "a cancel's answer not kept (full disk) sent as 200: its repeat heard the order as it was later, other bytes"},
+	{334952, false, "a refund's reports read as the key was fresh, repeated 8 days later (a process suspended mid-pass) under a forgotten key: refunded twice"},
 }
 
 func TestRegressionSeeds(t *testing.T) {
