@@ -99,7 +99,9 @@ func (h *Hub) Open() error {
 		StoreDir:        h.Config.DataDir,
 		NoSigs:          true,
 		NoLog:           true,
-		LeafNode:        server.LeafNodeOpts{Host: host, Port: port, Users: h.leafUsers()},
+		// Stores dial only the URLs in their config: advertising our own
+		// address would let a store bypass the path it was given.
+		LeafNode: server.LeafNodeOpts{Host: host, Port: port, Users: h.leafUsers(), NoAdvertise: true},
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {

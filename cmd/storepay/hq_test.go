@@ -3,8 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -357,7 +357,7 @@ func TestHQChain(t *testing.T) {
 	r := must(t, hub.call(t, "PUT", "/v1/estop", map[string]any{"state": "pause", "reason": "incident 7: card testing"}), 202)
 	cmd := r.str("id")
 	for _, s := range []*hqStore{s1, s3} {
-		waitFor(t, s.cfg.StoreID+" paused", 40*time.Second, func() bool { return s.estop(t).str("state") == "pause" })
+		waitFor(t, s.cfg.StoreID+" paused", 2*time.Second, func() bool { return s.estop(t).str("state") == "pause" })
 	}
 	t.Logf("chain-wide pause reached the connected stores in %s", time.Since(start).Round(time.Millisecond))
 	if e := s1.estop(t); e.str("actor") != hq.Actor || e.str("reason") != "incident 7: card testing" {
