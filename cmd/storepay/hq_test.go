@@ -207,8 +207,9 @@ func startHQStore(t *testing.T, id, password string, hub *testHub, banks []*bank
 		// Four JetStream servers start beside the banks under -race on
 		// a shared machine: give the bank more than the usual 500ms.
 		for i := range c.Gateways {
-			c.Gateways[i].AttemptTimeout = Duration{3 * time.Second}
+			c.Gateways[i].AttemptTimeout = Duration{5 * time.Second}
 		}
+		c.PaymentBudget = Duration{20 * time.Second}
 		c.HQ = &HQConfig{URLs: []string{p.url()}, CredentialsEnv: "STOREPAY_HQ_CREDS", DataDir: filepath.Join(t.TempDir(), "nats")}
 	})
 	env["STOREPAY_HQ_CREDS"] = id + ":" + password
