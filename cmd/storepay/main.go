@@ -17,6 +17,7 @@ import (
 
 	"storepay/devices"
 	"storepay/migrations"
+	"storepay/notify"
 )
 
 func main() {
@@ -171,6 +172,10 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
+	notifier, err := notify.New(getenv)
+	if err != nil {
+		return err
+	}
 	release, err := lockDatabase("serve", cfg.Database, 1)
 	if err != nil {
 		return err
@@ -187,8 +192,31 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
 	app.Start(ln)
+	stopWatchdog := tellSystemd(ctx, notifier, app, getenv)
 	<-ctx.Done()
+	stopWatchdog()
+	if err := notifier.Stopping("draining requests in flight"); err != nil {
+		log.Warn("systemd notify", "err", err)
+	}
 	return shutdown(app, cfg, log)
+}
+
+// tellSystemd sends READY=1 now that serve answers and keeps the
+// watchdog fed while the database answers a read (see package notify);
+// the returned func stops the watchdog. Outside systemd it does nothing.
+func tellSystemd(ctx context.Context, n *notify.Notifier, app *App, getenv func(string) string) (stop func()) {
+	if err := n.Ready("serving on " + app.ln.Addr().String()); err != nil {
+		app.Log.Warn("systemd notify", "err", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		n.Watchdog(ctx, notify.WatchdogInterval(getenv, os.Getpid()), func(ctx context.Context) error {
+			return app.DB.Read().QueryRowContext(ctx, "SELECT 1").Scan(new(int))
+		}, func(err error) { app.Log.Error("systemd watchdog", "err", err) })
+	}()
+	return func() { cancel(); <-done }
 }
 
 func shutdown(app *App, cfg Config, log *slog.Logger) error {
