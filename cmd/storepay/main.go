@@ -64,6 +64,8 @@ commands:
                                    register a device; prints its bearer token
   reconcile --config F --date YYYY-MM-DD [--settlement NAME=PATH ...]
                                    the nightly batch: exit 0 all matched, 1 discrepancies, 2 could not run
+  backup --config F --to PATH      copy the database while serving (consistent, fsynced, never overwrites)
+  restore --config F --from PATH   put a backup in place of a database moved aside (serve stopped)
   bench online [-n N] [-c C]       measure payments/s and latency on this machine
   bench failover [--outage refuse|blackhole]
                                    latency before, during and after a primary bank outage
@@ -92,6 +94,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return exitOne(runEnroll(ctx, rest[1:], stdout, stderr))
 	case "reconcile":
 		return runReconcile(ctx, rest, getenv, stdout, stderr)
+	case "backup":
+		return exitOne(runBackup(ctx, rest, stdout, stderr))
+	case "restore":
+		return exitOne(runRestore(ctx, rest, stdout, stderr))
 	case "bench":
 		return runBench(ctx, rest, stdout, stderr)
 	case "help", "-h", "--help":
