@@ -63,12 +63,8 @@ commands:
                                    register a device; prints its bearer token
   reconcile --config F --date YYYY-MM-DD [--settlement NAME=PATH ...]
                                    the nightly batch: exit 0 all matched, 1 discrepancies, 2 could not run
-  bench online [-n N] [-c C]       measure payments/s and latency on this machine
-  bench failover [--outage refuse|blackhole]
-                                   latency before, during and after a primary bank outage
-  bench offline [-n N] [-c C]      offline acceptance rate beside raw SQLite commits
-  bench drain [-n N] [-latency D]  store-and-forward drain time against its bound
-  bench reconcile [-n N]           reconciliation time and memory beside the sqlite3 shell
+
+benchmarks are a program of their own: go run ./cmd/storepay-bench
 `
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -91,8 +87,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return exitOne(runEnroll(ctx, rest[1:], stdout, stderr))
 	case "reconcile":
 		return runReconcile(ctx, rest, getenv, stdout, stderr)
-	case "bench":
-		return runBench(ctx, rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
