@@ -89,8 +89,9 @@ func (b *bank) clearFaults() error {
 // ledger is the part of banksim's ledger the benches read.
 type ledger struct {
 	Authorizations []struct {
-		Status string `json:"status"`
-		Stored bool   `json:"stored"`
+		Reference string `json:"reference"`
+		Status    string `json:"status"`
+		Stored    bool   `json:"stored"`
 	} `json:"authorizations"`
 }
 

@@ -106,6 +106,12 @@ func (s *store) createOrders(ctx context.Context, prefix string, n, conc int, am
 // load makes n payments from conc concurrent terminals, each on an order
 // of its own made beforehand, and times only the payment requests.
 func (s *store) load(ctx context.Context, prefix string, n, conc int, body func(i int) map[string]any) (loadResult, error) {
+	return s.loadEach(ctx, prefix, n, conc, body, nil)
+}
+
+// loadEach is load, calling each (one call at a time) with the body of
+// every payment answered 201, in the order the answers came.
+func (s *store) loadEach(ctx context.Context, prefix string, n, conc int, body func(i int) map[string]any, each func(out []byte)) (loadResult, error) {
 	orders, err := s.createOrders(ctx, prefix, n, conc, func(i int) int { return body(i)["amount"].(int) })
 	if err != nil {
 		return loadResult{}, err
@@ -139,6 +145,9 @@ func (s *store) load(ctx context.Context, prefix string, n, conc int, body func(
 				} else {
 					res.latencies = append(res.latencies, d)
 					res.statuses[p.Status]++
+					if each != nil {
+						each(out)
+					}
 				}
 				mu.Unlock()
 			}
@@ -192,4 +201,19 @@ func rawCommitRate(dir string, d time.Duration) (float64, error) {
 		n++
 	}
 	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// databaseSize is the size of the SQLite database at path with its WAL.
+func databaseSize(path string) (int64, error) {
+	var total int64
+	for _, suffix := range []string{"", "-wal"} {
+		fi, err := os.Stat(path + suffix)
+		if err != nil && !os.IsNotExist(err) {
+			return 0, err
+		}
+		if err == nil {
+			total += fi.Size()
+		}
+	}
+	return total, nil
 }

@@ -48,9 +48,11 @@ const usage = `usage: storepay-bench <bench> [flags]
 benches (each accepts -h for its flags; -bin DIR uses prebuilt storepay and
 banksim binaries instead of building them):
   online [-n N] [-c C] [-latency D]     online card payments: p50/p99 against the bank's latency
+  protocols [-n N] [-latency D]         online p50/p99 through an ISO 8583 gateway beside a JSON one
   failover [-outage refuse|blackhole]   latency before, during and after a primary bank outage
   offline [-n N] [-c C]                 offline acceptance: rate and CPU beside a bare fsyncing server
   drain [-n N] [-latency D]             store-and-forward drain time against its bound
+  restart [-queued N] [-payments N]     time to /readyz with a long queue and history; forwarding order
   reconcile [-n N]                      reconciliation time and memory beside the sqlite3 shell
 `
 
