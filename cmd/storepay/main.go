@@ -63,6 +63,8 @@ commands:
                                    register a device; prints its bearer token
   reconcile --config F --date YYYY-MM-DD [--settlement NAME=PATH ...]
                                    the nightly batch: exit 0 all matched, 1 discrepancies, 2 could not run
+  slo --config F --from T --to T [--json]
+                                   service level of a window: exit 0 all objectives held, 1 one missed, 2 could not run
   bench online [-n N] [-c C]       measure payments/s and latency on this machine
   bench failover [--outage refuse|blackhole]
                                    latency before, during and after a primary bank outage
@@ -93,6 +95,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runReconcile(ctx, rest, getenv, stdout, stderr)
 	case "bench":
 		return runBench(ctx, rest, stdout, stderr)
+	case "slo":
+		return runSLO(ctx, rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
