@@ -60,6 +60,7 @@ type Router struct {
 
 	mu       sync.Mutex
 	watchers []func(bank string)
+	changes  []func(bank, from, to string)
 
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup
@@ -166,6 +167,25 @@ func (r *Router) notifyAvailable(name string) {
 	r.mu.Unlock()
 	for _, fn := range ws {
 		go fn(name)
+	}
+}
+
+// OnStateChange registers fn to be called, synchronously and quickly,
+// whenever a bank's circuit breaker changes state (closed, open,
+// half_open): the SLO recorder keeps these durably, because the breaker
+// itself forgets them.
+func (r *Router) OnStateChange(fn func(bank, from, to string)) {
+	r.mu.Lock()
+	r.changes = append(r.changes, fn)
+	r.mu.Unlock()
+}
+
+func (r *Router) notifyChange(name, from, to string) {
+	r.mu.Lock()
+	cs := append([]func(string, string, string){}, r.changes...)
+	r.mu.Unlock()
+	for _, fn := range cs {
+		fn(name, from, to)
 	}
 }
 
@@ -408,6 +428,7 @@ func newBank(spec BankSpec, r *Router) *bank {
 			}
 			r.log.Log(context.Background(), lvl, "circuit breaker changed state", "gateway", b.name,
 				"from", stateName(e.OldState), "to", to)
+			r.notifyChange(b.name, stateName(e.OldState), to)
 			if e.NewState != circuitbreaker.OpenState {
 				r.notifyAvailable(b.name)
 			}
