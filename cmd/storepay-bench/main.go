@@ -54,6 +54,8 @@ banksim binaries instead of building them):
   drain [-n N] [-latency D]             store-and-forward drain time against its bound
   restart [-queued N] [-payments N]     time to /readyz with a long queue and history; forwarding order
   reconcile [-n N]                      reconciliation time and memory beside the sqlite3 shell
+  hq [-stores N] [-rate R] [-cut K] [-outage D]
+                                        headquarters ingest (events/s) and catch-up after K stores were cut off
 `
 
 // benches maps a bench's name to its function.
