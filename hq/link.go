@@ -383,7 +383,10 @@ func (l *Link) commands() {
 		cons, err := hub.CreateOrUpdateConsumer(ctx, CommandsStream, jetstream.ConsumerConfig{
 			Durable: "store-" + id, FilterSubjects: []string{ChainSubject, CommandSubject(id)},
 			AckPolicy: jetstream.AckExplicitPolicy, DeliverPolicy: jetstream.DeliverAllPolicy,
-			AckWait: 30 * time.Second, MaxAckPending: 1,
+			// A command handed to a pull request that died with the
+			// link is lost until AckWait: keep it short (applying is
+			// milliseconds, and a redelivery is recognised by its id).
+			AckWait: 3 * time.Second, MaxAckPending: 1,
 		})
 		cancel()
 		if err != nil {
@@ -401,13 +404,10 @@ func (l *Link) commands() {
 				l.log().Debug("hq commands: fetch", "err", err)
 				break
 			}
-			var msgs []jetstream.Msg
+			// Apply each command as it arrives, not when the batch ends.
+			n := 0
 			for m := range batch.Messages() {
-				msgs = append(msgs, m)
-			}
-			fcancel()
-			l.log().Debug("hq commands: fetched", "n", len(msgs), "err", batch.Error())
-			for _, m := range msgs {
+				n++
 				if err := l.apply(m.Data()); err != nil {
 					l.log().Warn("hq command not applied; it will come again", "err", err)
 					m.Nak()
@@ -415,6 +415,8 @@ func (l *Link) commands() {
 				}
 				m.Ack()
 			}
+			fcancel()
+			l.log().Debug("hq commands: fetched", "n", n, "err", batch.Error())
 			if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
 				break
 			}

@@ -357,9 +357,10 @@ func TestHQChain(t *testing.T) {
 	start := time.Now()
 	r := must(t, hub.call(t, "PUT", "/v1/estop", map[string]any{"state": "pause", "reason": "incident 7: card testing"}), 202)
 	cmd := r.str("id")
-	for _, s := range []*hqStore{s1, s3} {
-		waitFor(t, s.cfg.StoreID+" paused", 2*time.Second, func() bool { return s.estop(t).str("state") == "pause" })
-	}
+	// Both connected stores within 2 s of the PUT, measured from it.
+	waitFor(t, "store-1 and store-3 paused", 2*time.Second-time.Since(start), func() bool {
+		return s1.estop(t).str("state") == "pause" && s3.estop(t).str("state") == "pause"
+	})
 	t.Logf("chain-wide pause reached the connected stores in %s", time.Since(start).Round(time.Millisecond))
 	if e := s1.estop(t); e.str("actor") != hq.Actor || e.str("reason") != "incident 7: card testing" {
 		t.Fatalf("store-1 estop: %s", e)
