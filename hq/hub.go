@@ -202,8 +202,12 @@ func (h *Hub) ingest(store string) {
 	for h.ctx.Err() == nil {
 		ctx, cancel := context.WithTimeout(h.ctx, 5*time.Second)
 		cons, err := sjs.CreateOrUpdateConsumer(ctx, EventsStream, jetstream.ConsumerConfig{
-			Durable: HubConsumer, AckPolicy: jetstream.AckAllPolicy, DeliverPolicy: jetstream.DeliverAllPolicy,
-			AckWait: 30 * time.Second, MaxAckPending: 4096,
+			Durable: HubConsumer, AckPolicy: jetstream.AckExplicitPolicy, DeliverPolicy: jetstream.DeliverAllPolicy,
+			// Explicit acks, not ack-all: a message the server sent while
+			// a fetch expired never reaches us, and a later ack-all would
+			// acknowledge it unseen. Unacknowledged ones come again after
+			// AckWait.
+			AckWait: 5 * time.Second, MaxAckPending: 4096,
 		})
 		cancel()
 		if err != nil {
@@ -229,10 +233,14 @@ func (h *Hub) ingest(store string) {
 			if len(msgs) > 0 {
 				if err := h.applyBatch(store, msgs); err != nil {
 					h.log().Warn("hq view update failed; the batch will come again", "store", store, "err", err)
+					// Redeliver now, not after the ack wait.
+					for _, m := range msgs {
+						m.Nak()
+					}
 					break
 				}
-				if err := msgs[len(msgs)-1].Ack(); err != nil {
-					break
+				for _, m := range msgs {
+					m.Ack()
 				}
 			}
 			if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {

@@ -404,12 +404,16 @@ func TestHQChain(t *testing.T) {
 	for _, s := range stores {
 		id := s.cfg.StoreID
 		db := s.app.DB.Read()
-		waitFor(t, id+" outbox relayed and ingested", 10*time.Second, func() bool {
+		waitFor(t, id+" outbox relayed and ingested", 20*time.Second, func() bool {
 			var left, last, got, distinct, max int64
 			db.QueryRow(`SELECT count(*) FROM hq_outbox`).Scan(&left)
 			db.QueryRow(`SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'hq_outbox'), 0)`).Scan(&last)
 			hub.hub.DB.QueryRow(`SELECT count(*), count(DISTINCT seq), coalesce(max(seq), 0) FROM events WHERE store_id = ?`, id).Scan(&got, &distinct, &max)
-			return left == 0 && last > 0 && got == last && distinct == last && max == last
+			ok := left == 0 && last > 0 && got == last && distinct == last && max == last
+			if !ok {
+				t.Logf("%s: outbox left %d, written %d; hq has %d (%d distinct, max %d)", id, left, last, got, distinct, max)
+			}
+			return ok
 		})
 		n, err := s.app.HQ.StreamMessages(ctx)
 		if err != nil {
