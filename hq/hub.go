@@ -290,30 +290,33 @@ func (h *Hub) applyBatch(store string, msgs []jetstream.Msg) error {
 	return tx.Commit()
 }
 
-// applyEvent folds one event into the view. Events of a store arrive in
-// its outbox order, so the latest event of a thing is its state.
+// applyEvent folds one event into the view. A redelivered event can
+// arrive after newer ones, so payments, SAF records and the estop keep
+// the seq of the event that set them and only a newer one changes them.
 func applyEvent(tx *sql.Tx, store string, e Event) error {
 	var err error
 	d := string(e.Data)
 	switch e.Type {
 	case "payment":
-		_, err = tx.Exec(`INSERT INTO payments (store_id, id, status, method, mode, gateway, amount, tip_amount, captured_amount,
+		_, err = tx.Exec(`INSERT INTO payments (seq, store_id, id, status, method, mode, gateway, amount, tip_amount, captured_amount,
 			refunded_amount, currency, card_brand, card_last4, decline_code, created_at, updated_at)
-			SELECT ?, j->>'id', j->>'status', j->>'method', j->>'mode', j->>'gateway', j->>'amount', j->>'tip_amount',
+			SELECT ?, ?, j->>'id', j->>'status', j->>'method', j->>'mode', j->>'gateway', j->>'amount', j->>'tip_amount',
 			  j->>'captured_amount', j->>'refunded_amount', j->>'currency', j->>'card_brand', j->>'card_last4',
 			  j->>'decline_code', j->>'created_at', j->>'updated_at' FROM (SELECT json(?) AS j) WHERE true
 			ON CONFLICT (store_id, id) DO UPDATE SET status=excluded.status, mode=excluded.mode, gateway=excluded.gateway,
 			  amount=excluded.amount, tip_amount=excluded.tip_amount, captured_amount=excluded.captured_amount,
-			  refunded_amount=excluded.refunded_amount, decline_code=excluded.decline_code, updated_at=excluded.updated_at`, store, d)
+			  refunded_amount=excluded.refunded_amount, decline_code=excluded.decline_code, updated_at=excluded.updated_at,
+			  seq=excluded.seq WHERE excluded.seq > payments.seq`, e.Seq, store, d)
 	case "saf":
-		_, err = tx.Exec(`INSERT INTO saf (store_id, id, payment_id, status, gateway, amount, currency, card_last4, decline_code, created_at, updated_at)
-			SELECT ?, j->>'id', j->>'payment_id', j->>'status', j->>'gateway', j->>'amount', j->>'currency', j->>'card_last4',
+		_, err = tx.Exec(`INSERT INTO saf (seq, store_id, id, payment_id, status, gateway, amount, currency, card_last4, decline_code, created_at, updated_at)
+			SELECT ?, ?, j->>'id', j->>'payment_id', j->>'status', j->>'gateway', j->>'amount', j->>'currency', j->>'card_last4',
 			  j->>'decline_code', j->>'created_at', j->>'updated_at' FROM (SELECT json(?) AS j) WHERE true
 			ON CONFLICT (store_id, id) DO UPDATE SET status=excluded.status, gateway=excluded.gateway,
-			  decline_code=excluded.decline_code, updated_at=excluded.updated_at`, store, d)
+			  decline_code=excluded.decline_code, updated_at=excluded.updated_at,
+			  seq=excluded.seq WHERE excluded.seq > saf.seq`, e.Seq, store, d)
 	case "estop":
 		_, err = tx.Exec(`UPDATE stores SET estop_state = json_extract(?1, '$.state'), estop_reason = json_extract(?1, '$.reason'),
-			estop_actor = json_extract(?1, '$.actor'), estop_at = json_extract(?1, '$.at') WHERE store_id = ?2`, d, store)
+			estop_actor = json_extract(?1, '$.actor'), estop_at = json_extract(?1, '$.at'), estop_seq = ?3 WHERE store_id = ?2 AND estop_seq < ?3`, d, store, e.Seq)
 	case "gateway":
 		_, err = tx.Exec(`INSERT INTO gateways (store_id, name, state, reason, at)
 			SELECT ?, j->>'name', j->>'state', coalesce(j->>'reason', ''), coalesce(j->>'at', '') FROM (SELECT json(?) AS j) WHERE true

@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS stores (
     estop_state    TEXT NOT NULL DEFAULT 'go',
     estop_reason   TEXT NOT NULL DEFAULT '',
     estop_actor    TEXT NOT NULL DEFAULT '',
-    estop_at       TEXT NOT NULL DEFAULT ''
+    estop_at       TEXT NOT NULL DEFAULT '',
+    estop_seq      INTEGER NOT NULL DEFAULT 0
 );
 -- Every event once: the id is the store's outbox event id.
 CREATE TABLE IF NOT EXISTS events (
@@ -53,6 +54,7 @@ CREATE TABLE IF NOT EXISTS payments (
     refunded_amount INTEGER NOT NULL DEFAULT 0, currency TEXT NOT NULL, card_brand TEXT NOT NULL DEFAULT '',
     card_last4 TEXT NOT NULL DEFAULT '', decline_code TEXT NOT NULL DEFAULT '',
     created_at TEXT NOT NULL DEFAULT '', updated_at TEXT NOT NULL DEFAULT '',
+    seq INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (store_id, id)
 );
 CREATE TABLE IF NOT EXISTS saf (
@@ -60,6 +62,7 @@ CREATE TABLE IF NOT EXISTS saf (
     gateway TEXT NOT NULL DEFAULT '', amount INTEGER NOT NULL, currency TEXT NOT NULL,
     card_last4 TEXT NOT NULL DEFAULT '', decline_code TEXT NOT NULL DEFAULT '',
     created_at TEXT NOT NULL DEFAULT '', updated_at TEXT NOT NULL DEFAULT '',
+    seq INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (store_id, id)
 );
 CREATE INDEX IF NOT EXISTS saf_status ON saf (status, store_id);

@@ -411,7 +411,16 @@ func TestHQChain(t *testing.T) {
 			hub.hub.DB.QueryRow(`SELECT count(*), count(DISTINCT seq), coalesce(max(seq), 0) FROM events WHERE store_id = ?`, id).Scan(&got, &distinct, &max)
 			ok := left == 0 && last > 0 && got == last && distinct == last && max == last
 			if !ok {
-				t.Logf("%s: outbox left %d, written %d; hq has %d (%d distinct, max %d)", id, left, last, got, distinct, max)
+				var missing []string
+				for q := int64(1); q <= last; q++ {
+					var n int
+					hub.hub.DB.QueryRow(`SELECT count(*) FROM events WHERE store_id = ? AND seq = ?`, id, q).Scan(&n)
+					if n == 0 {
+						missing = append(missing, fmt.Sprint(q))
+					}
+				}
+				n, _ := s.app.HQ.StreamMessages(ctx)
+				t.Logf("%s: outbox left %d, written %d, local stream %d; hq has %d (%d distinct, max %d), missing %v", id, left, last, n, got, distinct, max, missing)
 			}
 			return ok
 		})
@@ -424,14 +433,28 @@ func TestHQChain(t *testing.T) {
 		if n != last {
 			t.Fatalf("%s: local stream holds %d events for %d written: Nats-Msg-Id did not de-duplicate", id, n, last)
 		}
-		for _, q := range [][2]string{
-			{`SELECT id, status, amount FROM payments`, `SELECT id, status, amount FROM payments WHERE store_id = ?`},
-			{`SELECT id, status, amount FROM saf_records`, `SELECT id, status, amount FROM saf WHERE store_id = ?`},
-		} {
-			want, got := storeRows(t, db, q[0]), storeRows(t, hub.hub.DB, q[1], id)
-			if strings.Join(want, "\n") != strings.Join(got, "\n") {
-				t.Fatalf("%s: headquarters' view differs from the store:\nstore:\n%s\nhq:\n%s", id, strings.Join(want, "\n"), strings.Join(got, "\n"))
+		// The store may still be settling (a capture after the drain):
+		// poll until the view equals the store's rows.
+		var diff string
+		ok := false
+		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			diff = ""
+			for _, q := range [][2]string{
+				{`SELECT id, status, amount FROM payments`, `SELECT id, status, amount FROM payments WHERE store_id = ?`},
+				{`SELECT id, status, amount FROM saf_records`, `SELECT id, status, amount FROM saf WHERE store_id = ?`},
+			} {
+				want, got := storeRows(t, db, q[0]), storeRows(t, hub.hub.DB, q[1], id)
+				if strings.Join(want, "\n") != strings.Join(got, "\n") {
+					diff += fmt.Sprintf("store:\n%s\nhq:\n%s\n", strings.Join(want, "\n"), strings.Join(got, "\n"))
+				}
 			}
+			if diff == "" {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			t.Fatalf("%s: headquarters' view differs from the store:\n%s", id, diff)
 		}
 	}
 	if s3.crashed.Load() == 0 {
