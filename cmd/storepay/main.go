@@ -68,6 +68,8 @@ commands:
   restore --config F --from PATH   put a backup in place of a database moved aside (serve stopped)
   slo --config F --from T --to T [--json]
                                    service level of a window: exit 0 all objectives held, 1 one missed, 2 could not run
+  gameday --plan F [--banksim B] [--dir D] [--json]
+                                   rehearse a store's day with incidents against real processes on loopback
   bench online [-n N] [-c C]       measure payments/s and latency on this machine
   bench failover [--outage refuse|blackhole]
                                    latency before, during and after a primary bank outage
@@ -104,6 +106,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runBench(ctx, rest, stdout, stderr)
 	case "slo":
 		return runSLO(ctx, rest, stdout, stderr)
+	case "gameday":
+		return runGameday(ctx, rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
