@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"storepay/gameday"
 	"storepay/slo"
@@ -19,11 +20,10 @@ func build(t *testing.T) (storepay, banksim string) {
 	t.Helper()
 	dir := t.TempDir()
 	storepay, banksim = filepath.Join(dir, "storepay"), filepath.Join(dir, "banksim")
-	for out, pkg := range map[string]string{storepay: "storepay/cmd/storepay", banksim: "storepay/cmd/banksim"} {
-		cmd := exec.Command("go", "build", "-o", out, pkg)
-		if b, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("build %s: %v\n%s", pkg, err, b)
-		}
+	// One invocation: the two links run in parallel.
+	cmd := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "storepay/cmd/storepay", "storepay/cmd/banksim")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, b)
 	}
 	return storepay, banksim
 }
@@ -39,7 +39,10 @@ func TestShortGameDay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	start := time.Now()
 	storepay, banksim := build(t)
+	t.Logf("built the binaries in %s", time.Since(start).Round(time.Millisecond))
+	start = time.Now()
 	dir := t.TempDir()
 	rep, err := gameday.Run(context.Background(), plan, gameday.Options{Storepay: storepay, Banksim: banksim, Dir: dir})
 	if err != nil {
@@ -49,7 +52,7 @@ func TestShortGameDay(t *testing.T) {
 	if err := rep.WriteText(&text); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("report:\n%s", text.String())
+	t.Logf("played the day in %s; report:\n%s", time.Since(start).Round(time.Millisecond), text.String())
 	if t.Failed() {
 		return
 	}
