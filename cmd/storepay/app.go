@@ -47,6 +47,8 @@ type App struct {
 // OpenApp opens the database (applying migrations), checks every secret
 // the config names, and builds the services. Nothing runs until Start.
 func OpenApp(ctx context.Context, cfg Config, getenv func(string) string, log *slog.Logger) (*App, error) {
+	// Every line logged with a request's context names the request.
+	log = slog.New(web.RequestIDHandler(log.Handler()))
 	rawKey := getenv(cfg.CardKeyEnv)
 	if rawKey == "" {
 		return nil, fmt.Errorf("config: card_key_env: environment variable %s is not set; it must hold 64 hex digits (make one with: openssl rand -hex 32)", cfg.CardKeyEnv)

@@ -70,12 +70,8 @@ commands:
                                    service level of a window: exit 0 all objectives held, 1 one missed, 2 could not run
   gameday --plan F [--banksim B] [--dir D] [--json]
                                    rehearse a store's day with incidents against real processes on loopback
-  bench online [-n N] [-c C]       measure payments/s and latency on this machine
-  bench failover [--outage refuse|blackhole]
-                                   latency before, during and after a primary bank outage
-  bench offline [-n N] [-c C]      offline acceptance rate beside raw SQLite commits
-  bench drain [-n N] [-latency D]  store-and-forward drain time against its bound
-  bench reconcile [-n N]           reconciliation time and memory beside the sqlite3 shell
+
+benchmarks are a program of their own: go run ./cmd/storepay-bench
 `
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -102,8 +98,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return exitOne(runBackup(ctx, rest, stdout, stderr))
 	case "restore":
 		return exitOne(runRestore(ctx, rest, stdout, stderr))
-	case "bench":
-		return runBench(ctx, rest, stdout, stderr)
 	case "slo":
 		return runSLO(ctx, rest, stdout, stderr)
 	case "gameday":
