@@ -108,7 +108,6 @@ func TestLoadRefusesBadPlans(t *testing.T) {
 		"unbounded":        strings.Replace(good, `"max_payments":10`, `"max_payments":0`, 1) + `}`,
 		"outside hours":    good + `,"incidents":[{"at":"21:00","for":"5m","kind":"crash"}]}`,
 		"unknown bank":     good + `,"incidents":[{"at":"10:00","for":"5m","kind":"bank_down","bank":"third"}]}`,
-		"disk_full":        good + `,"incidents":[{"at":"10:00","for":"5m","kind":"disk_full"}]}`,
 		"slow, no latency": good + `,"incidents":[{"at":"10:00","for":"5m","kind":"bank_slow","bank":"primary"}]}`,
 	} {
 		path := filepath.Join(t.TempDir(), "plan.json")

@@ -286,6 +286,10 @@ func apply(in Incident, banks []*bank, st *store, term *terminal, storeMu *sync.
 			return nil
 		}
 		return st.start()
+	case DiskFull:
+		storeMu.Lock()
+		defer storeMu.Unlock()
+		return diskNearlyFull(st.proc, filepath.Join(st.dir, "storepay.db"), on)
 	case EStop:
 		state := "stop"
 		if !on {
