@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -549,7 +550,12 @@ func call(fn func(*sql.Tx) error, tx *sql.Tx) (err error) {
 
 // Apply brings the schema of db up to date, one transaction per migration
 // file, so that a failed migration leaves the previous version intact.
-func Apply(ctx context.Context, db *sql.DB) error {
+func Apply(ctx context.Context, db *sql.DB) error { return ApplyTo(ctx, db, math.MaxInt) }
+
+// ApplyTo applies the migrations up to and including version: the schema
+// an older storepay left, for the tests that upgrade from every past
+// version.
+func ApplyTo(ctx context.Context, db *sql.DB, version int) error {
 	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 		version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)`); err != nil {
 		return fmt.Errorf("migrate: %w", err)
@@ -559,6 +565,9 @@ func Apply(ctx context.Context, db *sql.DB) error {
 		return err
 	}
 	for _, m := range list {
+		if m.Version > version {
+			break
+		}
 		if err := applyOne(ctx, db, m); err != nil {
 			return err
 		}

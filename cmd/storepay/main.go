@@ -66,6 +66,8 @@ commands:
                                    the nightly batch: exit 0 all matched, 1 discrepancies, 2 could not run
   backup --config F --to PATH      copy the database while serving (consistent, fsynced, never overwrites)
   restore --config F --from PATH   put a backup in place of a database moved aside (serve stopped)
+  slo --config F --from T --to T [--json]
+                                   service level of a window: exit 0 all objectives held, 1 one missed, 2 could not run
 
 benchmarks are a program of their own: go run ./cmd/storepay-bench
 `
@@ -94,6 +96,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return exitOne(runBackup(ctx, rest, stdout, stderr))
 	case "restore":
 		return exitOne(runRestore(ctx, rest, stdout, stderr))
+	case "slo":
+		return runSLO(ctx, rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
