@@ -12,8 +12,8 @@ import (
 )
 
 type lineRequest struct {
-	SKU         string `json:"sku"`
-	Description string `json:"description"`
+	SKU         string `json:"sku" max:"100"`
+	Description string `json:"description" max:"500"`
 	Quantity    *int64 `json:"quantity"`
 	UnitAmount  *int64 `json:"unit_amount"`
 }
