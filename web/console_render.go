@@ -262,6 +262,8 @@ var consoleFuncs = template.FuncMap{
 		}
 		return strconv.FormatFloat(f*100, 'f', 0, 64) + "%"
 	},
+	// percent shows an SLO ratio to four decimals: 99.999% needs them.
+	"percent": func(f float64) string { return strconv.FormatFloat(f*100, 'f', 4, 64) + "%" },
 	"asset": func(name string) string {
 		return "/console/static/" + name + "?v=" + consoleAssets[name]
 	},

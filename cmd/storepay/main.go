@@ -17,6 +17,7 @@ import (
 
 	"storepay/devices"
 	"storepay/migrations"
+	"storepay/notify"
 )
 
 func main() {
@@ -63,12 +64,14 @@ commands:
                                    register a device; prints its bearer token
   reconcile --config F --date YYYY-MM-DD [--settlement NAME=PATH ...]
                                    the nightly batch: exit 0 all matched, 1 discrepancies, 2 could not run
-  bench online [-n N] [-c C]       measure payments/s and latency on this machine
-  bench failover [--outage refuse|blackhole]
-                                   latency before, during and after a primary bank outage
-  bench offline [-n N] [-c C]      offline acceptance rate beside raw SQLite commits
-  bench drain [-n N] [-latency D]  store-and-forward drain time against its bound
-  bench reconcile [-n N]           reconciliation time and memory beside the sqlite3 shell
+  backup --config F --to PATH      copy the database while serving (consistent, fsynced, never overwrites)
+  restore --config F --from PATH   put a backup in place of a database moved aside (serve stopped)
+  slo --config F --from T --to T [--json]
+                                   service level of a window: exit 0 all objectives held, 1 one missed, 2 could not run
+  gameday --plan F [--banksim B] [--dir D] [--json]
+                                   rehearse a store's day with incidents against real processes on loopback
+
+benchmarks are a program of their own: go run ./cmd/storepay-bench
 `
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -91,8 +94,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return exitOne(runEnroll(ctx, rest[1:], stdout, stderr))
 	case "reconcile":
 		return runReconcile(ctx, rest, getenv, stdout, stderr)
-	case "bench":
-		return runBench(ctx, rest, stdout, stderr)
+	case "backup":
+		return exitOne(runBackup(ctx, rest, stdout, stderr))
+	case "restore":
+		return exitOne(runRestore(ctx, rest, stdout, stderr))
+	case "slo":
+		return runSLO(ctx, rest, stdout, stderr)
+	case "gameday":
+		return runGameday(ctx, rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -171,6 +180,10 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
+	notifier, err := notify.New(getenv)
+	if err != nil {
+		return err
+	}
 	release, err := lockDatabase("serve", cfg.Database, 1)
 	if err != nil {
 		return err
@@ -187,8 +200,31 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
 	app.Start(ln)
+	stopWatchdog := tellSystemd(ctx, notifier, app, getenv)
 	<-ctx.Done()
+	stopWatchdog()
+	if err := notifier.Stopping("draining requests in flight"); err != nil {
+		log.Warn("systemd notify", "err", err)
+	}
 	return shutdown(app, cfg, log)
+}
+
+// tellSystemd sends READY=1 now that serve answers and keeps the
+// watchdog fed while the database answers a read (see package notify);
+// the returned func stops the watchdog. Outside systemd it does nothing.
+func tellSystemd(ctx context.Context, n *notify.Notifier, app *App, getenv func(string) string) (stop func()) {
+	if err := n.Ready("serving on " + app.ln.Addr().String()); err != nil {
+		app.Log.Warn("systemd notify", "err", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		n.Watchdog(ctx, notify.WatchdogInterval(getenv, os.Getpid()), func(ctx context.Context) error {
+			return app.DB.Read().QueryRowContext(ctx, "SELECT 1").Scan(new(int))
+		}, func(err error) { app.Log.Error("systemd watchdog", "err", err) })
+	}()
+	return func() { cancel(); <-done }
 }
 
 func shutdown(app *App, cfg Config, log *slog.Logger) error {
