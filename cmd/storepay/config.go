@@ -42,6 +42,10 @@ type Config struct {
 	// PaymentBudget bounds a card payment's online decision (the contract
 	// promises a decision within 30s). Default 25s.
 	PaymentBudget Duration `json:"payment_budget,omitzero"`
+	// UndoPolicy is who may void, refund or cancel a sale: own_terminal
+	// (default: the terminal that took it, or a manager's token) or
+	// any_terminal.
+	UndoPolicy string `json:"undo_policy,omitzero"`
 }
 
 // GatewayConfig is one bank, in priority order.
@@ -316,6 +320,9 @@ func (o OfflineConfig) validate() error {
 		return errors.New("config: offline.velocity_amount: must not be negative")
 	case o.VelocityWindow.Duration < 0:
 		return errors.New("config: offline.velocity_window: must not be negative")
+	}
+	if !web.UndoPolicy(c.UndoPolicy).Valid() {
+		return fmt.Errorf("config: undo_policy: %q is not own_terminal or any_terminal", c.UndoPolicy)
 	}
 	return nil
 }
