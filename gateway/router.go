@@ -60,6 +60,7 @@ type Router struct {
 
 	mu       sync.Mutex
 	watchers []func(bank string)
+	changes  []func(bank, from, to string)
 
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup
@@ -166,6 +167,25 @@ func (r *Router) notifyAvailable(name string) {
 	r.mu.Unlock()
 	for _, fn := range ws {
 		go fn(name)
+	}
+}
+
+// OnStateChange registers fn to be called, synchronously and quickly,
+// whenever a bank's circuit breaker changes state (closed, open,
+// half_open): the SLO recorder keeps these durably, because the breaker
+// itself forgets them.
+func (r *Router) OnStateChange(fn func(bank, from, to string)) {
+	r.mu.Lock()
+	r.changes = append(r.changes, fn)
+	r.mu.Unlock()
+}
+
+func (r *Router) notifyChange(name, from, to string) {
+	r.mu.Lock()
+	cs := append([]func(string, string, string){}, r.changes...)
+	r.mu.Unlock()
+	for _, fn := range cs {
+		fn(name, from, to)
 	}
 }
 
@@ -379,8 +399,13 @@ type bank struct {
 	kick chan struct{} // asks the prober to look now
 
 	mu          sync.Mutex
-	lastErr     string
+	lastErr     Explanation // told to a manager; the raw error is logged
+	lastRaw     string
 	lastErrAt   time.Time
+	lastOK      time.Time // the last call the bank answered
+	cond        string    // the condition status last saw, and since when
+	condSince   time.Time
+	halfOpenOK  int // healthy probes in a row while half-open and idle
 	consecutive int
 	outcomes    [100]bool // ring of recent attempt outcomes, true = answered
 	nOutcomes   int
@@ -408,6 +433,7 @@ func newBank(spec BankSpec, r *Router) *bank {
 			}
 			r.log.Log(context.Background(), lvl, "circuit breaker changed state", "gateway", b.name,
 				"from", stateName(e.OldState), "to", to)
+			r.notifyChange(b.name, stateName(e.OldState), to)
 			if e.NewState != circuitbreaker.OpenState {
 				r.notifyAvailable(b.name)
 			}
@@ -769,13 +795,23 @@ func (b *bank) observe(i int, err error) {
 	}
 	b.outcomes[b.nOutcomes%len(b.outcomes)] = ok
 	b.nOutcomes++
+	now := b.router.now()
+	defer b.noteCondition(now)
 	if ok {
 		b.consecutive = 0
+		b.lastOK = now
 		b.preferred.Store(int32(i))
 		return
 	}
 	b.consecutive++
-	b.lastErr, b.lastErrAt = err.Error(), b.router.now()
+	x := Explain(err)
+	if raw := err.Error(); raw != b.lastRaw || b.consecutive == 1 {
+		// The raw error goes to the log once per change, not per
+		// attempt: a bank down for an hour is one line, not thousands.
+		b.router.log.Warn("bank call failed", "gateway", b.name, "code", x.Code, "err", raw)
+		b.lastRaw = raw
+	}
+	b.lastErr, b.lastErrAt = x, now
 	if e := AsError(err); e != nil && e.Kind == KindNotSent && len(b.eps) > 1 {
 		b.preferred.Store(int32((i + 1) % len(b.eps)))
 	}
@@ -810,11 +846,24 @@ func (r *Router) Disable(name string) error {
 
 // Status is what the router knows of one bank, for GET /v1/gateways.
 type Status struct {
-	Name                string    `json:"name"`
-	State               string    `json:"state"` // closed, open, half_open, disabled
-	URL                 string    `json:"url"`
-	URLs                []string  `json:"urls"`
+	Name  string   `json:"name"`
+	State string   `json:"state"` // closed, open, half_open, disabled
+	URL   string   `json:"url"`
+	URLs  []string `json:"urls"`
+	// Condition is State told to a manager: taking_payments (closed),
+	// being_tested (half_open: the next call is a trial) or out (open or
+	// disabled); Since is when the bank entered it.
+	Condition string    `json:"condition"`
+	Since     time.Time `json:"since,omitzero"`
+	// LastSuccessAt is the last call the bank answered.
+	LastSuccessAt time.Time `json:"last_success_at,omitzero"`
+	// LastError is a sentence a manager can act on, LastErrorCode its
+	// stable code (see [Explain]); the raw error is only in the log.
+	// Both age out: once the bank has been taking payments for
+	// [ErrorShownFor], an error from before its recovery is history, not
+	// news, and is no longer shown (nor the failures that led to it).
 	LastError           string    `json:"last_error"`
+	LastErrorCode       string    `json:"last_error_code,omitempty"`
 	LastErrorAt         time.Time `json:"last_error_at,omitzero"`
 	ConsecutiveFailures int       `json:"consecutive_failures"`
 	// SuccessRate is the share of the last (up to 100) attempts the bank
@@ -845,8 +894,14 @@ func (b *bank) state() string {
 func (b *bank) status() Status {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	now := b.router.now()
+	b.noteCondition(now)
 	s := Status{Name: b.name, State: b.state(), URL: b.eps[int(b.preferred.Load())%len(b.eps)].URL(),
-		LastError: b.lastErr, LastErrorAt: b.lastErrAt, ConsecutiveFailures: b.consecutive, SuccessRate: -1}
+		Condition: b.cond, Since: b.condSince, LastSuccessAt: b.lastOK,
+		LastError: b.lastErr.Text, LastErrorCode: b.lastErr.Code, LastErrorAt: b.lastErrAt, ConsecutiveFailures: b.consecutive, SuccessRate: -1}
+	if stale(b.cond, b.condSince, b.lastErrAt, now) {
+		s.LastError, s.LastErrorCode, s.LastErrorAt, s.ConsecutiveFailures = "", "", time.Time{}, 0
+	}
 	for _, ep := range b.eps {
 		s.URLs = append(s.URLs, ep.URL())
 	}
@@ -861,6 +916,40 @@ func (b *bank) status() Status {
 		s.SuccessRate, s.Attempts = float64(good)/float64(n), n
 	}
 	return s
+}
+
+// ErrorShownFor is how long a bank's last error stays in the gateways
+// view after the bank is taking payments again.
+const ErrorShownFor = time.Minute
+
+// stale reports whether an error at errAt is history: the bank has been
+// taking payments since after it, for ErrorShownFor.
+func stale(cond string, since, errAt, now time.Time) bool {
+	return cond == CondTakingPayments && !errAt.After(since) && now.Sub(since) >= ErrorShownFor
+}
+
+// The conditions a manager reads in the gateways view.
+const (
+	CondTakingPayments = "taking_payments"
+	CondBeingTested    = "being_tested"
+	CondOut            = "out"
+)
+
+func condition(state string) string {
+	switch state {
+	case "closed":
+		return CondTakingPayments
+	case "half_open":
+		return CondBeingTested
+	}
+	return CondOut
+}
+
+// noteCondition records when the bank's condition changed. b.mu is held.
+func (b *bank) noteCondition(now time.Time) {
+	if c := condition(b.state()); c != b.cond {
+		b.cond, b.condSince = c, now
+	}
 }
 
 // probeLoop asks the bank's /v1/health now and then. failsafe-go changes a
@@ -916,6 +1005,26 @@ func (b *bank) probe(ctx context.Context) {
 		fails = b.probeFails.Add(1)
 		wasFailing = fails > 2
 	}
+	if healthy >= 0 && b.breaker.IsHalfOpen() {
+		b.mu.Lock()
+		b.halfOpenOK++
+		if b.halfOpenOK >= 2 {
+			// Half-open waits for a real call as its trial; an idle store
+			// has none, and would show the bank as being tested forever.
+			// Two healthy probes in a row with no call failing between
+			// them are the trial instead.
+			b.breaker.Close()
+			b.halfOpenOK, b.consecutive = 0, 0
+			b.router.log.Info("bank answered its health checks while idle; taking payments again", "gateway", b.name)
+		}
+		b.noteCondition(b.router.now())
+		b.mu.Unlock()
+		return
+	}
+	b.mu.Lock()
+	b.halfOpenOK = 0
+	b.noteCondition(b.router.now())
+	b.mu.Unlock()
 	switch {
 	case healthy >= 0 && b.breaker.IsOpen():
 		// Let the next real call through as a trial (its listener says

@@ -57,3 +57,49 @@ func TestOpenReaderDoesNotStallWritesBehindTheCheckpointer(t *testing.T) {
 		t.Fatalf("a write waited %v behind the checkpointer", slowest)
 	}
 }
+
+// After a burst the WAL does not stay as large as the burst made it: once
+// the checkpointer has copied it into the database, the file is brought
+// back under walSizeLimit.
+func TestWALShrinksAfterABurst(t *testing.T) {
+	defer func(n int64) { walSizeLimit = n }(walSizeLimit)
+	walSizeLimit = 256 << 10
+	ctx := context.Background()
+	db, err := Open(ctx, filepath.Join(t.TempDir(), "storepay.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Update(ctx, func(tx *sql.Tx) error {
+		_, err := tx.Exec(`CREATE TABLE blobs (id INTEGER PRIMARY KEY, b BLOB)`)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// A burst: 4 MiB in one transaction, far past the limit.
+	blob := make([]byte, 64<<10)
+	if err := db.Update(ctx, func(tx *sql.Tx) error {
+		for range 64 {
+			if _, err := tx.Exec(`INSERT INTO blobs (b) VALUES (?)`, blob); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := db.walSize(); got < 4<<20 {
+		t.Fatalf("the burst left a WAL of %d bytes: the test writes too little", got)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for db.walSize() > walSizeLimit {
+		if time.Now().After(deadline) {
+			t.Fatalf("WAL still %d bytes 10 s after the burst, limit %d", db.walSize(), walSizeLimit)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var n int
+	if err := db.Read().QueryRow(`SELECT count(*) FROM blobs`).Scan(&n); err != nil || n != 64 {
+		t.Fatalf("after the truncation: %d rows, %v", n, err)
+	}
+}

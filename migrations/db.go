@@ -226,6 +226,16 @@ var (
 	hardWALFrames = 4 * 16384
 )
 
+// walSizeLimit is the size the WAL file is brought back to once a burst
+// is over. A checkpoint copies the WAL into the database but leaves the
+// file as large as the burst made it (a 5,000-payment burst: 185 MB,
+// still 76 MB after 20 s idle): SQLite reuses it from the start rather
+// than shrink it. journal_size_limit truncates it to this size whenever
+// the log is reset, and once the checkpointer has copied all of it and
+// it is still larger, a TRUNCATE checkpoint empties it. A variable for
+// tests.
+var walSizeLimit int64 = 16 << 20
+
 // checkpoint copies the WAL into the database file in the background
 // (PASSIVE: it never blocks the writer or the readers), so the WAL stays
 // small without the writer ever paying for it.
@@ -247,6 +257,11 @@ func (db *DB) checkpoint() {
 			continue
 		}
 		switch {
+		case done == logFrames && logFrames >= 0 && db.walSize() > walSizeLimit:
+			// Everything is in the database and the file is still big:
+			// empty it. TRUNCATE waits for readers only briefly (see dsn)
+			// and is tried again at the next tick if one holds on.
+			db.ckpt.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`)
 		case logFrames > hardWALFrames && time.Since(lastHard) >= hardEvery:
 			// Readers have kept the WAL from being reused for long: wait
 			// for them up to two seconds, writers held back meanwhile,
@@ -260,6 +275,15 @@ func (db *DB) checkpoint() {
 			db.ckpt.Exec(`PRAGMA wal_checkpoint(RESTART)`)
 		}
 	}
+}
+
+// walSize is the WAL file's size on disk (0 if there is none).
+func (db *DB) walSize() int64 {
+	fi, err := os.Stat(db.path + "-wal")
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
 }
 
 // restartWaiting runs a RESTART checkpoint that waits up to d for the
@@ -306,6 +330,9 @@ func dsn(path string, role connRole) string {
 		// Each write of a group commit runs in a savepoint; its undo
 		// pages (the sub-journal) stay in memory instead of a temp file.
 		q.Add("_pragma", "temp_store(2)")
+		// The WAL shrinks back to walSizeLimit when the log is reset
+		// (see walSizeLimit).
+		q.Add("_pragma", fmt.Sprintf("journal_size_limit(%d)", walSizeLimit))
 	} else {
 		q.Add("_pragma", "query_only(1)")
 	}

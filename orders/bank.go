@@ -117,7 +117,7 @@ func (s *Service) opAnswer(p *Payment, auth gateway.Authorization, callErr error
 	cancelling := op == OpCancelVoid || op == OpCancelRefund
 	switch {
 	case callErr == nil:
-		p.LastError = ""
+		p.noteError(nil)
 		switch op {
 		case OpCapture:
 			p.Amount, p.TipAmount = p.pendingAmount, p.pendingTip
@@ -143,13 +143,13 @@ func (s *Service) opAnswer(p *Payment, auth gateway.Authorization, callErr error
 		s.backoff(p, now, callErr)
 		return move{ev: EvRetry}, "", nil
 	case e != nil && e.Kind == gateway.KindRejected:
-		p.LastError = callErr.Error()
+		p.noteError(callErr)
 		// Not done: a repeat of the request asks again (and hears the
 		// bank's answer), rather than being told it finished.
 		p.pendingOpKey, p.keyOp = "", ""
 		return move{ev: EvOpFailed, detail: rejectedCode(e)}, "failed", rejection(op, e)
 	case gateway.NothingDone(callErr) && !resolving && !((op == OpCapture || op == OpVoid) && s.Bank.DeliversAdvices(p.Gateway)):
-		p.LastError = callErr.Error()
+		p.noteError(callErr)
 		if op != OpCapture || !Planted(BugCaptureAnsweredAfterNothingDone) {
 			p.pendingOpKey, p.keyOp = "", ""
 		}
@@ -376,17 +376,19 @@ func (s *Service) reverseUnknown(ctx context.Context, p Payment) (Payment, error
 		case err != nil && auth.ID != "":
 			// The bank refused the reversal or the refund: a manager must
 			// look at this payment's approval at the bank.
-			cur.LastError = err.Error()
+			cur.noteError(err)
 			cur.BankAuthID = auth.ID
 			m = move{ev: EvUndoRefused, detail: "approval " + auth.ID + " could not be undone after an unknown outcome: " + err.Error()}
 		case refunded:
-			cur.LastError, cur.BankAuthID = "", auth.ID
+			cur.noteError(nil)
+			cur.BankAuthID = auth.ID
 			m.detail = fmt.Sprintf("approval %s was settled before it could be reversed; refunded %d", auth.ID, auth.CapturedAmount)
 		case auth.Status == gateway.StatusApproved:
-			cur.LastError, cur.BankAuthID = "", auth.ID
+			cur.noteError(nil)
+			cur.BankAuthID = auth.ID
 			m.detail = "approval " + auth.ID + " reversed after an unknown outcome"
 		default:
-			cur.LastError = ""
+			cur.noteError(nil)
 		}
 		p = cur
 		err := s.transition(tx, &cur, m, now)

@@ -66,7 +66,8 @@ func (s *Service) ApplyForward(tx *sql.Tx, f ForwardResult) error {
 	}
 	// The bank has decided: the error of the online attempt that sent the
 	// payment offline is stale.
-	p.Gateway, p.BankAuthID, p.LastError = f.Gateway, f.Auth.ID, ""
+	p.Gateway, p.BankAuthID = f.Gateway, f.Auth.ID
+	p.noteError(nil)
 	m := move{ev: EvForwardDeclined, detail: "declined after forward: " + f.DeclineCode}
 	switch {
 	case f.DeclineCode != "":

@@ -355,7 +355,7 @@ func (s *Service) recordAuth(ctx context.Context, id, token string, behavior Off
 			if !gateway.NothingDone(callErr) {
 				pinned = bank
 			}
-			p.LastError = callErr.Error()
+			p.noteError(callErr)
 			m, err = s.decideOffline(tx, &p, behavior, pinned, now)
 		}
 		if err != nil {
@@ -401,7 +401,8 @@ func (s *Service) authAnswer(p *Payment, auth gateway.Authorization, bank string
 		switch auth.Status {
 		case gateway.StatusApproved:
 			p.AuthCode, p.AuthorizedAmount, p.CapturedAmount = auth.AuthCode, auth.Amount, auth.CapturedAmount
-			p.DeclineCode, p.LastError = "", ""
+			p.DeclineCode = ""
+			p.noteError(nil)
 			if p.Capture {
 				return move{ev: EvApprovedSale}, nil
 			}
@@ -477,7 +478,7 @@ func (s *Service) decideOffline(tx *sql.Tx, p *Payment, behavior OfflineBehavior
 // a bank that recovers sooner makes its payments due at once (see
 // [Service.RunResolver]).
 func (s *Service) backoff(p *Payment, now time.Time, err error) {
-	p.LastError = err.Error()
+	p.noteError(err)
 	if e := gateway.AsError(err); e != nil && e.RetryAfter > 0 && gateway.NothingDone(err) {
 		p.resolveAfter = now.Add(e.RetryAfter + time.Duration(s.jitter(int64(e.RetryAfter/10))))
 		return

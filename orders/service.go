@@ -175,10 +175,10 @@ func (s *Service) CreateOrder(ctx context.Context, req NewOrder) (Order, error) 
 			return Order{}, errf(KindBadRequest, "invalid_request", "lines[%d].sku is required", i)
 		}
 		if l.Quantity < 1 || l.Quantity > maxQuantity {
-			return Order{}, errf(KindBadRequest, "invalid_request", "lines[%d].quantity must be 1 to %d", i, maxQuantity)
+			return Order{}, errf(KindBadRequest, "invalid_request", "lines[%d].quantity is out of range: it must be 1 to %d", i, maxQuantity)
 		}
 		if l.UnitAmount < 0 || l.UnitAmount > maxAmount {
-			return Order{}, errf(KindBadRequest, "invalid_request", "lines[%d].unit_amount must be 0 to %d", i, int64(maxAmount))
+			return Order{}, errf(KindBadRequest, "invalid_request", "lines[%d].unit_amount is out of range: it must be 0 to %d", i, int64(maxAmount))
 		}
 		// Each product fits in int64 (quantity and unit amount are
 		// bounded); the running total is kept within maxAmount so that the

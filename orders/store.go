@@ -63,7 +63,7 @@ const paymentCols = `id, order_id, method, status, mode, gateway, amount, tip_am
 	captured_amount, captured_at, refunded_amount, currency, capture, auth_code, decline_code, bank_auth_id,
 	card_brand, card_bin, card_last4, card_fingerprint, card_sealed, terminal_id, coalesce(op_key, ''), op_hash,
 	pending_op, pending_amount, pending_tip, pending_key, pending_op_key, key_op, pending_since,
-	resolve_attempts, resolve_after, last_error, lease_owner, lease_until, created_at, updated_at`
+	resolve_attempts, resolve_after, last_error, last_error_code, lease_owner, lease_until, created_at, updated_at`
 
 func scanPayment(row interface{ Scan(...any) error }) (Payment, error) {
 	var p Payment
@@ -72,7 +72,7 @@ func scanPayment(row interface{ Scan(...any) error }) (Payment, error) {
 		&p.AuthorizedAmount, &p.CapturedAmount, &capturedAt, &p.RefundedAmount, &p.Currency, &p.Capture, &p.AuthCode,
 		&p.DeclineCode, &p.BankAuthID, &p.CardBrand, &p.cardBin, &p.CardLast4, &p.Fingerprint, &p.sealed, &p.TerminalID,
 		&p.opKey, &p.opHash, &p.PendingOp, &p.pendingAmount, &p.pendingTip, &p.pendingKey, &p.pendingOpKey, &p.keyOp, &since,
-		&p.resolveAttempts, &after, &p.LastError, &p.leaseOwner, &leaseUntil, &created, &updated)
+		&p.resolveAttempts, &after, &p.LastError, &p.LastErrorCode, &p.leaseOwner, &leaseUntil, &created, &updated)
 	if err != nil {
 		return Payment{}, err
 	}
@@ -139,7 +139,7 @@ func queryPayments(q queryer, where string, args ...any) ([]Payment, error) {
 // insertPaymentSQL is built once: it is the key of the prepared statement
 // the writer's connection keeps.
 var insertPaymentSQL = `INSERT INTO payments (` + strings.Replace(paymentCols, "coalesce(op_key, '')", "op_key", 1) +
-	`) VALUES (` + strings.Repeat("?,", 38) + `?)`
+	`) VALUES (` + strings.Repeat("?,", 39) + `?)`
 
 func insertPayment(tx *sql.Tx, p Payment) error {
 	_, err := tx.Exec(insertPaymentSQL,
@@ -147,7 +147,7 @@ func insertPayment(tx *sql.Tx, p Payment) error {
 		p.CapturedAmount, tsOrEmpty(p.CapturedAt), p.RefundedAmount, p.Currency, p.Capture, p.AuthCode, p.DeclineCode, p.BankAuthID,
 		p.CardBrand, p.cardBin, p.CardLast4, p.Fingerprint, p.sealed, p.TerminalID, nullable(p.opKey), p.opHash,
 		p.PendingOp, p.pendingAmount, p.pendingTip, p.pendingKey, p.pendingOpKey, p.keyOp, tsOrEmpty(p.pendingSince),
-		p.resolveAttempts, tsOrEmpty(p.resolveAfter), p.LastError, p.leaseOwner, tsOrEmpty(p.leaseUntil), ts(p.CreatedAt), ts(p.UpdatedAt))
+		p.resolveAttempts, tsOrEmpty(p.resolveAfter), p.LastError, p.LastErrorCode, p.leaseOwner, tsOrEmpty(p.leaseUntil), ts(p.CreatedAt), ts(p.UpdatedAt))
 	return err
 }
 
@@ -165,11 +165,11 @@ func updatePayment(tx *sql.Tx, p *Payment) error {
 	_, err := tx.Exec(`UPDATE payments SET status=?, mode=?, gateway=?, amount=?, tip_amount=?, authorized_amount=?,
 		captured_amount=?, captured_at=?, refunded_amount=?, auth_code=?, decline_code=?, bank_auth_id=?, card_sealed=?,
 		pending_op=?, pending_amount=?, pending_tip=?, pending_key=?, pending_op_key=?, key_op=?, pending_since=?,
-		resolve_attempts=?, resolve_after=?, last_error=?, lease_owner=?, lease_until=?, updated_at=? WHERE id=?`,
+		resolve_attempts=?, resolve_after=?, last_error=?, last_error_code=?, lease_owner=?, lease_until=?, updated_at=? WHERE id=?`,
 		p.Status, p.Mode, p.Gateway, p.Amount, p.TipAmount, p.AuthorizedAmount, p.CapturedAmount,
 		tsOrEmpty(p.CapturedAt), p.RefundedAmount, p.AuthCode, p.DeclineCode, p.BankAuthID, p.sealed, p.PendingOp, p.pendingAmount,
 		p.pendingTip, p.pendingKey, p.pendingOpKey, p.keyOp, tsOrEmpty(p.pendingSince), p.resolveAttempts,
-		tsOrEmpty(p.resolveAfter), p.LastError, p.leaseOwner, tsOrEmpty(p.leaseUntil), ts(p.UpdatedAt), p.ID)
+		tsOrEmpty(p.resolveAfter), p.LastError, p.LastErrorCode, p.leaseOwner, tsOrEmpty(p.leaseUntil), ts(p.UpdatedAt), p.ID)
 	return err
 }
 

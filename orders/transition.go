@@ -78,7 +78,7 @@ func (s *Service) transition(tx *sql.Tx, p *Payment, m move, now time.Time) erro
 			}
 		}
 		p.pendingSince, p.resolveAttempts, p.resolveAfter = now, 0, time.Time{}
-		p.LastError = ""
+		p.noteError(nil)
 	case to.Op == OpNone && from.Op != OpNone:
 		// The operation ended. pendingOpKey and keyOp stay: a repeat of
 		// the request that finished it is answered with the result.

@@ -3,6 +3,8 @@ package orders
 import (
 	"encoding/json"
 	"time"
+
+	"storepay/gateway"
 )
 
 // Money is always an int64 number of minor units (1250 is 12.50) of an
@@ -115,10 +117,14 @@ type Payment struct {
 	Capture        bool      `json:"capture"`
 	// PendingOp is the bank operation written ahead and not yet answered
 	// (see [Op]); with Status it is the payment's [State].
-	PendingOp Op        `json:"pending_op,omitempty"`
-	LastError string    `json:"last_error,omitempty"`
-	CreatedAt time.Time `json:"created_at"`
-	UpdatedAt time.Time `json:"updated_at"`
+	PendingOp Op `json:"pending_op,omitempty"`
+	// LastError is the last failed bank call told to a manager, and
+	// LastErrorCode its stable code (see gateway.Explain); the raw error
+	// is only in the log.
+	LastError     string    `json:"last_error,omitempty"`
+	LastErrorCode string    `json:"last_error_code,omitempty"`
+	CreatedAt     time.Time `json:"created_at"`
+	UpdatedAt     time.Time `json:"updated_at"`
 
 	AuthorizedAmount int64  `json:"-"`
 	BankAuthID       string `json:"-"`
@@ -175,4 +181,13 @@ func mustJSON(v any) string {
 		panic(err)
 	}
 	return string(b)
+}
+
+// noteError keeps err as the payment's last error, told as a manager
+// reads it (gateway.Explain); nil clears it. The raw error is logged by
+// the router when the call fails, and never stored where an answer or
+// the console would show it.
+func (p *Payment) noteError(err error) {
+	x := gateway.Explain(err)
+	p.LastError, p.LastErrorCode = x.Text, x.Code
 }

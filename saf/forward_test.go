@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
@@ -232,5 +233,52 @@ func TestStepForwardsWhatIsDue(t *testing.T) {
 	}
 	if got.Status != orders.Captured || e.sim.Ledger().ChargesFor(p.ID) != 1 {
 		t.Fatalf("after the step: %s, charged %d times", got.Status, e.sim.Ledger().ChargesFor(p.ID))
+	}
+}
+
+// After a restart the forwarder starts on the oldest payments: with
+// records taken at shuffled moments (made in another order than their
+// age) and one forward at a time, the bank receives the advices oldest
+// first.
+func TestForwarderStartsOnTheOldest(t *testing.T) {
+	e := newForwardEnv(t)
+	base := time.Now().Add(-time.Hour)
+	var now time.Time
+	e.q.Now = func() time.Time { return now }
+	e.svc.Now = e.q.Now
+	ages := []int{3, 0, 4, 1, 2} // minutes after base, in the order the payments are made
+	made := map[int]string{}
+	for i, m := range ages {
+		now = base.Add(time.Duration(m) * time.Minute)
+		p := e.pay(t, fmt.Sprintf("old-%d", i), int64(500+i), orders.ForceOffline)
+		if p.Status != orders.Stored {
+			t.Fatalf("payment %d: %s, want stored", i, p.Status)
+		}
+		made[m] = p.ID
+	}
+	now = time.Now()
+	e.q.Forward.Concurrency = 1
+	if err := e.q.Open(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.q.Close)
+	var got []string
+	deadline := time.Now().Add(10 * time.Second)
+	for len(got) < len(ages) {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of %d advices reached the bank", len(got), len(ages))
+		}
+		time.Sleep(10 * time.Millisecond)
+		got = got[:0]
+		for _, a := range e.sim.Ledger().Authorizations {
+			if a.Stored {
+				got = append(got, a.Reference)
+			}
+		}
+	}
+	for m := range ages {
+		if got[m] != made[m] {
+			t.Fatalf("advices arrived in the order %v, want oldest first %v", got, []string{made[0], made[1], made[2], made[3], made[4]})
+		}
 	}
 }

@@ -221,7 +221,8 @@ func (q *Queue) Recover(ctx context.Context) error {
 			return err
 		}
 		res, err := tx.Exec(`UPDATE saf_records SET status = 'held', updated_at = ?,
-			last_error = 'pinned to ' || gateway || ', which is not configured: that bank may hold this payment'
+			last_error = 'pinned to ' || gateway || ', which is not configured: that bank may hold this payment',
+			last_error_code = 'bank_not_configured'
 			WHERE status = 'queued' AND gateway <> '' AND gateway NOT IN (SELECT value FROM json_each(?))`, now, string(banks))
 		if err == nil {
 			orphans, err = res.RowsAffected()
@@ -496,7 +497,7 @@ func (f *forwarder) charged(ctx context.Context, bank string, r Record, pinned b
 	}
 	if err != nil {
 		return gateway.Authorization{}, false, &gateway.Error{Kind: gateway.KindUnavailable, Gateway: bank,
-			Err: fmt.Errorf("look up what %s holds before repeating: %w", bank, err)}
+			Err: fmt.Errorf("%w: %s: %w", gateway.ErrLookupFailed, bank, err)}
 	}
 	var declined *gateway.Authorization
 	for _, a := range auths {
@@ -528,6 +529,7 @@ func (f *forwarder) holdUnreadable(r Record, pinnedBefore bool, openErr error) {
 	if !pinnedBefore {
 		r.Gateway = ""
 	}
+	r.LastErrorCode = "card_key_mismatch"
 	r.LastError = "card data cannot be opened with the configured STOREPAY_CARD_KEY: start storepay with the key that sealed it, then release this record"
 	r.lastUnavailable = false
 	if !f.commitOutcome(r.ID, r.PaymentID, func(tx *sql.Tx) error {
@@ -559,7 +561,8 @@ func (f *forwarder) record(r Record, pinnedBefore bool, auth gateway.Authorizati
 	switch {
 	case callErr == nil && auth.Status == gateway.StatusApproved:
 		r.Attempts++
-		r.Status, r.BankAuthID, r.ForwardedAt, r.sealed, r.LastError = Forwarded, auth.ID, now, nil, ""
+		r.Status, r.BankAuthID, r.ForwardedAt, r.sealed = Forwarded, auth.ID, now, nil
+		r.noteError(nil)
 		fr = &orders.ForwardResult{PaymentID: r.PaymentID, Gateway: r.Gateway, Auth: auth, Now: now}
 	case callErr == nil || (e.Kind == gateway.KindRejected && e.Code != "idempotency_key_reuse"):
 		code := auth.DeclineCode
@@ -581,7 +584,8 @@ func (f *forwarder) record(r Record, pinnedBefore bool, auth gateway.Authorizati
 		// being made): not this record's fault; it waits for a bank, and
 		// at least as long as the bank asked (429 Retry-After).
 		outcome = "not sent: " + e.Kind.String()
-		r.Status, r.LastError, r.lastUnavailable = Queued, callErr.Error(), true
+		r.Status, r.lastUnavailable = Queued, true
+		r.noteError(callErr)
 		if !pinnedBefore {
 			r.Gateway = ""
 		}
@@ -592,7 +596,8 @@ func (f *forwarder) record(r Record, pinnedBefore bool, auth gateway.Authorizati
 		outcome = "unknown: " + callErr.Error()
 		failed = true
 		r.Attempts++
-		r.Status, r.LastError, r.lastUnavailable = Queued, callErr.Error(), false
+		r.Status, r.lastUnavailable = Queued, false
+		r.noteError(callErr)
 		r.NextAttemptAt = now.Add(f.backoff(r.Attempts))
 		if r.Attempts >= f.pol.MaxAttempts {
 			r.Status = Held

@@ -72,14 +72,17 @@ func (r Rules) withDefaults() Rules {
 
 // Record is one payment in the queue, as the manager API shows it.
 type Record struct {
-	ID            string    `json:"id"`
-	PaymentID     string    `json:"payment_id"`
-	Gateway       string    `json:"gateway"`
-	Amount        int64     `json:"amount"`
-	Currency      string    `json:"currency"`
-	Status        Status    `json:"status"`
-	Attempts      int       `json:"attempts"`
+	ID        string `json:"id"`
+	PaymentID string `json:"payment_id"`
+	Gateway   string `json:"gateway"`
+	Amount    int64  `json:"amount"`
+	Currency  string `json:"currency"`
+	Status    Status `json:"status"`
+	Attempts  int    `json:"attempts"`
+	// LastError is a sentence a manager can act on, LastErrorCode its
+	// stable code (see gateway.Explain); the raw error is only logged.
 	LastError     string    `json:"last_error"`
+	LastErrorCode string    `json:"last_error_code,omitempty"`
 	CreatedAt     time.Time `json:"created_at"`
 	NextAttemptAt time.Time `json:"next_attempt_at"`
 	UpdatedAt     time.Time `json:"updated_at"`
@@ -315,4 +318,11 @@ func (q *Queue) Cancel(tx *sql.Tx, paymentID string, now time.Time) (string, err
 		return "", err
 	}
 	return r.Gateway, addOutstanding(tx, -1, -r.Amount)
+}
+
+// noteError keeps err as the record's last error, told as a manager
+// reads it (gateway.Explain); nil clears it.
+func (r *Record) noteError(err error) {
+	x := gateway.Explain(err)
+	r.LastError, r.LastErrorCode = x.Text, x.Code
 }

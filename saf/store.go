@@ -12,14 +12,14 @@ import (
 type queryer = migrations.Queryer
 
 const recordCols = `id, payment_id, idem_key, gateway, terminal_id, amount, currency, capture, advice, fingerprint, card_last4,
-	card_sealed, status, attempts, last_error, last_unavailable, bank_auth_id, decline_code, expire_exempt, created_at,
+	card_sealed, status, attempts, last_error, last_error_code, last_unavailable, bank_auth_id, decline_code, expire_exempt, created_at,
 	next_attempt_at, updated_at, forwarded_at`
 
 func scanRecord(row interface{ Scan(...any) error }) (Record, error) {
 	var r Record
 	var created, next, updated, forwarded string
 	err := row.Scan(&r.ID, &r.PaymentID, &r.idemKey, &r.Gateway, &r.TerminalID, &r.Amount, &r.Currency, &r.capture, &r.advice,
-		&r.fingerprint, &r.CardLast4, &r.sealed, &r.Status, &r.Attempts, &r.LastError, &r.lastUnavailable, &r.BankAuthID,
+		&r.fingerprint, &r.CardLast4, &r.sealed, &r.Status, &r.Attempts, &r.LastError, &r.LastErrorCode, &r.lastUnavailable, &r.BankAuthID,
 		&r.DeclineCode, &r.expireExempt, &created, &next, &updated, &forwarded)
 	if err != nil {
 		return Record{}, err
@@ -72,9 +72,9 @@ func setStatus(tx *sql.Tx, r *Record, to Status, now time.Time) error {
 }
 
 func saveRecord(tx *sql.Tx, r *Record) error {
-	_, err := tx.Exec(`UPDATE saf_records SET gateway=?, card_sealed=?, status=?, attempts=?, last_error=?,
+	_, err := tx.Exec(`UPDATE saf_records SET gateway=?, card_sealed=?, status=?, attempts=?, last_error=?, last_error_code=?,
 		last_unavailable=?, bank_auth_id=?, decline_code=?, expire_exempt=?, next_attempt_at=?, updated_at=?, forwarded_at=? WHERE id=?`,
-		r.Gateway, r.sealed, r.Status, r.Attempts, r.LastError, r.lastUnavailable, r.BankAuthID, r.DeclineCode, r.expireExempt,
+		r.Gateway, r.sealed, r.Status, r.Attempts, r.LastError, r.LastErrorCode, r.lastUnavailable, r.BankAuthID, r.DeclineCode, r.expireExempt,
 		migrations.FormatTime(r.NextAttemptAt), migrations.FormatTime(r.UpdatedAt), tsOrEmpty(r.ForwardedAt), r.ID)
 	return err
 }

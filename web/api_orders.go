@@ -1,6 +1,7 @@
 package web
 
 import (
+	"fmt"
 	"net/http"
 	"strconv"
 
@@ -34,8 +35,11 @@ func (s *Server) createOrder(r *http.Request, idem orders.Request) (any, error) 
 	}
 	lines := make([]orders.Line, len(req.Lines))
 	for i, l := range req.Lines {
-		if l.Quantity == nil || l.UnitAmount == nil {
-			return nil, problem(http.StatusBadRequest, "invalid_request", "every line needs quantity and unit_amount")
+		if l.Quantity == nil {
+			return nil, problem(http.StatusBadRequest, "invalid_request", fmt.Sprintf("lines[%d].quantity is required", i))
+		}
+		if l.UnitAmount == nil {
+			return nil, problem(http.StatusBadRequest, "invalid_request", fmt.Sprintf("lines[%d].unit_amount is required", i))
 		}
 		// A card number typed into a description is masked: the order is
 		// stored and answered, and neither may hold one (the contract).

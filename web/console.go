@@ -50,6 +50,7 @@ import (
 //	POST /console/banks/{name}/{enable|disable}
 //	GET  /console/audit              the audit log
 //	GET  /console/reconciliation     reconciliation results (see console_reconcile.go)
+//	GET  /console/slo                the service level of a window (see console_slo.go)
 //
 // Sessions and CSRF protection are described in console_session.go.
 func (s *Server) console(r chi.Router) {
@@ -79,6 +80,7 @@ func (s *Server) console(r chi.Router) {
 			r.Post("/banks/{name}/{action}", s.consoleBankAction)
 			r.Get("/audit", s.consoleAudit)
 			r.Get("/reconciliation", s.consoleReconciliation)
+			r.Get("/slo", s.consoleSLO)
 			r.Post("/reconciliation/proposals/{id}/{action}", s.consoleDecideProposal)
 		})
 	})

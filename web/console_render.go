@@ -1,6 +1,8 @@
 package web
 
 import (
+	"storepay/gateway"
+
 	"bytes"
 	"crypto/sha256"
 	"embed"
@@ -293,6 +295,7 @@ var consoleFuncs = template.FuncMap{
 	"trunc":     trunc,
 	"money":     money,
 	"when":      when,
+	"condition": conditionWords,
 	"span":      span,
 	"seconds": func(f float64) string {
 		return span(time.Duration(f * float64(time.Second)))
@@ -309,6 +312,8 @@ var consoleFuncs = template.FuncMap{
 		}
 		return strconv.FormatFloat(f*100, 'f', 0, 64) + "%"
 	},
+	// percent shows an SLO ratio to four decimals: 99.999% needs them.
+	"percent": func(f float64) string { return strconv.FormatFloat(f*100, 'f', 4, 64) + "%" },
 	"asset": func(name string) string {
 		return "/console/static/" + name + "?v=" + consoleAssets[name]
 	},
@@ -334,4 +339,17 @@ var consoleFuncs = template.FuncMap{
 		}
 		return many
 	},
+}
+
+// conditionWords is a bank's condition as the console says it.
+func conditionWords(c string) string {
+	switch c {
+	case gateway.CondTakingPayments:
+		return "Taking payments"
+	case gateway.CondBeingTested:
+		return "Being tested (the next payment is a trial)"
+	case gateway.CondOut:
+		return "Out"
+	}
+	return c
 }

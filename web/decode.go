@@ -24,7 +24,7 @@ func decode(w http.ResponseWriter, r *http.Request, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return decodeProblem(err)
+		return typeProblem(data, err)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return problem(http.StatusBadRequest, "invalid_json", "the body must hold a single JSON object")
@@ -75,4 +75,112 @@ func jsonType(kind string) string {
 		return "an object"
 	}
 	return "a " + kind
+}
+
+// typeProblem is decodeProblem for a value of the wrong type, told with
+// the value's full path (encoding/json's Field drops array indexes:
+// "lines.quantity" for lines[1].quantity) and, for an integer too large
+// for its field, "out of range" rather than "must be an integer".
+func typeProblem(data []byte, err error) *Problem {
+	var typeErr *json.UnmarshalTypeError
+	if !errors.As(err, &typeErr) || typeErr.Type == nil {
+		return decodeProblem(err)
+	}
+	field := pathAt(data, typeErr.Offset)
+	if field == "" {
+		field = typeErr.Field
+	}
+	if field == "" {
+		field = "the body"
+	}
+	kind := typeErr.Type.Kind().String()
+	if lit, ok := strings.CutPrefix(typeErr.Value, "number "); ok && jsonType(kind) == "an integer" && !strings.ContainsAny(lit, ".eE") {
+		return problem(http.StatusBadRequest, "invalid_json", fmt.Sprintf("%s is out of range", field))
+	}
+	return problem(http.StatusBadRequest, "invalid_json", fmt.Sprintf("%s must be %s", field, jsonType(kind)))
+}
+
+// pathAt names the JSON value that ends at byte offset of data, as
+// "lines[1].quantity". It walks data's tokens; a document it cannot walk
+// gives "".
+func pathAt(data []byte, offset int64) string {
+	type level struct {
+		array bool
+		key   string
+		index int
+		after bool // a key was read, its value comes next
+	}
+	var stack []level
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	path := func() string {
+		var b strings.Builder
+		for _, l := range stack {
+			switch {
+			case l.array && l.index >= 0:
+				fmt.Fprintf(&b, "[%d]", l.index)
+			case l.key != "":
+				if b.Len() > 0 {
+					b.WriteByte('.')
+				}
+				b.WriteString(l.key)
+			}
+		}
+		return b.String()
+	}
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return ""
+		}
+		top := len(stack) - 1
+		switch t := tok.(type) {
+		case json.Delim:
+			switch t {
+			case '{':
+				stack = append(stack, level{})
+			case '[':
+				stack = append(stack, level{array: true, index: -1})
+			default:
+				stack = stack[:top]
+				top--
+				if dec.InputOffset() >= offset {
+					if top >= 0 && !stack[top].array {
+						stack[top].after = false
+					}
+					return path()
+				}
+				if top >= 0 && !stack[top].array {
+					stack[top].after = false
+				}
+				continue
+			}
+			if top >= 0 {
+				if stack[top].array {
+					stack[top].index++
+				} else {
+					stack[top].after = false
+				}
+			}
+			if dec.InputOffset() >= offset {
+				return path() // the value that starts here
+			}
+			continue
+		default:
+			if top >= 0 && !stack[top].array && !stack[top].after {
+				stack[top].key, stack[top].after = fmt.Sprint(t), true
+				continue
+			}
+			if top >= 0 {
+				if stack[top].array {
+					stack[top].index++
+				} else {
+					stack[top].after = false
+				}
+			}
+			if dec.InputOffset() >= offset {
+				return path()
+			}
+		}
+	}
 }

@@ -45,11 +45,15 @@ type fuzzEnv struct {
 	fixtures map[string]string
 }
 
-func newFuzzEnv(tb testing.TB) *fuzzEnv {
+func newFuzzEnv(tb testing.TB) *fuzzEnv { return newAPIEnv(tb, slog.LevelWarn) }
+
+// newAPIEnv is a fuzzEnv whose logs keep lines from level up, as JSON,
+// through web.RequestIDHandler as storepay's own logger does.
+func newAPIEnv(tb testing.TB, level slog.Level) *fuzzEnv {
 	tb.Helper()
 	ctx := context.Background()
 	e := &fuzzEnv{logs: &syncBuffer{}, fixtures: map[string]string{}}
-	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	log := slog.New(web.RequestIDHandler(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: level})))
 	db, err := migrations.Open(ctx, filepath.Join(tb.TempDir(), "storepay.db"))
 	if err != nil {
 		tb.Fatal(err)

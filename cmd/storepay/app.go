@@ -19,6 +19,7 @@ import (
 	"storepay/migrations"
 	"storepay/orders"
 	"storepay/saf"
+	"storepay/slo"
 	"storepay/web"
 )
 
@@ -33,8 +34,10 @@ type App struct {
 	Devices *devices.Registry
 	SAF     *saf.Queue
 	Web     *web.Server
+	SLO     *slo.Recorder
 
 	server *http.Server
+	sloOff func() // unregisters the SLO gauges
 	ln     net.Listener
 	iso    *isoLinks
 	cancel context.CancelFunc
@@ -46,6 +49,8 @@ type App struct {
 // OpenApp opens the database (applying migrations), checks every secret
 // the config names, and builds the services. Nothing runs until Start.
 func OpenApp(ctx context.Context, cfg Config, getenv func(string) string, log *slog.Logger) (*App, error) {
+	// Every line logged with a request's context names the request.
+	log = slog.New(web.RequestIDHandler(log.Handler()))
 	rawKey := getenv(cfg.CardKeyEnv)
 	if rawKey == "" {
 		return nil, fmt.Errorf("config: card_key_env: environment variable %s is not set; it must hold 64 hex digits (make one with: openssl rand -hex 32)", cfg.CardKeyEnv)
@@ -75,12 +80,22 @@ func OpenApp(ctx context.Context, cfg Config, getenv func(string) string, log *s
 		return nil, err
 	}
 	a := &App{Config: cfg, Log: log, DB: db, Router: router, iso: iso}
+	a.SLO = &slo.Recorder{DB: db, Log: log}
+	router.OnStateChange(a.SLO.Gateway)
 	a.Devices = &devices.Registry{DB: db}
 	a.Orders = &orders.Service{DB: db, Bank: router, Vault: vault, Log: log, AuthBudget: cfg.PaymentBudget.Duration}
 	a.SAF = &saf.Queue{DB: db, Vault: vault, Bank: router, Payments: a.Orders, Rules: cfg.safRules(),
 		Forward: cfg.forwardPolicy(), Log: log}
 	a.Orders.Offline = a.SAF
 	if err := web.RestoreDisabledGateways(ctx, db, router); err != nil {
+		db.Close()
+		return nil, err
+	}
+	banks := make([]string, 0, len(cfg.Gateways))
+	for _, g := range cfg.Gateways {
+		banks = append(banks, g.Name)
+	}
+	if a.sloOff, err = slo.Watch(db.Read(), banks, nil); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -141,6 +156,9 @@ func (a *App) Start(ln net.Listener) {
 	a.cancel, a.ln = cancel, ln
 	if err := a.iso.open(); err != nil {
 		a.Log.Error("iso8583 gateways did not start", "err", err)
+	}
+	if err := a.SLO.Open(ctx); err != nil {
+		a.Log.Error("availability recorder did not start", "err", err)
 	}
 	a.Router.Start()
 	if err := a.SAF.Open(); err != nil {
@@ -227,6 +245,12 @@ func (a *App) Close(ctx context.Context) error {
 	}
 	a.SAF.Close()
 	a.Router.Close()
+	if err := a.SLO.Close(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	if a.sloOff != nil {
+		a.sloOff()
+	}
 	if err := a.iso.close(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("iso8583 gateways: %w", err))
 	}

@@ -69,12 +69,10 @@ commands:
                                    the nightly batch: exit 0 all matched, 1 discrepancies, 2 could not run
   backup --config F --to PATH      copy the database while serving (consistent, fsynced, never overwrites)
   restore --config F --from PATH   put a backup in place of a database moved aside (serve stopped)
-  bench online [-n N] [-c C]       measure payments/s and latency on this machine
-  bench failover [--outage refuse|blackhole]
-                                   latency before, during and after a primary bank outage
-  bench offline [-n N] [-c C]      offline acceptance rate beside raw SQLite commits
-  bench drain [-n N] [-latency D]  store-and-forward drain time against its bound
-  bench reconcile [-n N]           reconciliation time and memory beside the sqlite3 shell
+  slo --config F --from T --to T [--json]
+                                   service level of a window: exit 0 all objectives held, 1 one missed, 2 could not run
+
+benchmarks are a program of their own: go run ./cmd/storepay-bench
 `
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -97,8 +95,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return exitOne(runBackup(ctx, rest, stdout, stderr))
 	case "restore":
 		return exitOne(runRestore(ctx, rest, stdout, stderr))
-	case "bench":
-		return runBench(ctx, rest, stdout, stderr)
+	case "slo":
+		return runSLO(ctx, rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -6,7 +6,6 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -14,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"runtime/metrics"
 	"strconv"
 	"strings"
@@ -23,6 +23,11 @@ import (
 	"storepay/migrations"
 	"storepay/reconcile"
 )
+
+func init() {
+	benches["reconcile"] = benchReconcile
+	hidden["reconcile-child"] = reconcileChild
+}
 
 // benchDate is the business date the reconciliation bench books on.
 const benchDate = "2026-11-21"
@@ -35,31 +40,27 @@ const benchDate = "2026-11-21"
 //
 // Each side runs as a child process, so that its peak memory is the child's
 // maximum resident set size as the kernel counts it (getrusage ru_maxrss):
-// storepay re-executes itself (bench reconcile --child), sqlite3 is the
+// storepay-bench re-executes itself (reconcile-child) to run package
+// reconcile as the nightly command does, sqlite3 is the
 // shell. Both read the same files on the same disk, one after the other,
 // each after a sync(2): neither pays for the writeback of what was written
 // before it (the generated files, the other side's database).
 func benchReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("bench reconcile", flag.ContinueOnError)
+	fs := flag.NewFlagSet("reconcile", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	n := fs.Int("n", 1_000_000, "ledger rows, and settlement rows")
 	dir := fs.String("dir", "", "`folder` on the disk to use (default: the system's temp folder)")
 	sqlite := fs.String("sqlite3", "sqlite3", "the sqlite3 shell to compare with")
 	keep := fs.Bool("keep", false, "keep the generated files")
-	child := fs.String("child", "", "internal: run storepay's reconciliation on `db,csv` and print its figures")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if *child != "" {
-		dbPath, csvPath, _ := strings.Cut(*child, ",")
-		return benchReconcileChild(ctx, dbPath, csvPath, stdout)
-	}
 	if *n <= 0 {
-		return &exitError{code: 2, err: errors.New("bench reconcile: -n must be positive")}
+		return usagef("reconcile: -n must be positive")
 	}
 	shell, err := exec.LookPath(*sqlite)
 	if err != nil {
-		return &exitError{code: 2, err: fmt.Errorf("bench reconcile: the sqlite3 shell is needed for the comparison (%v); install it with: apt-get install sqlite3", err)}
+		return usagef("reconcile: the sqlite3 shell is needed for the comparison (%v); install it with: apt-get install sqlite3", err)
 	}
 	work, err := os.MkdirTemp(*dir, "storepay-bench-reconcile-")
 	if err != nil {
@@ -87,7 +88,7 @@ func benchReconcile(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	syscall.Sync()
 	var out bytes.Buffer
-	cmd := exec.CommandContext(ctx, self, "bench", "reconcile", "-child", dbPath+","+csvPath)
+	cmd := exec.CommandContext(ctx, self, "reconcile-child", dbPath, csvPath)
 	cmd.Stdout, cmd.Stderr = &out, stderr
 	start := time.Now()
 	if err := cmd.Run(); err != nil {
@@ -143,10 +144,14 @@ type childFigures struct {
 	Discrepancies int           `json:"discrepancies"`
 }
 
-// benchReconcileChild runs the reconciliation the way the nightly command
+// reconcileChild runs the reconciliation the way the nightly command
 // does (load, match, save, write the reports) and prints its figures.
-func benchReconcileChild(ctx context.Context, dbPath, csvPath string, stdout io.Writer) error {
-	defer leanGC(os.Getenv)()
+func reconcileChild(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) != 2 {
+		return usagef("reconcile-child: want the database and the report")
+	}
+	dbPath, csvPath := args[0], args[1]
+	defer leanGC()()
 	stop := sampleHeap()
 	db, err := migrations.Open(ctx, dbPath)
 	if err != nil {
@@ -390,4 +395,36 @@ SELECT 'missing_at_bank', count(*) FROM ledger.payments p
 		}
 	}
 	return f, nil
+}
+
+// leanGC lowers the garbage collector's target as `storepay reconcile`
+// does (unless GOGC is set) and returns the function that restores it.
+func leanGC() (restore func()) {
+	if os.Getenv("GOGC") != "" {
+		return func() {}
+	}
+	old := debug.SetGCPercent(25)
+	return func() { debug.SetGCPercent(old) }
+}
+
+// writeFileAtomic writes a report next to its final path, fsyncs it and
+// renames it into place, as `storepay reconcile` does.
+func writeFileAtomic(path string, write func(io.Writer) error) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if err := write(f); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
 }

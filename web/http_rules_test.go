@@ -1,0 +1,117 @@
+package web_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// Every line logged while serving a request names it, the domain's
+// "payment decided" included, not only the access line.
+func TestEveryLogLineOfARequestCarriesItsID(t *testing.T) {
+	e := newAPIEnv(t, slog.LevelInfo)
+	order := e.fixture(t, "order")
+	e.logs.take()
+	a := e.do("POST", "/v1/orders/"+order+"/payments", e.terminal, e.key(),
+		[]byte(`{"method":"card","amount":500,"card":{"pan":"4242424242424242","exp_month":12,"exp_year":2030}}`))
+	if a.status != http.StatusCreated {
+		t.Fatalf("payment: %s", a)
+	}
+	id := a.header.Get("X-Request-Id")
+	decided := 0
+	for _, line := range strings.Split(strings.TrimSpace(e.logs.take()), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		if rec["msg"] == "payment decided" {
+			decided++
+		}
+		if rec["request_id"] != id {
+			t.Errorf("log line without the request's id %s: %s", id, line)
+		}
+	}
+	if decided != 1 {
+		t.Fatalf("%d 'payment decided' lines; want 1", decided)
+	}
+}
+
+// A method a route does not take is 405 with the methods it does take in
+// Allow (RFC 9110), as problem+json.
+func TestMethodNotAllowedSaysWhatIs(t *testing.T) {
+	e := newAPIEnv(t, slog.LevelWarn)
+	order := e.fixture(t, "order")
+	for _, tc := range []struct{ method, path, allow string }{
+		{"DELETE", "/v1/orders", "POST"},
+		{"PUT", "/v1/orders/" + order, "GET"},
+		{"GET", "/v1/orders/" + order + "/deliver", "POST"},
+		{"POST", "/v1/estop", "GET, PUT"},
+		{"DELETE", "/healthz", "GET"},
+	} {
+		a := e.do(tc.method, tc.path, e.manager, "", nil)
+		if a.status != http.StatusMethodNotAllowed || a.header.Get("Allow") != tc.allow ||
+			a.header.Get("Content-Type") != "application/problem+json" {
+			t.Errorf("%s %s: %d Allow %q (%s); want 405 Allow %q", tc.method, tc.path, a.status, a.header.Get("Allow"), a.header.Get("Content-Type"), tc.allow)
+		}
+	}
+}
+
+// The 400/422 rule (docs/day-two.md): a request that does not fit the
+// route's shape is 400; one that fits but a money, card or state rule
+// refuses is 422.
+func TestBadRequestOrUnprocessable(t *testing.T) {
+	e := newAPIEnv(t, slog.LevelWarn)
+	order := e.fixture(t, "order")
+	for _, tc := range []struct {
+		name, path, body string
+		status           int
+		code, detail     string
+	}{
+		{"QuantityOutOfRange", "/v1/orders", `{"channel":"walk_in","currency":"USD","lines":[{"sku":"A","quantity":1,"unit_amount":1},{"sku":"B","quantity":0,"unit_amount":1}]}`,
+			400, "invalid_request", "lines[1].quantity is out of range"},
+		{"QuantityBeyondInt64", "/v1/orders", `{"channel":"walk_in","currency":"USD","lines":[{"sku":"A","quantity":1,"unit_amount":1},{"sku":"B","quantity":99999999999999999999,"unit_amount":1}]}`,
+			400, "invalid_json", "lines[1].quantity is out of range"},
+		{"MissingUnitAmount", "/v1/orders", `{"channel":"walk_in","currency":"USD","lines":[{"sku":"A","quantity":1}]}`,
+			400, "invalid_request", "lines[0].unit_amount is required"},
+		{"UnknownChannel", "/v1/orders", `{"channel":"drive_thru","currency":"USD","lines":[{"sku":"A","quantity":1,"unit_amount":1}]}`,
+			400, "invalid_request", "channel"},
+		{"BadCurrency", "/v1/orders", `{"channel":"walk_in","currency":"XXQ","lines":[{"sku":"A","quantity":1,"unit_amount":1}]}`,
+			422, "invalid_currency", "ISO 4217"},
+		{"BeyondBalance", "/v1/orders/" + order + "/payments", `{"method":"cash","amount":999999}`,
+			422, "amount_exceeds_balance", "balance"},
+		{"BadCard", "/v1/orders/" + order + "/payments", `{"method":"card","amount":100,"card":{"pan":"4242424242424241","exp_month":12,"exp_year":2030}}`,
+			422, "invalid_card", "not valid"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := e.do("POST", tc.path, e.terminal, e.key(), []byte(tc.body))
+			var p struct{ Code, Detail string }
+			json.Unmarshal(a.body, &p)
+			if a.status != tc.status || p.Code != tc.code || !strings.Contains(p.Detail, tc.detail) {
+				t.Fatalf("got %s; want %d %s with %q", a, tc.status, tc.code, tc.detail)
+			}
+		})
+	}
+}
+
+// A manager's token may take a payment (a manager at the till, or at the
+// back office): the payment names the manager's device as its terminal.
+func TestAManagerMayTakeAPayment(t *testing.T) {
+	e := newAPIEnv(t, slog.LevelWarn)
+	a := e.do("POST", "/v1/orders", e.manager, e.key(),
+		[]byte(`{"channel":"walk_in","currency":"USD","lines":[{"sku":"A","quantity":1,"unit_amount":700}]}`))
+	var o struct{ ID string }
+	if a.status != http.StatusCreated || json.Unmarshal(a.body, &o) != nil {
+		t.Fatalf("order by a manager: %s", a)
+	}
+	a = e.do("POST", "/v1/orders/"+o.ID+"/payments", e.manager, e.key(), fmt.Appendf(nil, `{"method":"cash","amount":700}`))
+	var p struct {
+		Status     string `json:"status"`
+		TerminalID string `json:"terminal_id"`
+	}
+	if a.status != http.StatusCreated || json.Unmarshal(a.body, &p) != nil || p.Status != "captured" || p.TerminalID != "boss" {
+		t.Fatalf("payment by a manager: %s; want 201 captured by boss", a)
+	}
+}
