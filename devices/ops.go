@@ -372,3 +372,11 @@ func known(kind string) bool {
 	}
 	return false
 }
+
+// LastSeen is LastSeenAt, or the zero time for a device never seen.
+func (s Status) LastSeen() time.Time {
+	if s.LastSeenAt == nil {
+		return time.Time{}
+	}
+	return *s.LastSeenAt
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 
 	"storepay/devices"
@@ -53,5 +54,41 @@ func TestRevokedTokenIsRefusedEverywhere(t *testing.T) {
 	}
 	if a := e.do("GET", "/v1/devices", "", nil, "Authorization", "Bearer "+fresh); a.status != http.StatusOK {
 		t.Fatalf("re-enrolled token: %d %s", a.status, a.body)
+	}
+}
+
+// The console's devices page lists every device with its health, and its
+// forms rename and revoke as the API does, audited as the manager; a form
+// without a reason changes nothing.
+func TestConsoleDevicesPage(t *testing.T) {
+	e := newConsole(t, false)
+	ctx := context.Background()
+	if _, err := e.reg.Enroll(ctx, "lane-7", devices.RoleTerminal); err != nil {
+		t.Fatal(err)
+	}
+	session := e.login(e.manager)
+	page := e.get("/console/devices", session)
+	wantStatus(t, page, http.StatusOK)
+	for _, want := range []string{`data-device="lane-7" data-health="unknown"`, `id="revoke-lane-7"`, `href="/console/devices" aria-current="page"`} {
+		if !strings.Contains(page.body, want) {
+			t.Fatalf("devices page lacks %s:\n%.3000s", want, page.body)
+		}
+	}
+	wantStatus(t, e.post(session, "/console/devices", "/console/devices/lane-7/revoke", url.Values{"reason": {""}}), http.StatusBadRequest)
+	if d, _ := e.reg.Get(ctx, "lane-7"); d.RevokedAt != nil {
+		t.Fatal("a revoke without a reason was carried out")
+	}
+	wantStatus(t, e.post(session, "/console/devices", "/console/devices/lane-7/rename", url.Values{"reason": {"new till"}, "new_name": {"lane-8"}}), http.StatusSeeOther)
+	wantStatus(t, e.post(session, "/console/devices", "/console/devices/lane-8/revoke", url.Values{"reason": {"broken"}}), http.StatusSeeOther)
+	d, err := e.reg.Get(ctx, "lane-8")
+	if err != nil || d.Health != devices.HealthRevoked {
+		t.Fatalf("after the console's rename and revoke: %+v %v", d, err)
+	}
+	got := e.audit()
+	if got[0].Action != "device.revoke" || got[0].Target != "lane-8" || got[1].Action != "device.rename" || got[1].Detail != "renamed from lane-7" {
+		t.Fatalf("audit: %+v", got[:2])
+	}
+	if page := e.get("/console/devices", session); !strings.Contains(page.body, `data-device="lane-8" data-health="revoked"`) {
+		t.Fatalf("a revoked device on the page:\n%.3000s", page.body)
 	}
 }
