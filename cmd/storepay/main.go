@@ -71,6 +71,8 @@ commands:
   restore --config F --from PATH   put a backup in place of a database moved aside (serve stopped)
   slo --config F --from T --to T [--json]
                                    service level of a window: exit 0 all objectives held, 1 one missed, 2 could not run
+  gameday --plan F [--banksim B] [--dir D] [--json]
+                                   rehearse a store's day with incidents against real processes on loopback
 
 benchmarks are a program of their own: go run ./cmd/storepay-bench
 `
@@ -97,6 +99,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return exitOne(runRestore(ctx, rest, stdout, stderr))
 	case "slo":
 		return runSLO(ctx, rest, stdout, stderr)
+	case "gameday":
+		return runGameday(ctx, rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -115,3 +115,23 @@ func TestSLOGauges(t *testing.T) {
 		}
 	}
 }
+
+// storepay gameday refuses what it cannot run with exit 2, before
+// starting anything.
+func TestGamedayCommandRefuses(t *testing.T) {
+	bad := filepath.Join(t.TempDir(), "plan.json")
+	if err := os.WriteFile(bad, []byte(`{"name":"x","open":"08:00","close":"20:00","speed":720,"customers_per_hour":10,"mix":{},"max_payments":10,"incidents":[{"at":"10:00","for":"5m","kind":"meteor"}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"gameday"},
+		{"gameday", "--plan", filepath.Join(t.TempDir(), "missing.json")},
+		{"gameday", "--plan", bad},
+		{"gameday", "--plan", bad, "extra"},
+	} {
+		var out, errb bytes.Buffer
+		if c := exitCode(run(context.Background(), args, func(string) string { return "" }, &out, &errb), &errb); c != 2 {
+			t.Errorf("%q: exit %d, want 2 (%s)", args, c, errb.String())
+		}
+	}
+}
