@@ -30,6 +30,9 @@ type Config struct {
 	Metrics http.Handler
 	Log     *slog.Logger
 	Now     func() time.Time
+	// Undo is who may void, refund or cancel a sale (default
+	// UndoOwnTerminal).
+	Undo UndoPolicy
 }
 
 // Server holds the HTTP handlers.
@@ -44,13 +47,14 @@ type Server struct {
 	nowFn   func() time.Time
 	idem    *idemStore
 	signins *signinGuard
+	undo    UndoPolicy
 }
 
 // New builds the server.
 func New(c Config) *Server {
 	s := &Server{db: c.DB, orders: c.Orders, devices: c.Devices, router: c.Router, saf: c.SAF, metrics: c.Metrics,
 		log: c.Log, nowFn: c.Now, idem: newIdemStore(c.DB),
-		signins: newSigninGuard()}
+		signins: newSigninGuard(), undo: c.Undo}
 	if s.log == nil {
 		s.log = slog.Default()
 	}

@@ -99,7 +99,8 @@ func OpenApp(ctx context.Context, cfg Config, getenv func(string) string, log *s
 		db.Close()
 		return nil, err
 	}
-	a.Web = web.New(web.Config{DB: db, Orders: a.Orders, Devices: a.Devices, Router: router, SAF: a.SAF, Metrics: metrics, Log: log})
+	a.Web = web.New(web.Config{DB: db, Orders: a.Orders, Devices: a.Devices, Router: router, SAF: a.SAF, Metrics: metrics, Log: log,
+		Undo: web.UndoPolicy(cfg.UndoPolicy)})
 	return a, nil
 }
 
