@@ -220,6 +220,9 @@ func (c *Config) validate() error {
 			return fmt.Errorf("config: offline.hot_cards[%d]: write the first six and last four digits with the middle masked, like 400000******9979", i)
 		}
 	}
+	if !web.UndoPolicy(c.UndoPolicy).Valid() {
+		return fmt.Errorf("config: undo_policy: %q is not own_terminal or any_terminal", c.UndoPolicy)
+	}
 	switch c.LogLevel {
 	case "", "debug", "info", "warn", "error":
 	default:
@@ -320,9 +323,6 @@ func (o OfflineConfig) validate() error {
 		return errors.New("config: offline.velocity_amount: must not be negative")
 	case o.VelocityWindow.Duration < 0:
 		return errors.New("config: offline.velocity_window: must not be negative")
-	}
-	if !web.UndoPolicy(c.UndoPolicy).Valid() {
-		return fmt.Errorf("config: undo_policy: %q is not own_terminal or any_terminal", c.UndoPolicy)
 	}
 	return nil
 }
