@@ -42,6 +42,8 @@ type App struct {
 	iso    *isoLinks
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// unobserve unregisters the device gauges.
+	unobserve func() error
 }
 
 // OpenApp opens the database (applying migrations), checks every secret
@@ -163,6 +165,11 @@ func (a *App) Start(ln net.Listener) {
 	if err := a.SAF.Open(); err != nil {
 		a.Log.Error("store-and-forward forwarder did not start", "err", err)
 	}
+	if unobserve, err := a.Devices.Observe(); err != nil {
+		a.Log.Error("device metrics did not start", "err", err)
+	} else {
+		a.unobserve = unobserve
+	}
 	resolveEvery := a.Config.ResolveInterval.Duration
 	if resolveEvery <= 0 {
 		resolveEvery = 5 * time.Second
@@ -234,6 +241,9 @@ func (a *App) Close(ctx context.Context) error {
 		a.cancel()
 	}
 	a.wg.Wait()
+	if a.unobserve != nil {
+		a.unobserve()
+	}
 	a.SAF.Close()
 	a.Router.Close()
 	if err := a.SLO.Close(ctx); err != nil {

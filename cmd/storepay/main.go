@@ -62,6 +62,9 @@ commands:
   migrate --config F               bring the database schema up to date
   devices enroll --config F --name N --role terminal|manager
                                    register a device; prints its bearer token
+  devices list --config F           every device: role, health, last seen (time, address)
+  devices revoke --config F --name N [--reason R]
+                                   refuse the device's token (and its console sessions) at once
   reconcile --config F --date YYYY-MM-DD [--settlement NAME=PATH ...]
                                    the nightly batch: exit 0 all matched, 1 discrepancies, 2 could not run
   backup --config F --to PATH      copy the database while serving (consistent, fsynced, never overwrites)
@@ -87,11 +90,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "migrate":
 		return exitOne(runMigrate(ctx, rest, stdout, stderr))
 	case "devices":
-		if len(rest) == 0 || rest[0] != "enroll" {
-			fmt.Fprint(stderr, usage)
-			return &exitError{code: 1, err: errors.New("devices: the only subcommand is enroll")}
-		}
-		return exitOne(runEnroll(ctx, rest[1:], stdout, stderr))
+		return exitOne(runDevices(ctx, rest, stdout, stderr))
 	case "reconcile":
 		return runReconcile(ctx, rest, getenv, stdout, stderr)
 	case "backup":
