@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -57,6 +58,9 @@ const tokenPrefix = "sp_"
 type Registry struct {
 	DB  *migrations.DB
 	Now func() time.Time
+
+	seenMu sync.Mutex
+	seen   map[string]seenMark // device id: its last last-seen write
 }
 
 func (r *Registry) now() time.Time {
@@ -84,7 +88,7 @@ func (r *Registry) Enroll(ctx context.Context, name string, role Role) (string, 
 	now := migrations.FormatTime(r.now())
 	err := r.DB.Update(ctx, func(tx *sql.Tx) error {
 		_, err := tx.Exec(`INSERT INTO devices (id, name, role, token_hash, created_at) VALUES (?, ?, ?, ?, ?)
-			ON CONFLICT (name) DO UPDATE SET role = excluded.role, token_hash = excluded.token_hash`,
+			ON CONFLICT (name) DO UPDATE SET role = excluded.role, token_hash = excluded.token_hash, revoked_at = ''`,
 			"dev_"+uuid.NewString(), name, string(role), hash(token), now)
 		return err
 	})
@@ -101,7 +105,7 @@ func (r *Registry) Authenticate(ctx context.Context, token string) (Device, erro
 	}
 	var d Device
 	var created string
-	err := r.DB.Read().QueryRowContext(ctx, `SELECT id, name, role, created_at FROM devices WHERE token_hash = ?`, hash(token)).
+	err := r.DB.Read().QueryRowContext(ctx, `SELECT id, name, role, created_at FROM devices WHERE token_hash = ? AND revoked_at = ''`, hash(token)).
 		Scan(&d.ID, &d.Name, &d.Role, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Device{}, ErrUnknownToken

@@ -171,9 +171,10 @@ func (r *Router) notifyAvailable(name string) {
 }
 
 // OnStateChange registers fn to be called, synchronously and quickly,
-// whenever a bank's circuit breaker changes state (closed, open,
-// half_open): the SLO recorder keeps these durably, because the breaker
-// itself forgets them.
+// whenever a bank's state changes (closed, open, half_open): its circuit
+// breaker's, or the health probes' gate on new payments (failing probes
+// are "open", their recovery "closed"). The SLO recorder keeps these
+// durably, because the router itself forgets them.
 func (r *Router) OnStateChange(fn func(bank, from, to string)) {
 	r.mu.Lock()
 	r.changes = append(r.changes, fn)
@@ -1033,6 +1034,7 @@ func (b *bank) probe(ctx context.Context) {
 	case healthy >= 0 && wasFailing:
 		// The probes' own gate on new payments lifts, the breaker being
 		// closed: say so, as the breaker would.
+		b.router.notifyChange(b.name, "open", "closed") // the probes' gate was an outage too
 		b.router.notifyAvailable(b.name)
 		if healthy == 0 {
 			b.preferred.Store(0)
@@ -1044,5 +1046,10 @@ func (b *bank) probe(ctx context.Context) {
 		// succeeds. The breaker is left to real calls: a capture or a
 		// reversal at this bank still goes, and opens it if it fails.
 		b.router.log.Warn("bank health probe failed on every URL twice; no new payments go to it until one succeeds", "gateway", b.name)
+		if !b.breaker.IsOpen() {
+			// The bank's state (see state) is open from now on: say so
+			// to whoever records outages, as the breaker would.
+			b.router.notifyChange(b.name, "closed", "open")
+		}
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 )
 
 // Copy describes a database copy that Backup made or Restore checked.
@@ -199,19 +198,38 @@ func Check(ctx context.Context, path string) (Copy, error) {
 		into  *int64
 	}{{"payments", &c.Payments}, {"saf_records", &c.SAFRecords}} {
 		// Tables a very old schema lacks count as empty.
-		if err := db.QueryRowContext(ctx, `SELECT count(*) FROM `+n.table).Scan(n.into); err != nil && !strings.Contains(err.Error(), "no such table") {
+		ok, err := tableExists(ctx, db, n.table)
+		if err != nil {
+			return Copy{}, fmt.Errorf("%s: %w", path, err)
+		}
+		if !ok {
+			continue
+		}
+		if err := db.QueryRowContext(ctx, `SELECT count(*) FROM `+n.table).Scan(n.into); err != nil {
 			return Copy{}, fmt.Errorf("%s: %w", path, err)
 		}
 	}
 	return c, nil
 }
 
+// tableExists reports whether the database has a table of that name:
+// asked of the schema, not guessed from an error's text.
+func tableExists(ctx context.Context, db *sql.DB, name string) (bool, error) {
+	var n int
+	err := db.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?`, name).Scan(&n)
+	return n > 0, err
+}
+
 func schemaVersion(ctx context.Context, db *sql.DB) (int, error) {
+	ok, err := tableExists(ctx, db, "schema_migrations")
+	if sqliteCode(err) == sqliteNotADB || (err == nil && !ok) {
+		return 0, errors.New("not a storepay database")
+	}
+	if err != nil {
+		return 0, err
+	}
 	var v sql.NullInt64
 	if err := db.QueryRowContext(ctx, `SELECT max(version) FROM schema_migrations`).Scan(&v); err != nil {
-		if strings.Contains(err.Error(), "no such table") || strings.Contains(err.Error(), "not a database") {
-			return 0, errors.New("not a storepay database")
-		}
 		return 0, err
 	}
 	if !v.Valid {

@@ -95,15 +95,22 @@ func IsStorageFault(err error) bool {
 	if errors.Is(err, ErrClosed) || errors.Is(err, ErrStorageFault) {
 		return true
 	}
-	var se *sqlite.Error
-	if !errors.As(err, &se) {
-		return false
-	}
-	switch se.Code() & 0xff {
+	switch sqliteCode(err) {
 	case sqliteReadOnly, sqliteIOErr, sqliteCorrupt, sqliteFull, sqliteCantOpen, sqliteNotADB:
 		return true
 	}
 	return false
+}
+
+// sqliteCode is the primary SQLite result code err carries (extended
+// codes such as SQLITE_IOERR_FSYNC reduced to theirs), or 0 if err is
+// not SQLite's.
+func sqliteCode(err error) int {
+	var se *sqlite.Error
+	if !errors.As(err, &se) {
+		return 0
+	}
+	return se.Code() & 0xff
 }
 
 // SQLite's primary result codes for a storage that refuses writes

@@ -25,6 +25,7 @@ import (
 // after a crash or a lost answer): then only the bank's answer ends it.
 // reply stores the terminal's answer with a successful outcome.
 func (s *Service) runOp(ctx context.Context, p Payment, resolving, resumed bool, reply Reply) (Payment, error) {
+	defer s.letGo(p.leaseOwner, p.leaseUntil)
 	var (
 		auth gateway.Authorization
 		rf   gateway.Refund

@@ -1,6 +1,10 @@
 package orders
 
-import "strings"
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
 
 // iso4217 lists the active ISO 4217 currency codes.
 var iso4217 = func() map[string]bool {
@@ -19,3 +23,73 @@ var iso4217 = func() map[string]bool {
 
 // ValidCurrency reports whether code is an active ISO 4217 code.
 func ValidCurrency(code string) bool { return iso4217[code] }
+
+// minorDigits are the ISO 4217 currencies whose minor unit is not a
+// hundredth, as ISO 4217 (and the banks, ISO 8583's field 4 among them)
+// count them. golang.org/x/text/currency was weighed and not used: its
+// digits are CLDR's display habits, not ISO's minor units, and for
+// amounts kept in minor units they would misplace the decimal point.
+// Checked with x/text v0.42.0: JPY 0, ISK 0, CLP 0 and KWD 3 agree, but
+// IQD is 0 (ISO 3), and COP, IRR, LBP, ALL, RSD, MGA, SYP and YER are 0
+// (ISO 2): 150000 minor units of COP are 1,500.00 COP, which x/text
+// would show as 150,000 COP. TestFormatMoneyISO4217 pins the table.
+var minorDigits = map[string]int{
+	"BIF": 0, "CLP": 0, "DJF": 0, "GNF": 0, "ISK": 0, "JPY": 0, "KMF": 0, "KRW": 0, "PYG": 0, "RWF": 0,
+	"UGX": 0, "VND": 0, "VUV": 0, "XAF": 0, "XOF": 0, "XPF": 0,
+	"BHD": 3, "IQD": 3, "JOD": 3, "KWD": 3, "LYD": 3, "OMR": 3, "TND": 3,
+}
+
+// MinorDigits is how many decimal places currency's minor unit has.
+func MinorDigits(currency string) int {
+	if d, ok := minorDigits[currency]; ok {
+		return d
+	}
+	return 2
+}
+
+// FormatMoney is the one way storepay writes an amount for people (the
+// console, the audit log, the CLI): minor units in their currency,
+// grouped by thousands, with the code after: FormatMoney(123456, "USD")
+// is "1,234.56 USD", FormatMoney(2700, "JPY") "2,700 JPY",
+// FormatMoney(1500, "KWD") "1.500 KWD".
+func FormatMoney(amount int64, currency string) string {
+	digits := MinorDigits(currency)
+	neg := amount < 0
+	u := uint64(amount)
+	if neg {
+		u = -u
+	}
+	scale := uint64(1)
+	for range digits {
+		scale *= 10
+	}
+	s := groupThousands(strconv.FormatUint(u/scale, 10))
+	if digits > 0 {
+		s += fmt.Sprintf(".%0*d", digits, u%scale)
+	}
+	if neg {
+		s = "-" + s
+	}
+	if currency != "" {
+		s += " " + currency
+	}
+	return s
+}
+
+func groupThousands(s string) string {
+	if len(s) <= 3 {
+		return s
+	}
+	var b strings.Builder
+	lead := len(s) % 3
+	if lead > 0 {
+		b.WriteString(s[:lead])
+	}
+	for i := lead; i < len(s); i += 3 {
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(s[i : i+3])
+	}
+	return b.String()
+}

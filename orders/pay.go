@@ -275,6 +275,7 @@ func (s *Service) authorize(ctx context.Context, p Payment, card gateway.Card, b
 	// runs to its own budget, and the outcome is recorded either way.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.authBudget())
 	defer cancel()
+	defer s.letGo(p.leaseOwner, p.leaseUntil)
 	req := s.authRequest(p, card)
 	var (
 		auth gateway.Authorization

@@ -77,6 +77,9 @@ type Service struct {
 	inc     string // this process's incarnation: the owner of its leases
 	leases  atomic.Int64
 
+	goneMu sync.Mutex
+	gone   map[string]time.Time // lease tokens whose holders returned, until their lease ends
+
 	reportsMu sync.Mutex
 	reports   map[string][]reportRow // refund rows of closed days' settlement reports
 }
@@ -332,4 +335,41 @@ func (s *Service) Events(ctx context.Context, paymentID string) ([]Change, error
 // Refunds returns a payment's refunds, oldest first.
 func (s *Service) Refunds(ctx context.Context, paymentID string) ([]Refund, error) {
 	return getRefunds(s.DB.ReadAt(ctx), paymentID)
+}
+
+// letGo records that the holder of token has returned. Its lease is
+// cleared by the transaction that writes the outcome; when that write
+// failed (a full disk, an I/O error) the lease would still bind the
+// request's repeat, answered idempotency_key_in_use until it ran out,
+// though nothing runs. Knowing here that its holder is gone, leased lets
+// the repeat (or the resolver) resume the operation at once, under the
+// same bank key, as after a crash. Only this incarnation's holders are
+// known here, which is all leased needs: another incarnation's leases
+// bind nobody. Entries live until their lease would have ended.
+func (s *Service) letGo(token string, until time.Time) {
+	if token == "" {
+		return
+	}
+	now := s.now()
+	s.goneMu.Lock()
+	defer s.goneMu.Unlock()
+	if s.gone == nil {
+		s.gone = map[string]time.Time{}
+	}
+	if len(s.gone) >= 256 {
+		for t, u := range s.gone {
+			if !now.Before(u) {
+				delete(s.gone, t)
+			}
+		}
+	}
+	s.gone[token] = until
+}
+
+// returned reports whether the holder of token has returned (letGo).
+func (s *Service) returned(token string) bool {
+	s.goneMu.Lock()
+	defer s.goneMu.Unlock()
+	_, ok := s.gone[token]
+	return ok
 }

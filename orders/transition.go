@@ -136,9 +136,10 @@ func (s *Service) leaseFor(now time.Time, budget time.Duration) time.Time {
 // leased reports whether a live request of this process holds p's lease
 // now. A lease written by another incarnation belongs to a process that
 // is gone: one storepay runs per database (the lock beside it), and a
-// new start is a new incarnation.
+// new start is a new incarnation. A lease whose holder returned without
+// clearing it (its outcome write failed) binds nobody either (letGo).
 func (s *Service) leased(p Payment, now time.Time) bool {
-	return strings.HasPrefix(p.leaseOwner, s.incarnation()+"/") && now.Before(p.leaseUntil)
+	return strings.HasPrefix(p.leaseOwner, s.incarnation()+"/") && now.Before(p.leaseUntil) && !s.returned(p.leaseOwner)
 }
 
 // leaseToken names one holding of a lease: this incarnation and a

@@ -522,107 +522,141 @@ type earlier struct {
 // totals the report.
 func (m *matcher) finish(ctx context.Context, inRun map[uint16]bool) error {
 	m.pairRefundsByPayment()
-	res, l := m.res, m.l
-	unreadable := map[string]int{}
-	for _, p := range res.Problems {
-		unreadable[p.Gateway]++
-	}
-	err := m.db.View(ctx, func(tx *sql.Tx) error {
-		// The records whose fate depends on other nights' runs: a
-		// neighbouring day's record this report settled, and a record of
-		// the day that this report did not.
-		var asks []int32
-		refs := map[string]bool{}
-		for i, e := range l.all {
-			if inRun[e.gw] && (e.state == settled && e.day != 0 || e.state == unmatched && e.day == 0) {
-				asks = append(asks, i)
-				if e.state == settled {
-					refs[l.str(e.ref)] = true
-				}
-			}
+	if err := m.db.View(ctx, func(tx *sql.Tx) error {
+		if err := m.acrossDates(ctx, tx, inRun); err != nil {
+			return err
 		}
-		for _, i := range asks {
-			if e := l.at(i); e.state == unmatched {
+		for _, d := range m.dupes {
+			m.res.discrepancies = append(m.res.discrepancies, m.duplicate(d))
+		}
+		return m.missingInStore(ctx, tx)
+	}); err != nil {
+		return fmt.Errorf("reconcile %s: %w", m.l.Date, err)
+	}
+	m.settledDiscrepancies()
+	m.unsettledSales()
+	m.proposeAndMask()
+	m.sortReport()
+	m.summarize()
+	return nil
+}
+
+// acrossDates decides the records whose fate depends on other nights'
+// runs: a neighbouring day's record this report settled, and a record of
+// the day that this report did not.
+func (m *matcher) acrossDates(ctx context.Context, tx *sql.Tx, inRun map[uint16]bool) error {
+	l := m.l
+	var asks []int32
+	refs := map[string]bool{}
+	for i, e := range l.all {
+		if inRun[e.gw] && (e.state == settled && e.day != 0 || e.state == unmatched && e.day == 0) {
+			asks = append(asks, i)
+			if e.state == settled {
 				refs[l.str(e.ref)] = true
 			}
 		}
-		hist, err := settledByOtherRuns(ctx, tx, l.Date, refs)
-		if err != nil {
-			return err
-		}
-		for _, i := range asks {
-			e := l.at(i)
-			prev, found := hist[l.str(e.ref)]
-			switch {
-			case e.state == settled:
-				// If that day's (or another neighbour's) run settled the
-				// record already, this row is a copy or a second charge.
-				if !found {
-					res.withdraw = append(res.withdraw, l.str(e.ref))
-					continue
-				}
-				e.state = settledElsewhere
-				// The very row that night's report carried is a re-sent
-				// batch; any other row (another batch, another amount) is
-				// the money taken again.
-				if prev.rowHash == e.rowHash || prev.rowHash == 0 && prev.psp == m.psp(e) {
-					res.Summary.ResentRows++
-					m.untotal(e)
-					continue
-				}
-				m.dupes = append(m.dupes, bankRow{Row: Row{Line: int(e.line), PSPReference: m.psp(e),
-					MerchantReference: l.str(e.ref), Currency: string(e.bankCur[:]), Gross: e.gross},
-					gateway: res.srcGateways[e.src], entry: i, earlier: prev})
-			case found:
-				e.state = settledElsewhere
-				res.Summary.SettledInNeighbourFile++
-			default:
-				it := m.missingAtBank(e)
-				if n := unreadable[l.gateways[e.gw]]; n > 0 {
-					it.Detail += fmt.Sprintf(" %s's report has %s that could not be read: it may be one of them.",
-						it.Gateway, plural(n, "row", "rows"))
-				}
-				res.discrepancies = append(res.discrepancies, it)
-			}
-		}
-		for _, d := range m.dupes {
-			res.discrepancies = append(res.discrepancies, m.duplicate(d))
-		}
-		return m.missingInStore(ctx, tx)
-	})
-	if err != nil {
-		return fmt.Errorf("reconcile %s: %w", l.Date, err)
 	}
-	for _, e := range l.all {
+	for _, i := range asks {
+		if e := l.at(i); e.state == unmatched {
+			refs[l.str(e.ref)] = true
+		}
+	}
+	hist, err := settledByOtherRuns(ctx, tx, l.Date, refs)
+	if err != nil {
+		return err
+	}
+	unreadable := map[string]int{}
+	for _, p := range m.res.Problems {
+		unreadable[p.Gateway]++
+	}
+	for _, i := range asks {
+		prev, found := hist[l.str(l.at(i).ref)]
+		m.acrossDate(i, prev, found, unreadable)
+	}
+	return nil
+}
+
+// acrossDate decides one record of acrossDates, given what another
+// night's run settled of it (prev, if found).
+func (m *matcher) acrossDate(i int32, prev earlier, found bool, unreadable map[string]int) {
+	res, l := m.res, m.l
+	e := l.at(i)
+	switch {
+	case e.state == settled:
+		// If that day's (or another neighbour's) run settled the
+		// record already, this row is a copy or a second charge.
+		if !found {
+			res.withdraw = append(res.withdraw, l.str(e.ref))
+			return
+		}
+		e.state = settledElsewhere
+		// The very row that night's report carried is a re-sent
+		// batch; any other row (another batch, another amount) is
+		// the money taken again.
+		if prev.rowHash == e.rowHash || prev.rowHash == 0 && prev.psp == m.psp(e) {
+			res.Summary.ResentRows++
+			m.untotal(e)
+			return
+		}
+		m.dupes = append(m.dupes, bankRow{Row: Row{Line: int(e.line), PSPReference: m.psp(e),
+			MerchantReference: l.str(e.ref), Currency: string(e.bankCur[:]), Gross: e.gross},
+			gateway: res.srcGateways[e.src], entry: i, earlier: prev})
+	case found:
+		e.state = settledElsewhere
+		res.Summary.SettledInNeighbourFile++
+	default:
+		it := m.missingAtBank(e)
+		if n := unreadable[l.gateways[e.gw]]; n > 0 {
+			it.Detail += fmt.Sprintf(" %s's report has %s that could not be read: it may be one of them.",
+				it.Gateway, plural(n, "row", "rows"))
+		}
+		res.discrepancies = append(res.discrepancies, it)
+	}
+}
+
+// settledDiscrepancies adds the records a row settled with another
+// amount or currency.
+func (m *matcher) settledDiscrepancies() {
+	for _, e := range m.l.all {
 		if e.state == settled {
 			if c := settledCategory(e); c != Matched {
-				res.discrepancies = append(res.discrepancies, m.settledItem(e, c))
+				m.res.discrepancies = append(m.res.discrepancies, m.settledItem(e, c))
 			}
 		}
 	}
-	// A sale a bank settled after all (the store holds it as queued, or
-	// as declined when forwarded) is the settlement's missing_in_store
-	// item, which says what the store recorded; a second item saying no
-	// bank has it would contradict it, and proposing to forward it would
-	// charge the card twice.
+}
+
+// unsettledSales adds the sales no bank has. A sale a bank settled after
+// all (the store holds it as queued, or as declined when forwarded) is
+// the settlement's missing_in_store item, which says what the store
+// recorded; a second item saying no bank has it would contradict it, and
+// proposing to forward it would charge the card twice.
+func (m *matcher) unsettledSales() {
+	res := m.res
 	settledSales := map[string]bool{}
 	for _, it := range res.discrepancies {
 		if it.Category == MissingInStore && it.Kind == "capture" {
 			settledSales[it.PaymentID] = true
 		}
 	}
-	for _, s := range l.sales {
+	for _, s := range m.l.sales {
 		if !settledSales[s.paymentID] {
-			res.discrepancies = append(res.discrepancies, saleItem(s, l.Date))
+			res.discrepancies = append(res.discrepancies, saleItem(s, m.l.Date))
 		}
 	}
+}
+
+// proposeAndMask gives every item without one its proposed resolution,
+// and masks card numbers in whatever came from a bank's report: text
+// from outside, where a card number carried in a reference or a type is
+// never kept or shown.
+func (m *matcher) proposeAndMask() {
+	res := m.res
 	for i := range res.discrepancies {
 		it := &res.discrepancies[i]
 		if it.Resolution == nil {
 			propose(it, "")
 		}
-		// A bank's report is text from outside: a card number it carries
-		// where a reference or a type belongs is never kept or shown.
 		it.PaymentID, it.PSPReference = gateway.MaskPANs(it.PaymentID), gateway.MaskPANs(it.PSPReference)
 		it.MerchantReference, it.Detail = gateway.MaskPANs(it.MerchantReference), gateway.MaskPANs(it.Detail)
 		if it.Resolution != nil {
@@ -635,6 +669,11 @@ func (m *matcher) finish(ctx context.Context, inRun map[uint16]bool) error {
 	for i := range res.Problems {
 		res.Problems[i].Error = gateway.MaskPANs(res.Problems[i].Error)
 	}
+}
+
+// sortReport puts the items and the problems in the report's order.
+func (m *matcher) sortReport() {
+	res := m.res
 	slices.SortFunc(res.discrepancies, func(a, b Item) int {
 		return cmp.Or(cmp.Compare(a.Category.rank(), b.Category.rank()), strings.Compare(a.Gateway, b.Gateway),
 			strings.Compare(a.PaymentID, b.PaymentID), strings.Compare(a.RefundID, b.RefundID),
@@ -644,8 +683,6 @@ func (m *matcher) finish(ctx context.Context, inRun map[uint16]bool) error {
 	slices.SortFunc(res.Problems, func(a, b Problem) int {
 		return cmp.Or(cmp.Compare(slices.Index(res.srcGateways, a.Gateway), slices.Index(res.srcGateways, b.Gateway)), cmp.Compare(a.Line, b.Line))
 	})
-	m.summarize()
-	return nil
 }
 
 // untotal takes a settled row back out of its bank's totals: a copy of a

@@ -60,6 +60,59 @@ func (q *Queue) Count(ctx context.Context, f Filter) (int, int64, error) {
 	return n, amount, err
 }
 
+// Sum is the records of one currency and their total amount.
+type Sum struct {
+	Currency string `json:"currency"`
+	Count    int    `json:"count"`
+	Amount   int64  `json:"amount"`
+}
+
+// Sums totals the records f matches (ignoring Limit and Offset) per
+// currency, as money is only ever added up within one. Without a status
+// in f it counts what is still in the queue: forwarded and declined
+// records are done and not part of its total.
+func (q *Queue) Sums(ctx context.Context, f Filter) ([]Sum, error) {
+	where := []string{"1=1"}
+	var args []any
+	if f.Status != "" {
+		where = append(where, "status = ?")
+		args = append(args, f.Status)
+	} else {
+		where = append(where, "status NOT IN ('forwarded', 'declined')")
+	}
+	if f.Gateway != "" {
+		where = append(where, "gateway = ?")
+		args = append(args, f.Gateway)
+	}
+	rows, err := q.DB.Read().QueryContext(ctx, `SELECT currency, count(*), sum(amount) FROM saf_records WHERE `+
+		strings.Join(where, " AND ")+` GROUP BY currency ORDER BY currency`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("sum the queue: %w", err)
+	}
+	defer rows.Close()
+	var out []Sum
+	for rows.Next() {
+		var s Sum
+		if err := rows.Scan(&s.Currency, &s.Count, &s.Amount); err != nil {
+			return nil, fmt.Errorf("sum the queue: %w", err)
+		}
+		out = append(out, s)
+	}
+	return out, rows.Err()
+}
+
+// FormatSums writes sums as people read them: "31.50 USD, 2,700 JPY".
+func FormatSums(sums []Sum) string {
+	if len(sums) == 0 {
+		return "nothing"
+	}
+	parts := make([]string, len(sums))
+	for i, s := range sums {
+		parts[i] = orders.FormatMoney(s.Amount, s.Currency)
+	}
+	return strings.Join(parts, ", ")
+}
+
 // Attempt is one forwarding attempt of a record.
 type Attempt struct {
 	At         time.Time `json:"at"`
@@ -211,6 +264,15 @@ func (q *Queue) ReplayAllCount(ctx context.Context) (BulkResult, error) {
 	return res, err
 }
 
+// ReplayAllSums is what ReplayAll would touch now, per currency.
+func (q *Queue) ReplayAllSums(ctx context.Context) ([]Sum, error) {
+	banks, err := json.Marshal(q.Bank.Banks())
+	if err != nil {
+		return nil, err
+	}
+	return sumsIn(q.DB.ReadAt(ctx), replayAllWhich, string(banks))
+}
+
 // ReplayAll makes every queued and held record due now, in one audited
 // action.
 func (q *Queue) ReplayAll(ctx context.Context, actor, reason string) (BulkResult, error) {
@@ -222,6 +284,10 @@ func (q *Queue) ReplayAll(ctx context.Context, actor, reason string) (BulkResult
 	var res BulkResult
 	err = q.DB.Update(ctx, func(tx *sql.Tx) error {
 		res = BulkResult{}
+		sums, err := sumsIn(tx, replayAllWhich, string(banks))
+		if err != nil {
+			return err
+		}
 		if err := tx.QueryRow(`SELECT count(*), coalesce(sum(amount), 0) FROM saf_records WHERE `+replayAllWhich, string(banks)).
 			Scan(&res.Count, &res.Amount); err != nil {
 			return err
@@ -231,7 +297,7 @@ func (q *Queue) ReplayAll(ctx context.Context, actor, reason string) (BulkResult
 			return err
 		}
 		return devices.Audit(tx, devices.Entry{At: now, Actor: actor, Action: "saf.replay_all", Target: "saf", Reason: reason,
-			Detail: fmt.Sprintf("%d records, %d minor units", res.Count, res.Amount)})
+			Detail: fmt.Sprintf("%d records, %s", res.Count, FormatSums(sums))})
 	})
 	if err != nil {
 		return BulkResult{}, err
@@ -285,4 +351,22 @@ func (q *Queue) Stats(ctx context.Context) (Stats, error) {
 	}
 	st.DeclinedAfterForward = st.ByStatus[Declined]
 	return st, nil
+}
+
+// sumsIn totals, per currency, the records matching where.
+func sumsIn(q queryer, where string, args ...any) ([]Sum, error) {
+	rows, err := q.Query(`SELECT currency, count(*), sum(amount) FROM saf_records WHERE `+where+` GROUP BY currency ORDER BY currency`, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Sum
+	for rows.Next() {
+		var s Sum
+		if err := rows.Scan(&s.Currency, &s.Count, &s.Amount); err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, rows.Err()
 }

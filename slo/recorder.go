@@ -66,8 +66,12 @@ func (r *Recorder) Open(ctx context.Context) error {
 		if last == "start" {
 			// The last run never stopped cleanly: it crashed (or was
 			// killed) some time after it was last seen alive.
+			// Last seen alive: the later of the beat and the last
+			// payment event (the beat is every few seconds; a payment
+			// decided after it proves the process was still up).
 			var alive string
-			if err := tx.QueryRow(`SELECT at FROM availability_alive WHERE id = 1`).Scan(&alive); err != nil && !errors.Is(err, sql.ErrNoRows) {
+			if err := tx.QueryRow(`SELECT max(coalesce((SELECT at FROM availability_alive WHERE id = 1), ''),
+				coalesce((SELECT max(at) FROM payment_events), ''))`).Scan(&alive); err != nil && !errors.Is(err, sql.ErrNoRows) {
 				return err
 			}
 			if alive == "" {

@@ -12,8 +12,8 @@ import (
 )
 
 type lineRequest struct {
-	SKU         string `json:"sku"`
-	Description string `json:"description"`
+	SKU         string `json:"sku" max:"100"`
+	Description string `json:"description" max:"500"`
 	Quantity    *int64 `json:"quantity"`
 	UnitAmount  *int64 `json:"unit_amount"`
 }
@@ -87,6 +87,15 @@ func (s *Server) deliverOrder(r *http.Request, _ orders.Request) (any, error) {
 func (s *Server) cancelOrder(r *http.Request, _ orders.Request) (any, error) {
 	if err := decodeEmpty(r); err != nil {
 		return nil, err
+	}
+	if o, err := s.orders.Order(r.Context(), chi.URLParam(r, "id")); err == nil {
+		taken := []string{o.TerminalID}
+		for _, p := range o.Payments {
+			taken = append(taken, p.TerminalID)
+		}
+		if err := s.mayUndo(r, "order "+o.ID, taken...); err != nil {
+			return nil, err
+		}
 	}
 	return s.orders.Cancel(r.Context(), chi.URLParam(r, "id"))
 }
@@ -185,6 +194,9 @@ func (s *Server) voidPayment(r *http.Request, idem orders.Request) (any, error) 
 	if err := decodeEmpty(r); err != nil {
 		return nil, err
 	}
+	if err := s.payerMayUndo(r); err != nil {
+		return nil, err
+	}
 	return s.orders.Void(r.Context(), orders.VoidRequest{PaymentID: chi.URLParam(r, "id"), Request: idem})
 }
 
@@ -200,5 +212,19 @@ func (s *Server) refundPayment(r *http.Request, idem orders.Request) (any, error
 	if req.Amount == nil {
 		return nil, problem(http.StatusBadRequest, "invalid_request", "amount is required")
 	}
+	if err := s.payerMayUndo(r); err != nil {
+		return nil, err
+	}
 	return s.orders.Refund(r.Context(), orders.RefundRequest{PaymentID: chi.URLParam(r, "id"), Request: idem, Amount: *req.Amount})
+}
+
+// payerMayUndo applies the undo policy to the payment the path names. A
+// payment that cannot be read is left to the operation, which answers
+// its 404.
+func (s *Server) payerMayUndo(r *http.Request) error {
+	p, err := s.orders.Payment(r.Context(), chi.URLParam(r, "id"))
+	if err != nil {
+		return nil
+	}
+	return s.mayUndo(r, "payment "+p.ID, p.TerminalID)
 }

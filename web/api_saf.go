@@ -82,7 +82,7 @@ func (s *Server) safStats(w http.ResponseWriter, r *http.Request) {
 
 // reasonRequest is the optional body of a manager action.
 type reasonRequest struct {
-	Reason string `json:"reason"`
+	Reason string `json:"reason" max:"500"`
 }
 
 // decodeReason reads an optional {"reason": "..."} body: an empty body
@@ -155,8 +155,10 @@ func (s *Server) getEStop(w http.ResponseWriter, r *http.Request) {
 }
 
 type estopRequest struct {
-	State  string `json:"state"`
-	Reason string `json:"reason"`
+	State string `json:"state"`
+	// Reason is cut to maxReason rather than refused: an emergency
+	// request is acted on (see putEStop).
+	Reason string `json:"reason" max:"1048576"`
 }
 
 // putEStop sets the emergency stop. The contract says anything

@@ -79,6 +79,8 @@ func (s *Server) console(r chi.Router) {
 			r.Get("/banks", s.consoleBanks)
 			r.Post("/banks/{name}/{action}", s.consoleBankAction)
 			r.Get("/audit", s.consoleAudit)
+			r.Get("/devices", s.consoleDevices)
+			r.Post("/devices/{name}/{action}", s.consoleDeviceAction)
 			r.Get("/reconciliation", s.consoleReconciliation)
 			r.Get("/slo", s.consoleSLO)
 			r.Post("/reconciliation/proposals/{id}/{action}", s.consoleDecideProposal)

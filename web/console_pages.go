@@ -110,7 +110,7 @@ type queueData struct {
 	Page     int
 	Pages    int
 	Total    int
-	Amount   int64
+	Sums     []saf.Sum // the total per currency (see saf.Queue.Sums)
 	PageURL  func(int) string
 	From, To int
 }
@@ -125,7 +125,11 @@ func (s *Server) consoleQueue(w http.ResponseWriter, r *http.Request) {
 	}
 	f := saf.Filter{Status: saf.Status(d.Status), Gateway: d.Bank, Limit: consolePage, Offset: (d.Page - 1) * consolePage}
 	var err error
-	if d.Total, d.Amount, err = s.saf.Count(r.Context(), f); err != nil {
+	if d.Total, _, err = s.saf.Count(r.Context(), f); err != nil {
+		s.consoleInternal(w, r, err)
+		return
+	}
+	if d.Sums, err = s.saf.Sums(r.Context(), f); err != nil {
 		s.consoleInternal(w, r, err)
 		return
 	}
@@ -211,6 +215,7 @@ type replayAllData struct {
 	QueuedAmount, HeldAmount int64
 	Count                    int
 	Amount                   int64
+	Sums                     []saf.Sum
 }
 
 // consoleReplayAllConfirm shows what a replay of the whole queue touches
@@ -234,6 +239,10 @@ func (s *Server) consoleReplayAllConfirm(w http.ResponseWriter, r *http.Request)
 		return
 	}
 	d.Count, d.Amount = all.Count, all.Amount
+	if d.Sums, err = s.saf.ReplayAllSums(r.Context()); err != nil {
+		s.consoleInternal(w, r, err)
+		return
+	}
 	s.render(w, r, http.StatusOK, "replay_all", view{Title: "Replay the queue", Nav: "saf", Data: d})
 }
 
@@ -364,7 +373,7 @@ func (s *Server) consoleAudit(w http.ResponseWriter, r *http.Request) {
 	d := auditData{Action: q.Get("action"), Target: strings.TrimSpace(q.Get("target")), Actions: []string{
 		"saf.replay", "saf.replay_all", "saf.hold", "saf.release", "estop.go", "estop.pause", "estop.stop",
 		"reconciliation.accept", "reconciliation.reject",
-		"gateway.enable", "gateway.disable", "console.login", "console.logout"}}
+		"gateway.enable", "gateway.disable", "device.revoke", "device.rename", "console.login", "console.logout"}}
 	d.Filtered = d.Action != "" || d.Target != "" || before > 0
 	entries, err := devices.AuditLog(r.Context(), s.db, devices.AuditFilter{Action: d.Action, Target: d.Target, Before: before, Limit: consolePage + 1})
 	if err != nil {

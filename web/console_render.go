@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"html/template"
 	"io/fs"
-	"math"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -168,58 +167,8 @@ func consoleHeaders(next http.Handler) http.Handler {
 	})
 }
 
-// minorDigits are the ISO 4217 currencies whose minor unit is not a
-// hundredth.
-var minorDigits = map[string]int{
-	"BIF": 0, "CLP": 0, "DJF": 0, "GNF": 0, "ISK": 0, "JPY": 0, "KMF": 0, "KRW": 0, "PYG": 0, "RWF": 0,
-	"UGX": 0, "VND": 0, "VUV": 0, "XAF": 0, "XOF": 0, "XPF": 0,
-	"BHD": 3, "IQD": 3, "JOD": 3, "KWD": 3, "LYD": 3, "OMR": 3, "TND": 3,
-}
-
-// money formats minor units in their currency: money(123456, "USD") is
-// "1,234.56 USD". An empty currency formats as hundredths without a code
-// (sums over the queue, which the domain keeps without a currency).
-func money(amount int64, currency string) string {
-	digits, ok := minorDigits[currency]
-	if !ok {
-		digits = 2
-	}
-	neg := amount < 0
-	if neg {
-		amount = -amount
-	}
-	scale := int64(math.Pow10(digits))
-	whole, frac := amount/scale, amount%scale
-	s := groupThousands(strconv.FormatInt(whole, 10))
-	if digits > 0 {
-		s += fmt.Sprintf(".%0*d", digits, frac)
-	}
-	if neg {
-		s = "-" + s
-	}
-	if currency != "" {
-		s += " " + currency
-	}
-	return s
-}
-
-func groupThousands(s string) string {
-	if len(s) <= 3 {
-		return s
-	}
-	var b strings.Builder
-	lead := len(s) % 3
-	if lead > 0 {
-		b.WriteString(s[:lead])
-	}
-	for i := lead; i < len(s); i += 3 {
-		if b.Len() > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(s[i : i+3])
-	}
-	return b.String()
-}
+// money formats minor units in their currency (orders.FormatMoney).
+func money(amount int64, currency string) string { return orders.FormatMoney(amount, currency) }
 
 // when shows a time in the store's own time zone (the machine's), to the
 // second. The zero time and the Unix epoch (the emergency stop's seed
@@ -296,6 +245,7 @@ var consoleFuncs = template.FuncMap{
 	"money":     money,
 	"when":      when,
 	"condition": conditionWords,
+	"sums":      saf.FormatSums,
 	"span":      span,
 	"seconds": func(f float64) string {
 		return span(time.Duration(f * float64(time.Second)))

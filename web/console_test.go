@@ -551,7 +551,7 @@ func TestConsoleActionsAreAuditedAsTheManager(t *testing.T) {
 	confirm := e.get("/console/saf/replay-all", s)
 	wantStatus(t, confirm, http.StatusOK)
 	if !strings.Contains(confirm.body, `data-count="2"`) || !strings.Contains(confirm.body, `data-amount="1000"`) ||
-		!strings.Contains(confirm.body, "2 records, 10.00 in all") {
+		!strings.Contains(confirm.body, "2 records, 10.00 USD in all") {
 		t.Fatalf("the confirmation does not say what it touches: %s", confirm.body)
 	}
 	a = e.post(s, "/console/saf/replay-all", "/console/saf/replay-all", url.Values{"reason": {"bank is back"}})

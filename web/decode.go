@@ -7,19 +7,25 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"strings"
 )
 
 // maxBody is the largest request body storepay reads.
 const maxBody = 1 << 20
 
-// decode reads exactly one JSON object into v: at most 1 MiB, no unknown
-// fields, no trailing data. Its errors are problems that name the field
-// but never echo a value (a value might be a card number).
+// decode reads exactly one JSON object into v: at most 1 MiB, declared as
+// JSON if declared at all, no unknown fields, no key twice, no trailing
+// data, no string past its length limit (see checkLengths). Its errors
+// are problems that name the field but never echo a value (a value might
+// be a card number).
 func decode(w http.ResponseWriter, r *http.Request, v any) error {
 	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 	if err != nil {
 		return decodeProblem(err)
+	}
+	if p := checkContentType(r, data); p != nil {
+		return p
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
@@ -32,6 +38,12 @@ func decode(w http.ResponseWriter, r *http.Request, v any) error {
 	var uk *UnknownKeyError
 	if err := ExactKeys(data, v); errors.As(err, &uk) {
 		return problem(http.StatusBadRequest, "unknown_field", fmt.Sprintf("unknown field %q is not part of this request (keys are case-sensitive)", uk.Path))
+	}
+	if k := duplicateKey(data); k != "" {
+		return problem(http.StatusBadRequest, "duplicate_key", fmt.Sprintf("%q appears twice in one object; a request must say each thing once", k))
+	}
+	if p := checkLengths(reflect.ValueOf(v), ""); p != nil {
+		return p
 	}
 	return nil
 }

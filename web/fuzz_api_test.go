@@ -35,6 +35,7 @@ import (
 type fuzzEnv struct {
 	handler  http.Handler
 	terminal string
+	lane2    string // a second terminal
 	manager  string
 	logs     *syncBuffer
 	seq      int
@@ -47,9 +48,11 @@ type fuzzEnv struct {
 
 func newFuzzEnv(tb testing.TB) *fuzzEnv { return newAPIEnv(tb, slog.LevelWarn) }
 
+func newAPIEnv(tb testing.TB, level slog.Level) *fuzzEnv { return newAPIEnvUndo(tb, level, "") }
+
 // newAPIEnv is a fuzzEnv whose logs keep lines from level up, as JSON,
 // through web.RequestIDHandler as storepay's own logger does.
-func newAPIEnv(tb testing.TB, level slog.Level) *fuzzEnv {
+func newAPIEnvUndo(tb testing.TB, level slog.Level, undo web.UndoPolicy) *fuzzEnv {
 	tb.Helper()
 	ctx := context.Background()
 	e := &fuzzEnv{logs: &syncBuffer{}, fixtures: map[string]string{}}
@@ -64,6 +67,9 @@ func newAPIEnv(tb testing.TB, level slog.Level) *fuzzEnv {
 		tb.Fatal(err)
 	}
 	if e.terminal, err = reg.Enroll(ctx, "lane-1", devices.RoleTerminal); err != nil {
+		tb.Fatal(err)
+	}
+	if e.lane2, err = reg.Enroll(ctx, "lane-2", devices.RoleTerminal); err != nil {
 		tb.Fatal(err)
 	}
 	sim := banksim.New(banksim.Config{APIKey: "key-a", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
@@ -88,7 +94,7 @@ func newAPIEnv(tb testing.TB, level slog.Level) *fuzzEnv {
 		Rules:   saf.Rules{FloorLimit: 10000, TotalLimit: 500000, MaxAge: 72 * time.Hour},
 		Forward: saf.ForwardPolicy{Interval: -1}}
 	svc.Offline = queue
-	e.handler = web.New(web.Config{DB: db, Orders: svc, Devices: reg, Router: router, SAF: queue, Log: log}).Handler()
+	e.handler = web.New(web.Config{DB: db, Orders: svc, Devices: reg, Router: router, SAF: queue, Log: log, Undo: undo}).Handler()
 	return e
 }
 

@@ -1,10 +1,12 @@
 package web_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 )
@@ -114,4 +116,100 @@ func TestAManagerMayTakeAPayment(t *testing.T) {
 	if a.status != http.StatusCreated || json.Unmarshal(a.body, &p) != nil || p.Status != "captured" || p.TerminalID != "boss" {
 		t.Fatalf("payment by a manager: %s; want 201 captured by boss", a)
 	}
+}
+
+func (e *fuzzEnv) doCT(method, path, token, key, contentType string, body []byte) fuzzAnswer {
+	req := httptest.NewRequest(method, path, bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+token)
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
+	}
+	w := httptest.NewRecorder()
+	e.handler.ServeHTTP(w, req)
+	return fuzzAnswer{status: w.Code, header: w.Header(), body: w.Body.Bytes()}
+}
+
+func problemCode(t *testing.T, a fuzzAnswer) (string, string) {
+	t.Helper()
+	var p struct {
+		Code      string `json:"code"`
+		Detail    string `json:"detail"`
+		RequestID string `json:"request_id"`
+	}
+	if a.header.Get("Content-Type") != "application/problem+json" || json.Unmarshal(a.body, &p) != nil || p.RequestID == "" {
+		t.Fatalf("not a problem with a request id: %s", a)
+	}
+	return p.Code, p.Detail
+}
+
+// Hostile input is refused with a clear 4xx and changes nothing: a key
+// said twice, a body that is not declared JSON, a card number as the
+// Idempotency-Key, a string past its limit.
+func TestHostileInputIsRefusedAndChangesNothing(t *testing.T) {
+	e := newAPIEnv(t, slog.LevelWarn)
+	order := e.fixture(t, "order")
+	paid := func() float64 {
+		a := e.do("GET", "/v1/orders/"+order, e.terminal, "", nil)
+		var o map[string]any
+		json.Unmarshal(a.body, &o)
+		return o["paid_amount"].(float64)
+	}
+
+	t.Run("DuplicateKey", func(t *testing.T) {
+		a := e.do("POST", "/v1/orders/"+order+"/payments", e.terminal, e.key(), []byte(`{"method":"cash","amount":null,"amount":900}`))
+		if code, detail := problemCode(t, a); a.status != 400 || code != "duplicate_key" || !strings.Contains(detail, `"amount"`) {
+			t.Fatalf("got %s; want 400 duplicate_key naming amount", a)
+		}
+		a = e.do("POST", "/v1/orders", e.terminal, e.key(), []byte(`{"channel":"walk_in","currency":"USD","lines":[{"sku":"A","quantity":1,"unit_amount":1,"sku":"B"}]}`))
+		if code, detail := problemCode(t, a); a.status != 400 || code != "duplicate_key" || !strings.Contains(detail, "lines[0].sku") {
+			t.Fatalf("got %s; want 400 duplicate_key naming lines[0].sku", a)
+		}
+		if got := paid(); got != 0 {
+			t.Fatalf("paid %v after refused payments", got)
+		}
+	})
+	t.Run("NotJSON", func(t *testing.T) {
+		key := e.key()
+		body := []byte(`{"method":"cash","amount":100}`)
+		a := e.doCT("POST", "/v1/orders/"+order+"/payments", e.terminal, key, "application/x-www-form-urlencoded", body)
+		if code, _ := problemCode(t, a); a.status != 415 || code != "unsupported_media_type" {
+			t.Fatalf("got %s; want 415", a)
+		}
+		if got := paid(); got != 0 {
+			t.Fatalf("paid %v after a refused payment", got)
+		}
+		// The refusal was not kept under the key: the same request as
+		// JSON is taken, not answered 415 again.
+		a = e.doCT("POST", "/v1/orders/"+order+"/payments", e.terminal, key, "application/json; charset=utf-8", body)
+		if a.status != 201 || a.header.Get("Idempotent-Replayed") != "" {
+			t.Fatalf("the same key as JSON: %s", a)
+		}
+		a = e.doCT("PUT", "/v1/estop", e.manager, "", "text/plain", []byte(`{"state":"go"}`))
+		if code, _ := problemCode(t, a); a.status != 415 || code != "unsupported_media_type" {
+			t.Fatalf("estop as text/plain: %s; want 415", a)
+		}
+	})
+	t.Run("CardNumberAsKey", func(t *testing.T) {
+		a := e.do("POST", "/v1/orders", e.terminal, "4242 4242 4242 4242", []byte(`{"channel":"walk_in","currency":"USD","lines":[{"sku":"A","quantity":1,"unit_amount":1}]}`))
+		if code, _ := problemCode(t, a); a.status != 400 || code != "invalid_idempotency_key" || strings.Contains(string(a.body), "4242424242424242") {
+			t.Fatalf("got %s; want 400 invalid_idempotency_key", a)
+		}
+	})
+	t.Run("TooLong", func(t *testing.T) {
+		a := e.do("POST", "/v1/orders", e.terminal, e.key(), fmt.Appendf(nil, `{"channel":"walk_in","currency":"USD","lines":[{"sku":"A","quantity":1,"unit_amount":1},{"sku":"B","description":%q,"quantity":1,"unit_amount":1}]}`, strings.Repeat("x", 501)))
+		if code, detail := problemCode(t, a); a.status != 400 || code != "invalid_request" || !strings.Contains(detail, "lines[1].description is too long") {
+			t.Fatalf("got %s; want 400 naming lines[1].description", a)
+		}
+		a = e.do("PUT", "/v1/estop", e.manager, "", fmt.Appendf(nil, `{"state":%q}`, strings.Repeat("s", 1<<19)))
+		if a.status != 400 {
+			t.Fatalf("a 512 KiB state: %s; want 400 (and stop engaged)", a)
+		}
+		a = e.do("GET", "/v1/audit?action=estop.stop&limit=1", e.manager, "", nil)
+		if len(a.body) > 4096 || !strings.Contains(string(a.body), "stop") {
+			t.Fatalf("the audit log of a 512 KiB state is %d bytes: %.300s", len(a.body), a.body)
+		}
+	})
 }

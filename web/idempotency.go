@@ -1,6 +1,8 @@
 package web
 
 import (
+	"storepay/gateway"
+
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -226,9 +228,22 @@ func (s *Server) idempotent(shape answerShape, checked bool, h keyed) http.Handl
 			writeProblem(w, r, problem(http.StatusBadRequest, "invalid_idempotency_key", "Idempotency-Key must be one value of 1 to 255 printable ASCII characters"))
 			return
 		}
+		if gateway.MaskPANs(key) != key {
+			// The key is stored and logged as it is: one that reads as a
+			// card number (a card swiped into the wrong field) is refused,
+			// not kept.
+			writeProblem(w, r, problem(http.StatusBadRequest, "invalid_idempotency_key", "Idempotency-Key looks like a card number; send a generated id such as a UUID"))
+			return
+		}
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 		if err != nil {
 			writeProblem(w, r, decodeProblem(err))
+			return
+		}
+		if p := checkContentType(r, body); p != nil {
+			// Refused before the key is looked up or kept: the same
+			// request sent again as JSON is a first request, not a replay.
+			writeProblem(w, r, p)
 			return
 		}
 		ri := info(r)

@@ -146,6 +146,11 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			return
 		}
 		ri.Device, ri.Authed = d, true
+		// Last seen (time, address) for the devices page; a failed write
+		// costs the page a stale line, never the request.
+		if err := s.devices.Seen(r.Context(), d, remoteHost(r)); err != nil {
+			s.log.Warn("device last seen", "request_id", ri.ID, "err", err)
+		}
 		next.ServeHTTP(w, r)
 	})
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
-	"strings"
 
 	"storepay/gateway"
 	"storepay/migrations"
@@ -81,19 +80,10 @@ func (p *Problem) encode() []byte {
 }
 
 // storageFault reports whether err came from the database refusing a
-// write (disk full, I/O error, read-only file, closed).
-func storageFault(err error) bool {
-	if migrations.IsStorageFault(err) {
-		return true
-	}
-	msg := strings.ToLower(err.Error())
-	for _, s := range []string{"disk", "full", "i/o", "readonly", "read-only", "begin write", "commit"} {
-		if strings.Contains(msg, s) {
-			return true
-		}
-	}
-	return false
-}
+// write (disk full, I/O error, read-only file, closed), by SQLite's
+// result code (migrations.IsStorageFault), never by the error's text: a
+// bank's message or a card holder's name saying "disk" is not one.
+func storageFault(err error) bool { return migrations.IsStorageFault(err) }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")

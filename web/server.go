@@ -30,6 +30,9 @@ type Config struct {
 	Metrics http.Handler
 	Log     *slog.Logger
 	Now     func() time.Time
+	// Undo is who may void, refund or cancel a sale (default
+	// UndoOwnTerminal).
+	Undo UndoPolicy
 }
 
 // Server holds the HTTP handlers.
@@ -44,13 +47,14 @@ type Server struct {
 	nowFn   func() time.Time
 	idem    *idemStore
 	signins *signinGuard
+	undo    UndoPolicy
 }
 
 // New builds the server.
 func New(c Config) *Server {
 	s := &Server{db: c.DB, orders: c.Orders, devices: c.Devices, router: c.Router, saf: c.SAF, metrics: c.Metrics,
 		log: c.Log, nowFn: c.Now, idem: newIdemStore(c.DB),
-		signins: newSigninGuard()}
+		signins: newSigninGuard(), undo: c.Undo}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -109,6 +113,7 @@ func (s *Server) Handler() http.Handler {
 		r.Method(http.MethodPost, "/v1/payments/{id}/capture", s.idempotent(ok200, false, s.capturePayment))
 		r.Method(http.MethodPost, "/v1/payments/{id}/void", s.idempotent(ok200, false, s.voidPayment))
 		r.Method(http.MethodPost, "/v1/payments/{id}/refunds", s.idempotent(created201, false, s.refundPayment))
+		r.Post("/v1/devices/heartbeat", s.deviceHeartbeat)
 
 		// Manager API.
 		r.Group(func(r chi.Router) {
@@ -126,6 +131,10 @@ func (s *Server) Handler() http.Handler {
 			r.Get("/v1/estop", s.getEStop)
 			r.Put("/v1/estop", s.putEStop)
 			r.Get("/v1/audit", s.listAudit)
+			r.Get("/v1/devices", s.listDevices)
+			r.Get("/v1/devices/{name}", s.getDevice)
+			r.Post("/v1/devices/{name}/revoke", s.revokeDevice)
+			r.Post("/v1/devices/{name}/rename", s.renameDevice)
 			r.Get("/v1/reconciliations/{date}", s.getReconciliation)
 			r.Post("/v1/reconciliations/proposals/{id}/accept", s.decideProposal(true))
 			r.Post("/v1/reconciliations/proposals/{id}/reject", s.decideProposal(false))
@@ -162,12 +171,15 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	if ferr != nil {
 		free = math.MaxUint64 // unknown: the write probe decides
 	}
+	// The devices are detail, not a condition: storepay takes payments
+	// from the terminals that work while one is offline or degraded.
+	devs := s.deviceReadiness(ctx)
 	if reason := unready(err, s.db.LastStorageFault(), time.Now(), free); reason != "" {
 		s.log.Warn("not ready", "reason", reason, "err", err)
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": reason})
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "unavailable", "reason": reason, "devices": devs})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "devices": devs})
 }
 
 // unready says why storepay is not ready, or "": the readiness probe's

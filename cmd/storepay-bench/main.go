@@ -53,6 +53,7 @@ banksim binaries instead of building them):
   offline [-n N] [-c C]                 offline acceptance: rate and CPU beside a bare fsyncing server
   drain [-n N] [-latency D]             store-and-forward drain time against its bound
   restart [-queued N] [-payments N]     time to /readyz with a long queue and history; forwarding order
+  soak [-duration D] [-interval D]      one busy store: RSS, goroutines, files, WAL, p99 per interval
   reconcile [-n N]                      reconciliation time and memory beside the sqlite3 shell
   hq [-stores N] [-rate R] [-cut K] [-outage D]
                                         headquarters ingest (events/s) and catch-up after K stores were cut off

@@ -45,6 +45,8 @@ type App struct {
 	iso    *isoLinks
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// unobserve unregisters the device gauges.
+	unobserve func() error
 }
 
 // OpenApp opens the database (applying migrations), checks every secret
@@ -100,7 +102,8 @@ func OpenApp(ctx context.Context, cfg Config, getenv func(string) string, log *s
 		db.Close()
 		return nil, err
 	}
-	a.Web = web.New(web.Config{DB: db, Orders: a.Orders, Devices: a.Devices, Router: router, SAF: a.SAF, Metrics: metrics, Log: log})
+	a.Web = web.New(web.Config{DB: db, Orders: a.Orders, Devices: a.Devices, Router: router, SAF: a.SAF, Metrics: metrics, Log: log,
+		Undo: web.UndoPolicy(cfg.UndoPolicy)})
 	if err := a.openHQ(ctx, getenv); err != nil {
 		db.Close()
 		return nil, err
@@ -177,6 +180,11 @@ func (a *App) Start(ln net.Listener) {
 	if err := a.SAF.Open(); err != nil {
 		a.Log.Error("store-and-forward forwarder did not start", "err", err)
 	}
+	if unobserve, err := a.Devices.Observe(); err != nil {
+		a.Log.Error("device metrics did not start", "err", err)
+	} else {
+		a.unobserve = unobserve
+	}
 	resolveEvery := a.Config.ResolveInterval.Duration
 	if resolveEvery <= 0 {
 		resolveEvery = 5 * time.Second
@@ -250,6 +258,9 @@ func (a *App) Close(ctx context.Context) error {
 	a.wg.Wait()
 	if a.HQ != nil {
 		a.HQ.Close()
+	}
+	if a.unobserve != nil {
+		a.unobserve()
 	}
 	a.SAF.Close()
 	a.Router.Close()

@@ -43,6 +43,10 @@ type Config struct {
 	// PaymentBudget bounds a card payment's online decision (the contract
 	// promises a decision within 30s). Default 25s.
 	PaymentBudget Duration `json:"payment_budget,omitzero"`
+	// UndoPolicy is who may void, refund or cancel a sale: own_terminal
+	// (default: the terminal that took it, or a manager's token) or
+	// any_terminal.
+	UndoPolicy string `json:"undo_policy,omitzero"`
 	// HQ links the store to headquarters (contract hq.md). Absent: no
 	// outbox, no NATS, storepay as without headquarters.
 	HQ *HQConfig `json:"hq,omitempty"`
@@ -204,7 +208,47 @@ func configDecodeError(err error) error {
 	return fmt.Errorf("config: %w", err)
 }
 
+// validate checks the whole config, section by section, and names the
+// first bad key.
 func (c *Config) validate() error {
+	if err := c.validateTop(); err != nil {
+		return err
+	}
+	names := map[string]bool{}
+	for i, g := range c.Gateways {
+		at := fmt.Sprintf("gateways[%d]", i)
+		if names[g.Name] && strings.TrimSpace(g.Name) != "" {
+			return fmt.Errorf("config: %s.name: %q is used twice", at, g.Name)
+		}
+		if err := g.validate(at); err != nil {
+			return err
+		}
+		names[g.Name] = true
+	}
+	if err := c.Offline.validate(); err != nil {
+		return err
+	}
+	if err := c.Forwarding.validate(); err != nil {
+		return err
+	}
+	for i, h := range c.Offline.HotCards {
+		if !saf.ValidHotCard(h) {
+			return fmt.Errorf("config: offline.hot_cards[%d]: write the first six and last four digits with the middle masked, like 400000******9979", i)
+		}
+	}
+	if !web.UndoPolicy(c.UndoPolicy).Valid() {
+		return fmt.Errorf("config: undo_policy: %q is not own_terminal or any_terminal", c.UndoPolicy)
+	}
+	switch c.LogLevel {
+	case "", "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("config: log_level: %q is not debug, info, warn or error", c.LogLevel)
+	}
+	return nil
+}
+
+// validateTop checks the keys every store must set.
+func (c *Config) validateTop() error {
 	if strings.TrimSpace(c.StoreID) == "" {
 		return errors.New("config: store_id: must not be empty")
 	}
@@ -223,71 +267,81 @@ func (c *Config) validate() error {
 	if len(c.Gateways) == 0 {
 		return errors.New("config: gateways: at least one gateway is required")
 	}
-	names := map[string]bool{}
-	for i, g := range c.Gateways {
-		at := fmt.Sprintf("gateways[%d]", i)
-		switch {
-		case strings.TrimSpace(g.Name) == "":
-			return fmt.Errorf("config: %s.name: must not be empty", at)
-		case names[g.Name]:
-			return fmt.Errorf("config: %s.name: %q is used twice", at, g.Name)
-		case g.Protocol != protocolJSON && g.Protocol != protocolISO:
-			return fmt.Errorf("config: %s.protocol: %q is not supported (use \"acquirer-json\" or \"iso8583\")", at, g.Protocol)
-		case len(g.URLs) == 0:
-			return fmt.Errorf("config: %s.urls: at least one URL is required", at)
-		case strings.TrimSpace(g.MerchantID) == "":
-			return fmt.Errorf("config: %s.merchant_id: must not be empty", at)
-		case g.Protocol == protocolJSON && strings.TrimSpace(g.APIKeyEnv) == "":
-			return fmt.Errorf("config: %s.api_key_env: must name an environment variable", at)
-		case g.Protocol == protocolJSON && g.TerminalID != "":
-			return fmt.Errorf("config: %s.terminal_id: only an iso8583 gateway has one", at)
-		case g.Protocol == protocolISO && !validTerminalID(g.TerminalID):
-			return fmt.Errorf("config: %s.terminal_id: an iso8583 gateway needs 1 to 8 printable characters (field 41)", at)
-		case g.Protocol == protocolISO && len(g.MerchantID) > 15:
-			return fmt.Errorf("config: %s.merchant_id: at most 15 characters for an iso8583 gateway (field 42)", at)
-		case g.BreakerFailureRate < 0 || g.BreakerFailureRate > 1:
-			return fmt.Errorf("config: %s.breaker_failure_rate: must be between 0 and 1", at)
-		}
-		if err := g.validatePolicy(at); err != nil {
-			return err
-		}
-		names[g.Name] = true
-		for j, u := range g.URLs {
-			p, err := url.Parse(u)
-			switch {
-			case g.Protocol == protocolISO && (err != nil || (p.Scheme != "tcp" && p.Scheme != "tls") || p.Host == "" || p.Port() == ""):
-				return fmt.Errorf("config: %s.urls[%d]: %q is not a tcp:// or tls:// URL with a port", at, j, u)
-			case g.Protocol == protocolJSON && (err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == ""):
-				return fmt.Errorf("config: %s.urls[%d]: %q is not an http(s) URL", at, j, u)
-			}
-		}
-	}
+	return nil
+}
+
+// validate checks one gateway entry, at its place in the list (at), apart
+// from its name being unique, which only the list can tell.
+func (g GatewayConfig) validate(at string) error {
 	switch {
-	case c.Offline.FloorLimit < 0:
-		return errors.New("config: offline.floor_limit: must not be negative")
-	case c.Offline.TotalLimit < 0:
-		return errors.New("config: offline.total_limit: must not be negative")
-	case c.Offline.MaxAge.Duration <= 0:
-		return errors.New("config: offline.max_age: must be positive")
-	case c.Offline.VelocityCount < 0:
-		return errors.New("config: offline.velocity_count: must not be negative")
-	case c.Offline.VelocityAmount < 0:
-		return errors.New("config: offline.velocity_amount: must not be negative")
-	case c.Offline.VelocityWindow.Duration < 0:
-		return errors.New("config: offline.velocity_window: must not be negative")
+	case strings.TrimSpace(g.Name) == "":
+		return fmt.Errorf("config: %s.name: must not be empty", at)
+	case g.Protocol != protocolJSON && g.Protocol != protocolISO:
+		return fmt.Errorf("config: %s.protocol: %q is not supported (use \"acquirer-json\" or \"iso8583\")", at, g.Protocol)
+	case len(g.URLs) == 0:
+		return fmt.Errorf("config: %s.urls: at least one URL is required", at)
+	case strings.TrimSpace(g.MerchantID) == "":
+		return fmt.Errorf("config: %s.merchant_id: must not be empty", at)
 	}
-	if err := c.Forwarding.validate(); err != nil {
+	if err := g.validateProtocolKeys(at); err != nil {
 		return err
 	}
-	for i, h := range c.Offline.HotCards {
-		if !saf.ValidHotCard(h) {
-			return fmt.Errorf("config: offline.hot_cards[%d]: write the first six and last four digits with the middle masked, like 400000******9979", i)
+	if g.BreakerFailureRate < 0 || g.BreakerFailureRate > 1 {
+		return fmt.Errorf("config: %s.breaker_failure_rate: must be between 0 and 1", at)
+	}
+	if err := g.validatePolicy(at); err != nil {
+		return err
+	}
+	return g.validateURLs(at)
+}
+
+// validateProtocolKeys checks the keys that depend on the protocol: an
+// API key for acquirer-json, a terminal id and a short merchant id for
+// ISO 8583.
+func (g GatewayConfig) validateProtocolKeys(at string) error {
+	switch {
+	case g.Protocol == protocolJSON && strings.TrimSpace(g.APIKeyEnv) == "":
+		return fmt.Errorf("config: %s.api_key_env: must name an environment variable", at)
+	case g.Protocol == protocolJSON && g.TerminalID != "":
+		return fmt.Errorf("config: %s.terminal_id: only an iso8583 gateway has one", at)
+	case g.Protocol == protocolISO && !validTerminalID(g.TerminalID):
+		return fmt.Errorf("config: %s.terminal_id: an iso8583 gateway needs 1 to 8 printable characters (field 41)", at)
+	case g.Protocol == protocolISO && len(g.MerchantID) > 15:
+		return fmt.Errorf("config: %s.merchant_id: at most 15 characters for an iso8583 gateway (field 42)", at)
+	}
+	return nil
+}
+
+// validateURLs checks each URL's scheme for the protocol: tcp:// or
+// tls:// with a port for ISO 8583, http(s) for acquirer-json.
+func (g GatewayConfig) validateURLs(at string) error {
+	for j, u := range g.URLs {
+		p, err := url.Parse(u)
+		switch {
+		case g.Protocol == protocolISO && (err != nil || (p.Scheme != "tcp" && p.Scheme != "tls") || p.Host == "" || p.Port() == ""):
+			return fmt.Errorf("config: %s.urls[%d]: %q is not a tcp:// or tls:// URL with a port", at, j, u)
+		case g.Protocol == protocolJSON && (err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == ""):
+			return fmt.Errorf("config: %s.urls[%d]: %q is not an http(s) URL", at, j, u)
 		}
 	}
-	switch c.LogLevel {
-	case "", "debug", "info", "warn", "error":
-	default:
-		return fmt.Errorf("config: log_level: %q is not debug, info, warn or error", c.LogLevel)
+	return nil
+}
+
+// validate checks the offline rules' limits.
+func (o OfflineConfig) validate() error {
+	switch {
+	case o.FloorLimit < 0:
+		return errors.New("config: offline.floor_limit: must not be negative")
+	case o.TotalLimit < 0:
+		return errors.New("config: offline.total_limit: must not be negative")
+	case o.MaxAge.Duration <= 0:
+		return errors.New("config: offline.max_age: must be positive")
+	case o.VelocityCount < 0:
+		return errors.New("config: offline.velocity_count: must not be negative")
+	case o.VelocityAmount < 0:
+		return errors.New("config: offline.velocity_amount: must not be negative")
+	case o.VelocityWindow.Duration < 0:
+		return errors.New("config: offline.velocity_window: must not be negative")
 	}
 	return nil
 }

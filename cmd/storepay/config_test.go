@@ -51,6 +51,7 @@ func TestParseConfigDefaults(t *testing.T) {
 func TestParseConfigErrorsNameTheKey(t *testing.T) {
 	for _, tc := range []struct{ name, from, to, key string }{
 		{"UnknownKey", `"listen"`, `"listne": "x", "listen"`, "listne"},
+		{"BadUndoPolicy", `"listen"`, `"undo_policy": "anyone", "listen"`, "undo_policy"},
 		{"UnknownNestedKey", `"merchant_id": "store-042", "api_key_env": "BANK_B_KEY"`, `"merchant_id": "store-042", "api_key_env": "BANK_B_KEY", "urlz": 1`, "gateways[1].urlz"},
 		{"UnknownOfflineKey", `"max_age": "72h"`, `"max_age": "72h", "extra": true`, "offline.extra"},
 		{"MissingStore", `"store_id": "store-042",`, ``, "store_id"},

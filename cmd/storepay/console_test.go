@@ -338,7 +338,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		if n := eval[string](b, `document.querySelector("#replay-all-summary").dataset.count`); n != "5" {
 			t.Fatalf("the confirmation counts %s records, want 5", n)
 		}
-		if txt := b.text("#replay-all-summary"); !strings.Contains(txt, "5 records, 50.00 in all") {
+		if txt := b.text("#replay-all-summary"); !strings.Contains(txt, "5 records, 50.00 USD in all") {
 			t.Fatalf("the confirmation says %q", txt)
 		}
 		b.shot("replay-all")

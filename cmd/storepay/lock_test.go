@@ -251,6 +251,12 @@ func snapshot(t *testing.T, path string) string {
 	rows.Close()
 	var out []string
 	for _, table := range tables {
+		if table == "availability_alive" {
+			// The serving holder's own liveness beat (slo.Recorder), rewritten
+			// every few seconds by design: a change by the holder, not by the
+			// commands it refused.
+			continue
+		}
 		rows, err := conn.Query(`SELECT * FROM "` + table + `"`)
 		if err != nil {
 			t.Fatal(err)

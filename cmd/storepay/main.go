@@ -62,6 +62,9 @@ commands:
   migrate --config F               bring the database schema up to date
   devices enroll --config F --name N --role terminal|manager
                                    register a device; prints its bearer token
+  devices list --config F           every device: role, health, last seen (time, address)
+  devices revoke --config F --name N [--reason R]
+                                   refuse the device's token (and its console sessions) at once
   reconcile --config F --date YYYY-MM-DD [--settlement NAME=PATH ...]
                                    the nightly batch: exit 0 all matched, 1 discrepancies, 2 could not run
   hq --config F                    run headquarters (the chain's hub) until SIGINT/SIGTERM
@@ -70,6 +73,8 @@ commands:
   restore --config F --from PATH   put a backup in place of a database moved aside (serve stopped)
   slo --config F --from T --to T [--json]
                                    service level of a window: exit 0 all objectives held, 1 one missed, 2 could not run
+  gameday --plan F [--banksim B] [--dir D] [--json]
+                                   rehearse a store's day with incidents against real processes on loopback
 
 benchmarks are a program of their own: go run ./cmd/storepay-bench
 `
@@ -87,11 +92,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "migrate":
 		return exitOne(runMigrate(ctx, rest, stdout, stderr))
 	case "devices":
-		if len(rest) == 0 || rest[0] != "enroll" {
-			fmt.Fprint(stderr, usage)
-			return &exitError{code: 1, err: errors.New("devices: the only subcommand is enroll")}
-		}
-		return exitOne(runEnroll(ctx, rest[1:], stdout, stderr))
+		return exitOne(runDevices(ctx, rest, stdout, stderr))
 	case "reconcile":
 		return runReconcile(ctx, rest, getenv, stdout, stderr)
 	case "backup":
@@ -102,6 +103,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runSLO(ctx, rest, stdout, stderr)
 	case "hq":
 		return runHQ(ctx, rest, getenv, stdout, stderr)
+	case "gameday":
+		return runGameday(ctx, rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -34,6 +34,11 @@ func runSLO(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return &exitError{code: 2, err: err}
 	}
+	// A window that ends in the future is reported up to now: time not
+	// lived yet is neither up nor down, and an incident still on ends now.
+	if now := time.Now().UTC(); to.After(now) {
+		to = now
+	}
 	cfg, err := loadConfigFlag(*path)
 	if err != nil {
 		return &exitError{code: 2, err: err}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"storepay/migrations"
 	"storepay/slo"
@@ -113,5 +114,53 @@ func TestSLOGauges(t *testing.T) {
 			}
 			t.Errorf("metrics lack %s; the slo lines:\n%s", want, strings.Join(slo, "\n"))
 		}
+	}
+}
+
+// storepay gameday refuses what it cannot run with exit 2, before
+// starting anything.
+func TestGamedayCommandRefuses(t *testing.T) {
+	bad := filepath.Join(t.TempDir(), "plan.json")
+	if err := os.WriteFile(bad, []byte(`{"name":"x","open":"08:00","close":"20:00","speed":720,"customers_per_hour":10,"mix":{},"max_payments":10,"incidents":[{"at":"10:00","for":"5m","kind":"meteor"}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"gameday"},
+		{"gameday", "--plan", filepath.Join(t.TempDir(), "missing.json")},
+		{"gameday", "--plan", bad},
+		{"gameday", "--plan", bad, "extra"},
+	} {
+		var out, errb bytes.Buffer
+		if c := exitCode(run(context.Background(), args, func(string) string { return "" }, &out, &errb), &errb); c != 2 {
+			t.Errorf("%q: exit %d, want 2 (%s)", args, c, errb.String())
+		}
+	}
+}
+
+// A window that ends tomorrow is reported up to now: the report's end is
+// not in the future.
+func TestSLOWindowEndingInTheFutureEndsNow(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "sp.db")
+	d, err := migrations.Open(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cfg := writeConfig(t, db)
+	var out, errb bytes.Buffer
+	tomorrow := time.Now().UTC().Add(24 * time.Hour).Format("2006-01-02")
+	err = run(context.Background(), []string{"slo", "--config", cfg, "--from", "2020-01-01", "--to", tomorrow, "--json"},
+		func(string) string { return "" }, &out, &errb)
+	if code := exitCode(err, &errb); code == 2 {
+		t.Fatalf("slo: exit 2\n%s", errb.String())
+	}
+	var rep struct{ To time.Time }
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatalf("slo --json: %v\n%s", err, out.String())
+	}
+	if rep.To.IsZero() || rep.To.After(time.Now()) {
+		t.Errorf("the report's window ends %s: want now, not in the future", rep.To)
 	}
 }

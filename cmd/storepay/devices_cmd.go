@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"storepay/devices"
+	"storepay/migrations"
+)
+
+// runDevices dispatches storepay devices enroll|list|revoke. None takes
+// the database's lock: each is one short read or write beside a serving
+// store (see lockDatabase).
+func runDevices(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return &exitError{code: 1, err: errors.New("devices: name a subcommand: enroll, list or revoke")}
+	}
+	switch args[0] {
+	case "enroll":
+		return runEnroll(ctx, args[1:], stdout, stderr)
+	case "list":
+		return runDevicesList(ctx, args[1:], stdout, stderr)
+	case "revoke":
+		return runDevicesRevoke(ctx, args[1:], stdout, stderr)
+	}
+	fmt.Fprint(stderr, usage)
+	return &exitError{code: 1, err: fmt.Errorf("devices: unknown subcommand %q (enroll, list or revoke)", args[0])}
+}
+
+func runDevicesList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, err := configOnly("devices list", args, stderr)
+	if err != nil {
+		return err
+	}
+	db, err := openExisting(ctx, cfg.Database)
+	if err != nil {
+		return fmt.Errorf("devices list: %w", err)
+	}
+	defer db.Close()
+	all, err := (&devices.Registry{DB: db}).Statuses(ctx)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tROLE\tHEALTH\tLAST SEEN\tADDRESS\tPERIPHERALS")
+	for _, d := range all {
+		seen := "never"
+		if d.LastSeenAt != nil {
+			seen = d.LastSeenAt.UTC().Format(time.RFC3339)
+		}
+		addr := d.LastSeenAddress
+		if addr == "" {
+			addr = "-"
+		}
+		per := ""
+		for _, p := range d.Peripherals {
+			if per != "" {
+				per += " "
+			}
+			per += p.Kind + "=" + p.Status
+		}
+		if per == "" {
+			per = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", d.Name, d.Role, d.Health, seen, addr, per)
+	}
+	return tw.Flush()
+}
+
+func runDevicesRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("devices revoke", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "config `file` (JSON)")
+	name := fs.String("name", "", "the device's `name`")
+	reason := fs.String("reason", "", "why, for the audit log")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *name == "" {
+		return &exitError{code: 2, err: errors.New("devices revoke: --name is required")}
+	}
+	cfg, err := loadConfigFlag(*path)
+	if err != nil {
+		return err
+	}
+	db, err := openExisting(ctx, cfg.Database)
+	if err != nil {
+		return fmt.Errorf("devices revoke: %w", err)
+	}
+	defer db.Close()
+	d, err := (&devices.Registry{DB: db}).Revoke(ctx, *name, "cli", *reason)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "revoked %s (%s) at %s: its token and console sessions are refused\n", d.Name, d.Role, d.RevokedAt.UTC().Format(time.RFC3339))
+	return nil
+}
+
+// openExisting opens the database for a command that reads or changes
+// what is in it: a mistyped path is an error, not a new empty database.
+func openExisting(ctx context.Context, path string) (*migrations.DB, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("database: %w", err)
+	}
+	return migrations.Open(ctx, path)
+}
