@@ -99,7 +99,7 @@ func (w *world) setUp() error {
 	if err != nil {
 		return err
 	}
-	reg := &devices.Registry{DB: db}
+	reg := &devices.Registry{DB: db, Now: w.now}
 	n := 2 + w.intn(3)
 	for i := 0; i < n; i++ {
 		t := &terminal{w: w, name: fmt.Sprintf("lane-%d", i+1)}

@@ -216,7 +216,7 @@ func (w *world) open() error {
 	if err := web.RestoreDisabledGateways(context.Background(), db, router); err != nil {
 		return err
 	}
-	inc.web = web.New(web.Config{DB: db, Orders: inc.orders, Devices: &devices.Registry{DB: db}, Router: router,
+	inc.web = web.New(web.Config{DB: db, Orders: inc.orders, Devices: &devices.Registry{DB: db, Now: w.now}, Router: router,
 		SAF: inc.queue, Log: log, Now: w.now,
 		// The simulator's terminals undo each other's sales on purpose:
 		// that is the coverage it keeps.
