@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"time"
 
+	"storepay/gateway"
 	"storepay/migrations"
 )
 
@@ -120,7 +121,12 @@ func (d *Durable) Peek(ctx context.Context, key string) (Trace, bool, error) {
 	return tr, err == nil, err
 }
 
-// SaveRecord writes r.
+// SaveRecord writes r, except over the bank's answer: a record whose
+// stored status is definite (approved, declined, reversed, refunded) is
+// not overwritten by one that is not. Two endpoints of one gateway (its
+// failover URLs) keep their own copies in memory and share this store;
+// the one that saw the approval must not be overwritten by the other's
+// stale "unknown" or "not sent" (found by the simulator, seed 363416).
 func (d *Durable) SaveRecord(ctx context.Context, r Record) error {
 	b, err := json.Marshal(r)
 	if err != nil {
@@ -129,7 +135,10 @@ func (d *Durable) SaveRecord(ctx context.Context, r Record) error {
 	return d.DB.Update(ctx, func(tx *sql.Tx) error {
 		_, err := tx.Exec(`INSERT INTO iso_records (gateway, id, reference, record, updated_at) VALUES (?,?,?,?,?)
 			ON CONFLICT (gateway, id) DO UPDATE SET reference = excluded.reference, record = excluded.record,
-			updated_at = excluded.updated_at`, d.Gateway, r.ID, r.Reference, b, migrations.FormatTime(d.now()))
+			updated_at = excluded.updated_at
+			WHERE ? OR json_extract(iso_records.record, '$.status') NOT IN (?, ?, ?, ?)`,
+			d.Gateway, r.ID, r.Reference, b, migrations.FormatTime(d.now()),
+			definite(r.Status), gateway.StatusApproved, gateway.StatusDeclined, gateway.StatusReversed, RecordRefunded)
 		return err
 	})
 }

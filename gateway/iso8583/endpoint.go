@@ -247,7 +247,9 @@ func (e *Endpoint) Records(reference string) []Record {
 	if e.store != nil && reference != "" {
 		if stored, err := e.store.LoadRecords(context.Background(), reference); err == nil {
 			for _, r := range stored {
-				if _, ok := e.Record(r.ID); !ok {
+				// The store's answer wins over a copy in memory that has
+				// none: another endpoint of this gateway may have heard it.
+				if old, ok := e.Record(r.ID); !ok || definite(r.Status) && !definite(old.Status) {
 					e.put(r)
 				}
 			}
@@ -341,7 +343,7 @@ func (e *Endpoint) Authorize(ctx context.Context, req gateway.AuthRequest) (gate
 			return gateway.Authorization{}, e.c.fail(gateway.KindNotSent, "", fmt.Errorf("seal card: %w", err))
 		}
 	}
-	rec, prev, err := e.begin(ctx, rec)
+	rec, prev, err := e.begin(ctx, rec, repeat)
 	if err != nil {
 		return gateway.Authorization{}, err
 	}
@@ -566,7 +568,7 @@ func (e *Endpoint) Refund(ctx context.Context, req gateway.RefundRequest) (gatew
 	if !ok || rec.Status != gateway.StatusApproved {
 		return gateway.Refund{}, e.c.fail(gateway.KindRejected, CodeNotCaptured, fmt.Errorf("%s %s charged nothing", rec.Op, rec.ID))
 	}
-	tr, _, err := e.trace(ctx, req.Key)
+	tr, repeat, err := e.trace(ctx, req.Key)
 	if err != nil {
 		return gateway.Refund{}, err
 	}
@@ -583,7 +585,7 @@ func (e *Endpoint) Refund(ctx context.Context, req gateway.RefundRequest) (gatew
 			return gateway.Refund{}, e.c.fail(gateway.KindNotSent, "", fmt.Errorf("seal card: %w", err))
 		}
 	}
-	refund, prev, err := e.begin(ctx, refund)
+	refund, prev, err := e.begin(ctx, refund, repeat)
 	if err != nil {
 		return gateway.Refund{}, err
 	}
@@ -604,7 +606,7 @@ func (e *Endpoint) Refund(ctx context.Context, req gateway.RefundRequest) (gatew
 // begin keeps rec, made before its message is sent, and returns it with
 // the status an earlier attempt left ("" for none). A record the bank
 // already answered for stays as it is: a repeat does not unlearn it.
-func (e *Endpoint) begin(ctx context.Context, rec Record) (Record, string, error) {
+func (e *Endpoint) begin(ctx context.Context, rec Record, repeat bool) (Record, string, error) {
 	prev := ""
 	if old, ok := e.Record(rec.ID); ok {
 		prev = old.Status
@@ -614,6 +616,14 @@ func (e *Endpoint) begin(ctx context.Context, rec Record) (Record, string, error
 		if prev == RecordUnknown {
 			rec.Status = RecordUnknown
 		}
+	} else if repeat {
+		// The trace was used before and no record of it is found: an
+		// earlier attempt may have been sent (its record was not kept, or
+		// was overwritten). A failure of this one proves nothing about
+		// that one: the outcome stays unknown, for a reversal to settle
+		// (found by the simulator, seed 363416: a "not sent" written over
+		// an approval left the sale charged and declined).
+		prev = RecordUnknown
 	}
 	if e.store != nil {
 		// On disk before it is sent: a later completion, refund or
