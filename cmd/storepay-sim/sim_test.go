@@ -74,6 +74,10 @@ var regressionSeeds = []struct {
 	{9210, false, "ISO: a void whose reversal the switch refused (settled) and whose refund was not sent, answered voided"},
 	{334936, false, "a cancel's answer not kept (full disk) sent as 200: its repeat heard the order as it was later, other bytes"},
 	{334952, false, "a refund's reports read as the key was fresh, repeated 8 days later (a process suspended mid-pass) under a forgotten key: refunded twice"},
+	{363416, false, "ISO: a \"not sent\" of one failover URL written over the other's approval: the sale declined while the switch kept it captured"},
+	{405931, false, "ISO: a sale's approval not kept (full disk) while the payment was captured: its cancel's refund owed for ever"},
+	{409158, false, "ISO: a sale's approval not kept (full disk): after a crash its refund's repeat was refused not_captured while the bank had refunded"},
+	{409660, false, "ISO: the same, on another interleaving"},
 }
 
 func TestRegressionSeeds(t *testing.T) {

@@ -287,7 +287,7 @@ func (e *Endpoint) put(r Record) {
 	}
 }
 
-func (e *Endpoint) update(id string, change func(*Record)) {
+func (e *Endpoint) update(id string, change func(*Record)) error {
 	e.mu.Lock()
 	r, ok := e.records[id]
 	var changed Record
@@ -296,13 +296,26 @@ func (e *Endpoint) update(id string, change func(*Record)) {
 		changed = *r
 	}
 	e.mu.Unlock()
-	if ok && e.store != nil {
-		if err := e.store.SaveRecord(context.Background(), changed); err != nil {
-			// The caller records the outcome itself; a later message that
-			// needs this record finds its older version.
-			e.c.log.Error("iso8583: save the record of an answer", "gateway", e.c.cfg.Gateway, "rrn", id, "err", err)
-		}
+	if !ok || e.store == nil {
+		return nil
 	}
+	if err := e.store.SaveRecord(context.Background(), changed); err != nil {
+		e.c.log.Error("iso8583: save the record of an answer", "gateway", e.c.cfg.Gateway, "rrn", id, "err", err)
+		return e.unkept(id, err)
+	}
+	return nil
+}
+
+// unkept is the error of an answer the bank gave and the store could not
+// keep: the outcome is unknown to the caller until a repeat finds the
+// answer on disk. A caller that took it as definite would commit what a
+// restart then contradicts: after a crash the record on disk still reads
+// "unknown" (or "approved" under a refund), and a later message is
+// refused or reversed against the bank's books (found by the simulator,
+// seed 409660: a sale captured with its record left "unknown" made its
+// refund's repeat answer not_captured while the bank had refunded).
+func (e *Endpoint) unkept(id string, err error) error {
+	return e.c.fail(gateway.KindUnknown, "", fmt.Errorf("keep the answer of %s: %w", id, err))
 }
 
 // Authorize sends a sale (0200) when req.Capture, a pre-authorization
@@ -356,7 +369,7 @@ func (e *Endpoint) Authorize(ctx context.Context, req gateway.AuthRequest) (gate
 	if err != nil {
 		return gateway.Authorization{}, e.failed(rec.ID, prev, err)
 	}
-	e.update(rec.ID, func(r *Record) {
+	err = e.update(rec.ID, func(r *Record) {
 		r.AuthCode, r.DeclineCode = ans.AuthCode, ans.DeclineCode()
 		r.Status = gateway.StatusDeclined
 		if ans.Approved() {
@@ -367,6 +380,9 @@ func (e *Endpoint) Authorize(ctx context.Context, req gateway.AuthRequest) (gate
 		}
 		rec = *r
 	})
+	if err != nil {
+		return gateway.Authorization{}, err
+	}
 	return authorizationOf(rec), nil
 }
 
@@ -417,7 +433,9 @@ func (e *Endpoint) Capture(ctx context.Context, req gateway.CaptureRequest) (gat
 		return gateway.Authorization{}, err
 	}
 	comp := r.Ref()
-	e.update(rec.ID, func(x *Record) { x.Completion, x.CompletionRRN, x.CapturedAmount = &comp, tr.RRN, req.Amount; rec = *x })
+	if err := e.update(rec.ID, func(x *Record) { x.Completion, x.CompletionRRN, x.CapturedAmount = &comp, tr.RRN, req.Amount; rec = *x }); err != nil {
+		return gateway.Authorization{}, err
+	}
 	return authorizationOf(rec), nil
 }
 
@@ -509,7 +527,7 @@ func (e *Endpoint) ReverseRecord(ctx context.Context, key string, rec Record, re
 	if err != nil {
 		return ans, err
 	}
-	e.update(rec.ID, func(x *Record) {
+	err = e.update(rec.ID, func(x *Record) {
 		if x.Op == OpRefund {
 			x.Status = gateway.StatusReversed
 			return
@@ -518,7 +536,7 @@ func (e *Endpoint) ReverseRecord(ctx context.Context, key string, rec Record, re
 			x.Status = gateway.StatusReversed
 		}
 	})
-	return ans, nil
+	return ans, err
 }
 
 // refundSettled refunds in full an operation whose reversal the switch
@@ -551,8 +569,7 @@ func (e *Endpoint) refundSettled(ctx context.Context, key string, rec Record) er
 	case !ans.Approved():
 		return e.c.fail(gateway.KindRejected, ans.DeclineCode(), &ResponseError{MTI: ans.MTI, Code: ans.ResponseCode})
 	}
-	e.update(rec.ID, func(x *Record) { x.Status = gateway.StatusReversed })
-	return nil
+	return e.update(rec.ID, func(x *Record) { x.Status = gateway.StatusReversed })
 }
 
 // Refund refunds part or all of what the authorization req names charged
@@ -566,7 +583,23 @@ func (e *Endpoint) Refund(ctx context.Context, req gateway.RefundRequest) (gatew
 	}
 	charged, ok := rec.charged()
 	if !ok || rec.Status != gateway.StatusApproved {
-		return gateway.Refund{}, e.c.fail(gateway.KindRejected, CodeNotCaptured, fmt.Errorf("%s %s charged nothing", rec.Op, rec.ID))
+		refused := e.c.fail(gateway.KindRejected, CodeNotCaptured, fmt.Errorf("%s %s charged nothing", rec.Op, rec.ID))
+		// A repeat is not refused on what storepay knows of the sale:
+		// its first attempt may have reached the bank. Its own record
+		// tells; without an answer in it the outcome stays unknown.
+		tr, sent, err := e.peek(ctx, req.Key)
+		if err != nil {
+			return gateway.Refund{}, e.c.fail(gateway.KindUnknown, "", fmt.Errorf("refund of %s: %w", rec.ID, err))
+		}
+		if !sent {
+			return gateway.Refund{}, refused
+		}
+		if own, ok := e.Record(tr.RRN); ok && own.Status == RecordRefunded {
+			return gateway.Refund{ID: own.ID, AuthorizationID: rec.ID, Amount: own.Amount, Status: RecordRefunded}, nil
+		} else if ok && own.Status == RecordNotSent {
+			return gateway.Refund{}, refused
+		}
+		return gateway.Refund{}, e.c.fail(gateway.KindUnknown, "", fmt.Errorf("refund %s of %s (%s): an earlier attempt may have reached the bank", tr.RRN, rec.ID, rec.Status))
 	}
 	tr, repeat, err := e.trace(ctx, req.Key)
 	if err != nil {
@@ -599,7 +632,9 @@ func (e *Endpoint) Refund(ctx context.Context, req gateway.RefundRequest) (gatew
 	if err != nil {
 		return gateway.Refund{}, e.failed(refund.ID, prev, err)
 	}
-	e.update(refund.ID, func(x *Record) { x.Status, x.AuthCode = RecordRefunded, ans.AuthCode })
+	if err := e.update(refund.ID, func(x *Record) { x.Status, x.AuthCode = RecordRefunded, ans.AuthCode }); err != nil {
+		return gateway.Refund{}, err
+	}
 	return gateway.Refund{ID: refund.ID, AuthorizationID: rec.ID, Amount: req.Amount, Status: RecordRefunded}, nil
 }
 
@@ -611,6 +646,13 @@ func (e *Endpoint) begin(ctx context.Context, rec Record, repeat bool) (Record, 
 	if old, ok := e.Record(rec.ID); ok {
 		prev = old.Status
 		if definite(old.Status) {
+			// The answer may be known in memory only (its save failed):
+			// it is on disk before anyone acts on it.
+			if e.store != nil {
+				if err := e.store.SaveRecord(ctx, old); err != nil {
+					return old, prev, e.unkept(old.ID, err)
+				}
+			}
 			return old, prev, nil
 		}
 		if prev == RecordUnknown {
@@ -644,7 +686,9 @@ func (e *Endpoint) begin(ctx context.Context, rec Record, repeat bool) (Record, 
 // elsewhere without the reversal.
 func (e *Endpoint) failed(id, prev string, err error) error {
 	unknown := false
-	e.update(id, func(r *Record) {
+	// A save that fails keeps the record written before sending, which
+	// reads "unknown": the safer of the two.
+	_ = e.update(id, func(r *Record) {
 		switch {
 		case definite(r.Status):
 		case gateway.NothingDone(err) && prev == RecordUnknown:
@@ -767,7 +811,9 @@ func (e *Endpoint) current(ctx context.Context, key string) (string, error) {
 				if ge := gateway.AsError(err); ge != nil && ge.Kind == gateway.KindRejected {
 					// Refused (12: the switch settled it): the operation
 					// stands, and its repeat under its RRN hears its answer.
-					e.update(rec.ID, func(x *Record) { x.ReversalRefused = true })
+					if err := e.update(rec.ID, func(x *Record) { x.ReversalRefused = true }); err != nil {
+						return "", err
+					}
 					return key, nil
 				}
 				return "", err

@@ -2,13 +2,18 @@ package iso8583_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
+	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"storepay/gateway"
 	"storepay/gateway/banksim"
 	"storepay/gateway/iso8583"
+	"storepay/migrations"
 )
 
 // endpoint is the gateway.Endpoint adapter over a signed-on client.
@@ -277,5 +282,105 @@ func TestEndpointKnownAnswerIsNotAskedAgain(t *testing.T) {
 	}
 	if got := sim.Ledger().Calls(url, "0200"); got != 1 {
 		t.Errorf("0200 calls = %d, want 1", got)
+	}
+}
+
+// keepFails is the real store with a full disk for the bank's answers:
+// the record written before sending is kept, the answer is not.
+type keepFails struct {
+	iso8583.RecordStore
+	full atomic.Bool
+}
+
+func (s *keepFails) SaveRecord(ctx context.Context, r iso8583.Record) error {
+	if s.full.Load() && r.Status != iso8583.RecordUnknown && r.Status != iso8583.RecordNotSent {
+		return errors.New("database or disk is full")
+	}
+	return s.RecordStore.SaveRecord(ctx, r)
+}
+
+// An answer the store could not keep is not reported as the answer: a
+// restart would read the record written before sending and contradict
+// it (simulator seeds 409158 and 409660: a sale captured while its record
+// stayed "unknown" on disk; after a crash the repeat of its refund was
+// refused not_captured while the bank had refunded it).
+func TestEndpointAnswerNotKeptIsNotReportedDefinite(t *testing.T) {
+	sim, url := startSwitch(t, banksim.Config{})
+	h := openReady(t, url, nil)
+	vault := testVault(t)
+	ctx := ctxFor(t, 10*time.Second)
+	db, err := migrations.Open(ctx, filepath.Join(t.TempDir(), "sp.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	store := &keepFails{RecordStore: &iso8583.Durable{DB: db, Gateway: "bank-b", Terminal: "SP042001"}}
+	traces := &iso8583.MemoryTraces{STANs: h.stans, Now: func() time.Time { return day0 }}
+	start := func() *iso8583.Endpoint {
+		ep, err := iso8583.NewEndpoint(iso8583.EndpointConfig{Client: h.c, Traces: traces, Vault: vault, Store: store})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ep
+	}
+	stored := func(id string) string {
+		t.Helper()
+		r, ok, err := store.LoadRecord(ctx, id)
+		if err != nil || !ok {
+			t.Fatalf("record %s on disk: %v %v", id, ok, err)
+		}
+		return r.Status
+	}
+	ep := start()
+
+	store.full.Store(true)
+	_, err = ep.Authorize(ctx, authRequest("k-sale", "pay_11", 3230, true))
+	wantKind(t, err, gateway.KindUnknown, "")
+	recs := ep.Records("pay_11")
+	if len(recs) != 1 || charges(sim, recs[0].ID) != 1 {
+		t.Fatalf("records %+v: the bank should hold the sale once", recs)
+	}
+	sale := recs[0].ID
+	if got := stored(sale); got != iso8583.RecordUnknown {
+		t.Fatalf("the sale on disk is %s, want unknown (the answer was not kept)", got)
+	}
+
+	// The repeat finds the answer in memory and keeps it before telling it.
+	_, err = ep.Authorize(ctx, authRequest("k-sale", "pay_11", 3230, true))
+	wantKind(t, err, gateway.KindUnknown, "")
+	store.full.Store(false)
+	a, err := ep.Authorize(ctx, authRequest("k-sale", "pay_11", 3230, true))
+	if err != nil || a.ID != sale || a.Status != gateway.StatusApproved {
+		t.Fatalf("repeat = %+v, %v; want the approval", a, err)
+	}
+	if got := stored(sale); got != gateway.StatusApproved {
+		t.Errorf("the sale on disk is %s after its answer was told, want approved", got)
+	}
+	if got := sim.Ledger().Calls(url, "0200"); got != 1 {
+		t.Errorf("0200 calls = %d, want 1", got)
+	}
+
+	// A refund whose answer is lost the same way, then a restart with
+	// the sale's record set back to what was on disk before its answer.
+	store.full.Store(true)
+	_, err = ep.Refund(ctx, gateway.RefundRequest{Key: "k-refund", AuthorizationID: sale, Amount: 1882})
+	wantKind(t, err, gateway.KindUnknown, "")
+	if n := len(sim.Ledger().Refunds); n != 1 {
+		t.Fatalf("refunds at the bank = %d, want 1", n)
+	}
+	store.full.Store(false)
+	staleSale, _, _ := store.LoadRecord(ctx, sale)
+	staleSale.Status = iso8583.RecordUnknown
+	restarted := start()
+	restarted.Restore(staleSale)
+	_, err = restarted.Refund(ctx, gateway.RefundRequest{Key: "k-refund", AuthorizationID: sale, Amount: 1882})
+	if e := gateway.AsError(err); e == nil || e.Kind != gateway.KindUnknown {
+		t.Fatalf("the refund's repeat with the sale unknown = %v, want an unknown outcome (its first attempt reached the bank)", err)
+	}
+	// A new refund of a sale storepay does not know as charged is refused.
+	_, err = restarted.Refund(ctx, gateway.RefundRequest{Key: "k-refund-new", AuthorizationID: sale, Amount: 100})
+	wantKind(t, err, gateway.KindRejected, iso8583.CodeNotCaptured)
+	if n := len(sim.Ledger().Refunds); n != 1 {
+		t.Errorf("refunds at the bank = %d, want 1", n)
 	}
 }
