@@ -182,6 +182,13 @@ func (r *Router) OnStateChange(fn func(bank, from, to string)) {
 }
 
 func (r *Router) notifyChange(name, from, to string) {
+	// Counted here, not in the breaker's listener: the probes' gate
+	// changes the bank's state too (see bank.state), and a bank whose
+	// probes failed before any payment tripped its breaker showed "open"
+	// with no transition in /metrics (chaos TestPrimaryDownThenBack, on a
+	// loaded machine).
+	breakerTransitions.Add(context.Background(), 1, metric.WithAttributes(
+		attribute.String("gateway", name), attribute.String("to", to)))
 	r.mu.Lock()
 	cs := append([]func(string, string, string){}, r.changes...)
 	r.mu.Unlock()
@@ -426,8 +433,6 @@ func newBank(spec BankSpec, r *Router) *bank {
 		WithSuccessThreshold(pol.BreakerSuccesses).
 		OnStateChanged(func(e circuitbreaker.StateChangedEvent) {
 			to := stateName(e.NewState)
-			breakerTransitions.Add(context.Background(), 1, metric.WithAttributes(
-				attribute.String("gateway", b.name), attribute.String("to", to)))
 			lvl := slog.LevelInfo
 			if e.NewState == circuitbreaker.OpenState {
 				lvl = slog.LevelWarn
