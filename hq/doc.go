@@ -1,6 +1,6 @@
 // Package hq links a chain's stores to headquarters over NATS JetStream.
 //
-// Store side ([Link]): triggers (migrations 0025, 0026) write every change
+// Store side ([Link]): triggers (migrations 0033, 0034) write every change
 // headquarters should know into the hq_outbox table, in the transaction
 // of the change. The link runs a NATS server inside storepay with
 // JetStream (domain = store id) as a leaf node of headquarters; its relay

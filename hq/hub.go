@@ -202,7 +202,7 @@ func (h *Hub) ingest(store string) {
 	for h.ctx.Err() == nil {
 		ctx, cancel := context.WithTimeout(h.ctx, 5*time.Second)
 		cons, err := sjs.CreateOrUpdateConsumer(ctx, EventsStream, jetstream.ConsumerConfig{
-			Durable: HubConsumer, AckPolicy: jetstream.AckExplicitPolicy, DeliverPolicy: jetstream.DeliverAllPolicy,
+			Durable: HubConsumer(store), AckPolicy: jetstream.AckExplicitPolicy, DeliverPolicy: jetstream.DeliverAllPolicy,
 			// Explicit acks, not ack-all: a message the server sent while
 			// a fetch expired never reaches us, and a later ack-all would
 			// acknowledge it unseen. Unacknowledged ones come again after
