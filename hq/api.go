@@ -20,6 +20,10 @@ func (h *Hub) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/exposure", h.auth(h.apiExposure))
 	mux.HandleFunc("PUT /v1/estop", h.auth(h.apiEStop))
 	mux.HandleFunc("PUT /v1/stores/{store_id}/estop", h.auth(h.apiEStop))
+	mux.HandleFunc("PUT /v1/gateways/{name}", h.auth(h.apiGateway))
+	mux.HandleFunc("PUT /v1/stores/{store_id}/gateways/{name}", h.auth(h.apiGateway))
+	mux.HandleFunc("POST /v1/hot-cards", h.auth(h.apiHotCard))
+	mux.HandleFunc("POST /v1/stores/{store_id}/hot-cards", h.auth(h.apiHotCard))
 	mux.HandleFunc("GET /v1/commands/{id}", h.auth(h.apiCommand))
 	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -222,38 +226,72 @@ func (h *Hub) apiExposure(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, e)
 }
 
-func (h *Hub) apiEStop(w http.ResponseWriter, r *http.Request) {
-	var body struct {
-		State  string `json:"state"`
-		Reason string `json:"reason"`
-	}
+// decodeCommand reads a command's body: unknown fields and trailing
+// data are refused, as at a store.
+func decodeCommand(w http.ResponseWriter, r *http.Request, into any, shape string) bool {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&body); err != nil {
-		writeProblem(w, http.StatusBadRequest, "invalid_json", "body must be {\"state\":\"go\"|\"pause\"|\"stop\",\"reason\":\"...\"}")
-		return
+	if err := dec.Decode(into); err != nil || dec.More() {
+		writeProblem(w, http.StatusBadRequest, "invalid_json", "body must be "+shape)
+		return false
 	}
-	if body.State != "go" && body.State != "pause" && body.State != "stop" {
-		writeProblem(w, http.StatusUnprocessableEntity, "invalid_request", "state must be go, pause or stop")
-		return
-	}
-	if strings.TrimSpace(body.Reason) == "" || len(body.Reason) > 500 || !utf8.ValidString(body.Reason) {
-		writeProblem(w, http.StatusUnprocessableEntity, "invalid_request", "reason is required (at most 500 characters)")
+	return true
+}
+
+// send sends c to the store the path names (none: the chain) and
+// answers 202 with where to follow it.
+func (h *Hub) send(w http.ResponseWriter, r *http.Request, c Command) {
+	if !utf8.ValidString(c.Reason) {
+		writeProblem(w, http.StatusUnprocessableEntity, "invalid_request", "reason must be UTF-8 text")
 		return
 	}
 	store := r.PathValue("store_id")
-	id, err := h.SendEStop(r.Context(), store, body.State, body.Reason, actorOf(r))
-	if errors.Is(err, ErrUnknownStore) {
+	id, err := h.Send(r.Context(), store, c, actorOf(r))
+	switch {
+	case errors.Is(err, ErrUnknownStore):
 		writeProblem(w, http.StatusNotFound, "store_not_found", "headquarters does not know store "+store)
 		return
-	}
-	if err != nil {
-		h.log().Error("hq estop command", "err", err)
+	case errors.Is(err, ErrBadCommand):
+		writeProblem(w, http.StatusUnprocessableEntity, "invalid_request", strings.TrimPrefix(err.Error(), ErrBadCommand.Error()+": "))
+		return
+	case err != nil:
+		h.log().Error("hq command", "kind", c.Kind, "err", err)
 		writeProblem(w, http.StatusServiceUnavailable, "unavailable", "the command could not be recorded; try again")
 		return
 	}
 	w.Header().Set("Location", "/v1/commands/"+id)
 	writeJSON(w, http.StatusAccepted, map[string]any{"id": id, "state": "pending"})
+}
+
+func (h *Hub) apiEStop(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		State  string `json:"state"`
+		Reason string `json:"reason"`
+	}
+	if decodeCommand(w, r, &body, `{"state":"go"|"pause"|"stop","reason":"..."}`) {
+		h.send(w, r, Command{Kind: KindEStop, State: body.State, Reason: body.Reason})
+	}
+}
+
+func (h *Hub) apiGateway(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Action string `json:"action"`
+		Reason string `json:"reason"`
+	}
+	if decodeCommand(w, r, &body, `{"action":"disable"|"enable","reason":"..."}`) {
+		h.send(w, r, Command{Kind: KindGateway, Gateway: r.PathValue("name"), Action: body.Action, Reason: body.Reason})
+	}
+}
+
+func (h *Hub) apiHotCard(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Card   string `json:"card"`
+		Action string `json:"action"`
+		Reason string `json:"reason"`
+	}
+	if decodeCommand(w, r, &body, `{"card":"400000******9979","action":"add"|"remove","reason":"..."}`) {
+		h.send(w, r, Command{Kind: KindHotCard, Card: body.Card, Action: body.Action, Reason: body.Reason})
+	}
 }
 
 // CommandView is GET /v1/commands/{id}.

@@ -347,9 +347,17 @@ func applyEvent(tx *sql.Tx, store string, e Event) error {
 // not accept.
 var ErrUnknownStore = errors.New("unknown store")
 
-// SendEStop records and publishes an emergency stop command for one
-// store ("" = the whole chain). It returns the command id.
-func (h *Hub) SendEStop(ctx context.Context, store, state, reason, actor string) (string, error) {
+// ErrBadCommand wraps what is wrong with a command Send refused.
+var ErrBadCommand = errors.New("bad command")
+
+// Send checks, records and publishes a command for one store ("" = the
+// whole chain), and returns its id. Headquarters fills in the id, the
+// actor and the time.
+func (h *Hub) Send(ctx context.Context, store string, c Command, actor string) (string, error) {
+	c.ID, c.Actor, c.IssuedAt = uuid.NewString(), actor, migrations.FormatTime(time.Now())
+	if err := c.Check(); err != nil {
+		return "", fmt.Errorf("%w: %w", ErrBadCommand, err)
+	}
 	target, subject := "all", ChainSubject
 	if store != "" {
 		var n int
@@ -361,14 +369,12 @@ func (h *Hub) SendEStop(ctx context.Context, store, state, reason, actor string)
 		}
 		target, subject = store, CommandSubject(store)
 	}
-	c := Command{ID: uuid.NewString(), Kind: "estop", State: state, Reason: reason, Actor: actor,
-		IssuedAt: migrations.FormatTime(time.Now())}
 	b, err := json.Marshal(c)
 	if err != nil {
 		return "", err
 	}
 	if _, err := h.DB.ExecContext(ctx, `INSERT INTO commands (id, kind, target, body, actor, reason, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		c.ID, c.Kind, target, string(b), actor, reason, c.IssuedAt); err != nil {
+		c.ID, c.Kind, target, string(b), actor, c.Reason, c.IssuedAt); err != nil {
 		return "", fmt.Errorf("record command: %w", err)
 	}
 	m := nats.NewMsg(subject)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"storepay/devices"
 	"storepay/migrations"
 	"storepay/saf"
 )
@@ -69,12 +71,70 @@ type Event struct {
 
 // Command is what headquarters sends.
 type Command struct {
-	ID       string `json:"id"`
-	Kind     string `json:"kind"` // estop
-	State    string `json:"state,omitempty"`
+	ID   string `json:"id"`
+	Kind string `json:"kind"` // estop, gateway or hot_card
+	// State is an estop command's state (go, pause, stop).
+	State string `json:"state,omitempty"`
+	// Gateway is the bank a gateway command names.
+	Gateway string `json:"gateway,omitempty"`
+	// Card is a hot_card command's entry, masked: 400000******9979.
+	Card string `json:"card,omitempty"`
+	// Action is disable or enable (gateway), add or remove (hot_card).
+	Action   string `json:"action,omitempty"`
 	Reason   string `json:"reason"`
 	Actor    string `json:"actor"` // the headquarters token's name
 	IssuedAt string `json:"issued_at"`
+}
+
+// Command kinds and actions.
+const (
+	KindEStop   = "estop"
+	KindGateway = "gateway"
+	KindHotCard = "hot_card"
+
+	ActionDisable = "disable"
+	ActionEnable  = "enable"
+	ActionAdd     = "add"
+	ActionRemove  = "remove"
+)
+
+// Check reports what is wrong with a command headquarters is about to
+// send, in words for its API; nil when it can be sent.
+func (c Command) Check() error {
+	switch c.Kind {
+	case KindEStop:
+		if !saf.EStopState(c.State).Valid() {
+			return errors.New("state must be go, pause or stop")
+		}
+	case KindGateway:
+		if !validID.MatchString(c.Gateway) {
+			return errors.New("gateway must be a bank's name (1-64 letters, digits, - or _)")
+		}
+		if c.Action != ActionDisable && c.Action != ActionEnable {
+			return errors.New("action must be disable or enable")
+		}
+	case KindHotCard:
+		if !saf.ValidHotCard(c.Card) {
+			// Never echo it: it may be a full card number.
+			return errors.New("card must be masked as its first six and last four digits, e.g. 400000******9979")
+		}
+		if c.Action != ActionAdd && c.Action != ActionRemove {
+			return errors.New("action must be add or remove")
+		}
+	default:
+		return fmt.Errorf("unknown command kind %q", c.Kind)
+	}
+	if strings.TrimSpace(c.Reason) == "" || len(c.Reason) > 500 {
+		return errors.New("reason is required (at most 500 characters)")
+	}
+	return nil
+}
+
+// GatewayControl is the store's bank router, for gateway commands.
+type GatewayControl interface {
+	Banks() []string
+	Disable(name string) error
+	Enable(name string) error
 }
 
 // LinkConfig is a store's hq block, resolved.
@@ -116,7 +176,10 @@ type Link struct {
 	Config LinkConfig
 	DB     *migrations.DB
 	EStop  EStopper
-	Log    *slog.Logger
+	// Gateways carries out gateway commands; without it they are
+	// answered "rejected".
+	Gateways GatewayControl
+	Log      *slog.Logger
 	// PollEvery is how often the relay looks for new outbox rows.
 	PollEvery time.Duration
 	// BeforeDelete, when set, runs after a batch is in the local stream
@@ -436,63 +499,179 @@ func (l *Link) commands() {
 }
 
 // apply carries out one command once: the hq_commands row is written in
-// the transaction that applies it.
+// the transaction that applies it, with the change and its audit line.
 //
-// How headquarters and a local manager combine: a pause or stop from
-// headquarters always applies (the stricter state wins in an incident);
-// a go from headquarters lifts only a stop that headquarters set, never
-// one a manager set locally (result kept_local). A manager can always
-// stop locally, and may also resume locally: the last action wins, and
-// every change reaches headquarters as an estop event.
+// How headquarters and a local manager combine (docs/hq.md): what makes
+// the store stricter always applies (an estop pause or stop, a bank
+// disabled, a card added to the hot list); what lifts a restriction
+// lifts only one headquarters set, never one a manager set locally
+// (result kept_local). A manager can always stop locally, and may also
+// resume locally: the last action wins, and every change reaches
+// headquarters as an event.
 func (l *Link) apply(data []byte) error {
 	var c Command
 	if err := json.Unmarshal(data, &c); err != nil || c.ID == "" {
 		l.log().Warn("hq command unreadable; dropped", "err", err)
 		return nil
 	}
-	now := migrations.FormatTime(time.Now())
-	record := func(tx *sql.Tx, result string) (bool, error) {
-		res, err := tx.Exec(`INSERT OR IGNORE INTO hq_commands (id, kind, actor, reason, result, applied_at) VALUES (?, ?, ?, ?, ?, ?)`,
-			c.ID, c.Kind, c.Actor, c.Reason, result, now)
-		if err != nil {
+	if err := c.Check(); err != nil {
+		return l.DB.Update(l.ctx, func(tx *sql.Tx) error {
+			_, err := recordCommand(tx, c, "rejected: "+err.Error())
+			return err
+		})
+	}
+	switch c.Kind {
+	case KindEStop:
+		return l.applyEStop(c)
+	case KindGateway:
+		return l.applyGateway(c)
+	default:
+		return l.applyHotCard(c)
+	}
+}
+
+// recordCommand writes the command's row; false means it was applied
+// before (a redelivery).
+func recordCommand(tx *sql.Tx, c Command, result string) (bool, error) {
+	res, err := tx.Exec(`INSERT OR IGNORE INTO hq_commands (id, kind, actor, reason, result, applied_at) VALUES (?, ?, ?, ?, ?, ?)`,
+		c.ID, c.Kind, c.Actor, c.Reason, result, migrations.FormatTime(time.Now()))
+	if err != nil {
+		return false, err
+	}
+	n, _ := res.RowsAffected()
+	return n == 1, nil
+}
+
+func seenCommand(tx *sql.Tx, id string) (bool, error) {
+	var n int
+	err := tx.QueryRow(`SELECT count(*) FROM hq_commands WHERE id = ?`, id).Scan(&n)
+	return n > 0, err
+}
+
+// detail is what the store's audit line says of a command's origin.
+func (c Command) detail() string { return "headquarters command " + c.ID + " by " + c.Actor }
+
+func (l *Link) applyEStop(c Command) error {
+	state := saf.EStopState(c.State)
+	_, applied, err := l.EStop.SetEStopIf(l.ctx, state, Actor, c.Reason, func(tx *sql.Tx, cur saf.EStop) (bool, error) {
+		if seen, err := seenCommand(tx, c.ID); err != nil || seen {
 			return false, err
 		}
-		n, _ := res.RowsAffected()
-		return n == 1, nil
-	}
-	ctx := l.ctx
-	switch c.Kind {
-	case "estop":
-		state := saf.EStopState(c.State)
-		if !state.Valid() {
-			return l.DB.Update(ctx, func(tx *sql.Tx) error { _, err := record(tx, "rejected: unknown state"); return err })
+		if state == saf.Go && cur.State != saf.Go && cur.Actor != Actor {
+			_, err := recordCommand(tx, c, "kept_local")
+			return false, err
 		}
-		reason := c.Reason
-		_, applied, err := l.EStop.SetEStopIf(ctx, state, Actor, reason, func(tx *sql.Tx, cur saf.EStop) (bool, error) {
-			var seen int
-			if err := tx.QueryRow(`SELECT count(*) FROM hq_commands WHERE id = ?`, c.ID).Scan(&seen); err != nil {
-				return false, err
-			}
-			if seen > 0 {
-				return false, nil
-			}
-			if state == saf.Go && cur.State != saf.Go && cur.Actor != Actor {
-				_, err := record(tx, "kept_local")
-				return false, err
-			}
-			_, err := record(tx, "applied")
-			return err == nil, err
+		_, err := recordCommand(tx, c, "applied")
+		return err == nil, err
+	})
+	if err != nil {
+		return err
+	}
+	if applied {
+		l.log().Warn("emergency stop set by headquarters", "state", state, "by", c.Actor, "reason", c.Reason, "command", c.ID)
+	}
+	return nil
+}
+
+// applyGateway takes a bank out of service or back, as a manager's
+// disable and enable do (gateway_disabled, audited), then tells the
+// router. A crash between the two is mended at start, when the router
+// reads gateway_disabled again.
+func (l *Link) applyGateway(c Command) error {
+	if l.Gateways == nil || !slices.Contains(l.Gateways.Banks(), c.Gateway) {
+		return l.DB.Update(l.ctx, func(tx *sql.Tx) error {
+			_, err := recordCommand(tx, c, "rejected: this store has no gateway "+c.Gateway)
+			return err
 		})
+	}
+	act := false
+	err := l.DB.Update(l.ctx, func(tx *sql.Tx) error {
+		act = false
+		if seen, err := seenCommand(tx, c.ID); err != nil || seen {
+			return err
+		}
+		var actor string
+		err := tx.QueryRow(`SELECT actor FROM gateway_disabled WHERE name = ?`, c.Gateway).Scan(&actor)
+		disabled := err == nil
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		now := time.Now()
+		result := "applied"
+		switch {
+		case c.Action == ActionDisable && disabled:
+			// Already out of service; a manager's disable stays theirs.
+		case c.Action == ActionDisable:
+			if _, err := tx.Exec(`INSERT INTO gateway_disabled (name, reason, actor, at) VALUES (?,?,?,?)`,
+				c.Gateway, c.Reason, Actor, migrations.FormatTime(now)); err != nil {
+				return err
+			}
+			act = true
+		case !disabled:
+		case actor != Actor:
+			result = "kept_local"
+		default:
+			if _, err := tx.Exec(`DELETE FROM gateway_disabled WHERE name = ?`, c.Gateway); err != nil {
+				return err
+			}
+			act = true
+		}
+		if _, err := recordCommand(tx, c, result); err != nil {
+			return err
+		}
+		if !act {
+			return nil
+		}
+		return devices.Audit(tx, devices.Entry{At: now, Actor: Actor, Action: "gateway." + c.Action, Target: c.Gateway,
+			Reason: c.Reason, Detail: c.detail()})
+	})
+	if err != nil || !act {
+		return err
+	}
+	l.log().Warn("bank "+c.Action+"d by headquarters", "gateway", c.Gateway, "by", c.Actor, "reason", c.Reason, "command", c.ID)
+	if c.Action == ActionDisable {
+		return l.routerErr(l.Gateways.Disable(c.Gateway))
+	}
+	return l.routerErr(l.Gateways.Enable(c.Gateway))
+}
+
+// routerErr logs a router that refused what the database already holds:
+// the command is applied (its row is written), and a restart aligns the
+// router with gateway_disabled.
+func (l *Link) routerErr(err error) error {
+	if err != nil {
+		l.log().Error("hq gateway command: the router did not follow; a restart will", "err", err)
+	}
+	return nil
+}
+
+// applyHotCard adds a card to the hot list or takes it off. Entries come
+// only from headquarters (the config's list is the store's own), so a
+// remove removes.
+func (l *Link) applyHotCard(c Command) error {
+	entry := c.Card[:6] + c.Card[len(c.Card)-4:]
+	return l.DB.Update(l.ctx, func(tx *sql.Tx) error {
+		if seen, err := seenCommand(tx, c.ID); err != nil || seen {
+			return err
+		}
+		now := time.Now()
+		var err error
+		if c.Action == ActionAdd {
+			_, err = tx.Exec(`INSERT INTO hot_cards (entry, masked, actor, reason, added_at) VALUES (?,?,?,?,?)
+				ON CONFLICT (entry) DO UPDATE SET reason = excluded.reason, added_at = excluded.added_at`,
+				entry, c.Card, Actor, c.Reason, migrations.FormatTime(now))
+		} else {
+			_, err = tx.Exec(`DELETE FROM hot_cards WHERE entry = ?`, entry)
+		}
 		if err != nil {
 			return err
 		}
-		if applied {
-			l.log().Warn("emergency stop set by headquarters", "state", state, "by", c.Actor, "reason", reason, "command", c.ID)
+		if _, err := recordCommand(tx, c, "applied"); err != nil {
+			return err
 		}
-		return nil
-	default:
-		return l.DB.Update(ctx, func(tx *sql.Tx) error { _, err := record(tx, "rejected: unknown kind "+c.Kind); return err })
-	}
+		return devices.Audit(tx, devices.Entry{At: now, Actor: Actor, Action: "hot_card." + c.Action, Target: c.Card,
+			Reason: c.Reason, Detail: c.detail()})
+	})
 }
 
 // StreamMessages is how many events the local stream holds.

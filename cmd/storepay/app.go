@@ -293,7 +293,7 @@ func (a *App) openHQ(ctx context.Context, getenv func(string) string) error {
 	if err != nil {
 		return fmt.Errorf("config: hq.credentials_env: environment variable %s: %w", c.CredentialsEnv, err)
 	}
-	a.HQ = &hq.Link{DB: a.DB, EStop: a.SAF, Log: a.Log, Config: hq.LinkConfig{
+	a.HQ = &hq.Link{DB: a.DB, EStop: a.SAF, Gateways: a.Router, Log: a.Log, Config: hq.LinkConfig{
 		StoreID: a.Config.StoreID, URLs: c.URLs, User: user, Password: password, DataDir: c.DataDir,
 		MaxAge: c.Retention.Duration, MaxBytes: c.MaxBytes}}
 	return nil

@@ -471,3 +471,132 @@ func TestHQChain(t *testing.T) {
 		t.Fatalf("exposure after the drain: %s", e)
 	}
 }
+
+// TestHQCommands sends headquarters' other commands to two stores: a bank
+// taken out of service and back (an enable does not lift a disable a
+// store's manager made), a card put on the chain's hot list and taken
+// off, and bad commands refused at headquarters without a trace.
+func TestHQCommands(t *testing.T) {
+	clearOfMidnight(t, 30*time.Second)
+	a, b := startBank(t, "bank-a", 1), startBank(t, "bank-b", 1)
+	pw := map[string]string{"store-1": "pw-1", "store-2": "pw-2"}
+	hub := startTestHub(t, pw)
+	s1 := startHQStore(t, "store-1", pw["store-1"], hub, []*bank{a, b})
+	s2 := startHQStore(t, "store-2", pw["store-2"], hub, []*bank{a, b})
+	stores := []*hqStore{s1, s2}
+	waitFor(t, "both stores linked", 15*time.Second, func() bool {
+		return s1.app.HQ.Connected() && s2.app.HQ.Connected()
+	})
+	state := func(s *hqStore, name string) string {
+		for _, g := range must(t, s.mgr("GET", "/v1/gateways", nil), 200).body["data"].([]any) {
+			if m := g.(map[string]any); m["name"] == name {
+				return m["state"].(string)
+			}
+		}
+		return ""
+	}
+	applied := func(id string) map[string]string {
+		out := map[string]string{}
+		waitFor(t, "command "+id+" applied", 15*time.Second, func() bool {
+			c := must(t, hub.call(t, "GET", "/v1/commands/"+id, nil), 200)
+			for _, s := range c.body["stores"].([]any) {
+				m := s.(map[string]any)
+				out[m["store_id"].(string)] = m["result"].(string)
+			}
+			return c.str("state") == "applied"
+		})
+		return out
+	}
+	audited := func(s *hqStore, action string) int {
+		var n int
+		s.app.DB.Read().QueryRow(`SELECT count(*) FROM audit_log WHERE actor = ? AND action = ?`, hq.Actor, action).Scan(&n)
+		return n
+	}
+
+	// A bank out of service chain-wide: payments go to the next bank.
+	r := must(t, hub.call(t, "PUT", "/v1/gateways/bank-a", map[string]any{"action": "disable", "reason": "acquirer incident 12"}), 202)
+	if res := applied(r.str("id")); res["store-1"] != "applied" || res["store-2"] != "applied" {
+		t.Fatalf("disable results: %v", res)
+	}
+	for _, s := range stores {
+		if st := state(s, "bank-a"); st != "disabled" {
+			t.Fatalf("%s: bank-a %s after headquarters disabled it", s.cfg.StoreID, st)
+		}
+		if p := must(t, s.post("/v1/orders/"+s.order(700)+"/payments", cardBody(700, visa, nil)), 201); p.str("gateway") != "bank-b" {
+			t.Fatalf("%s: a payment with bank-a disabled went to %s", s.cfg.StoreID, p.str("gateway"))
+		}
+		if n := audited(s, "gateway.disable"); n != 1 {
+			t.Fatalf("%s: %d audit lines for headquarters' disable", s.cfg.StoreID, n)
+		}
+	}
+	// store-2's manager takes over: enables, then disables it as their own.
+	must(t, s2.mgr("POST", "/v1/gateways/bank-a/enable", map[string]any{"reason": "checking"}), 200)
+	must(t, s2.mgr("POST", "/v1/gateways/bank-a/disable", map[string]any{"reason": "our terminal sees double charges"}), 200)
+	r = must(t, hub.call(t, "PUT", "/v1/gateways/bank-a", map[string]any{"action": "enable", "reason": "incident 12 over"}), 202)
+	if res := applied(r.str("id")); res["store-1"] != "applied" || res["store-2"] != "kept_local" {
+		t.Fatalf("enable results: %v, want store-1 applied and store-2 kept_local", res)
+	}
+	if st := state(s1, "bank-a"); st == "disabled" {
+		t.Fatal("store-1: bank-a still disabled after headquarters enabled it")
+	}
+	if st := state(s2, "bank-a"); st != "disabled" {
+		t.Fatalf("store-2: bank-a %s; the manager's disable must stay", st)
+	}
+	// One store's bank, by name; a bank a store does not have is rejected there.
+	r = must(t, hub.call(t, "PUT", "/v1/stores/store-1/gateways/bank-z", map[string]any{"action": "disable", "reason": "typo"}), 202)
+	if res := applied(r.str("id")); !strings.HasPrefix(res["store-1"], "rejected") || len(res) != 1 {
+		t.Fatalf("unknown bank results: %v", res)
+	}
+
+	// The chain's hot list: the card is refused offline everywhere, then
+	// accepted again once removed.
+	refuseAll(t, a, b)
+	const hot = "5555555555554444"
+	r = must(t, hub.call(t, "POST", "/v1/hot-cards", map[string]any{"card": "555555******4444", "action": "add", "reason": "stolen at store-7"}), 202)
+	applied(r.str("id"))
+	for _, s := range stores {
+		p := must(t, s.post("/v1/orders/"+s.order(300)+"/payments", cardBody(300, hot, nil)), 201)
+		if p.str("status") != "declined" || p.str("decline_code") != "offline_card_blocked" {
+			t.Fatalf("%s: a hot card offline: %s", s.cfg.StoreID, p)
+		}
+		if n := audited(s, "hot_card.add"); n != 1 {
+			t.Fatalf("%s: %d audit lines for the hot card", s.cfg.StoreID, n)
+		}
+	}
+	r = must(t, hub.call(t, "POST", "/v1/hot-cards", map[string]any{"card": "555555******4444", "action": "remove", "reason": "card recovered"}), 202)
+	applied(r.str("id"))
+	for _, s := range stores {
+		if p := must(t, s.post("/v1/orders/"+s.order(300)+"/payments", cardBody(300, hot, nil)), 201); p.str("status") != "stored" {
+			t.Fatalf("%s: the card off the hot list, offline: %s", s.cfg.StoreID, p)
+		}
+	}
+
+	// Bad commands: refused, nothing recorded, and a full card number is
+	// never echoed.
+	var before int
+	hub.hub.DB.QueryRow(`SELECT count(*) FROM commands`).Scan(&before)
+	for _, c := range []struct {
+		method, path string
+		body         any
+		status       int
+	}{
+		{"POST", "/v1/hot-cards", map[string]any{"card": hot, "action": "add", "reason": "x"}, 422},
+		{"POST", "/v1/hot-cards", map[string]any{"card": "555555******4444", "action": "block", "reason": "x"}, 422},
+		{"POST", "/v1/hot-cards", map[string]any{"card": "555555******4444", "action": "add", "reason": " "}, 422},
+		{"POST", "/v1/hot-cards", map[string]any{"card": "555555******4444", "action": "add", "reason": "x", "pan": hot}, 400},
+		{"PUT", "/v1/gateways/bank-a", map[string]any{"action": "off", "reason": "x"}, 422},
+		{"PUT", "/v1/gateways/bank.a", map[string]any{"action": "disable", "reason": "x"}, 422},
+		{"PUT", "/v1/stores/store-9/gateways/bank-a", map[string]any{"action": "disable", "reason": "x"}, 404},
+		{"POST", "/v1/stores/store-9/hot-cards", map[string]any{"card": "555555******4444", "action": "add", "reason": "x"}, 404},
+	} {
+		res := hub.call(t, c.method, c.path, c.body)
+		if res.status != c.status || strings.Contains(string(res.raw), hot) {
+			t.Errorf("%s %s %v: %d %s, want %d without the card number", c.method, c.path, c.body, res.status, res.raw, c.status)
+		}
+	}
+	var after int
+	hub.hub.DB.QueryRow(`SELECT count(*) FROM commands`).Scan(&after)
+	if after != before {
+		t.Errorf("bad commands recorded: %d commands, was %d", after, before)
+	}
+}
