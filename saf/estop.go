@@ -55,14 +55,40 @@ func (q *Queue) EStop(ctx context.Context) EStop {
 // SetEStop changes the emergency stop, durably and in the audit log.
 // Going to stop cancels the forwards in flight.
 func (q *Queue) SetEStop(ctx context.Context, state EStopState, actor, reason string) (EStop, error) {
+	e, _, err := q.SetEStopIf(ctx, state, actor, reason, nil)
+	return e, err
+}
+
+// SetEStopIf is SetEStop for a caller that must decide, inside the same
+// transaction, whether the change happens and record why (headquarters'
+// commands: applied once, with their result, or not at all). decide sees
+// the current stop; returning false leaves it as it is and still commits
+// what decide wrote. A nil decide always applies.
+func (q *Queue) SetEStopIf(ctx context.Context, state EStopState, actor, reason string, decide func(tx *sql.Tx, cur EStop) (bool, error)) (EStop, bool, error) {
 	if !state.Valid() {
-		return EStop{}, &orders.Error{Kind: orders.KindBadRequest, Code: "invalid_request", Message: "state must be go, pause or stop"}
+		return EStop{}, false, &orders.Error{Kind: orders.KindBadRequest, Code: "invalid_request", Message: "state must be go, pause or stop"}
 	}
 	now := q.now()
 	var prev string
+	applied := true
 	err := q.DB.Update(ctx, func(tx *sql.Tx) error {
-		if err := tx.QueryRow(`SELECT state FROM estop WHERE id = 1`).Scan(&prev); err != nil && !errors.Is(err, sql.ErrNoRows) {
+		var cur EStop
+		var at string
+		if err := tx.QueryRow(`SELECT state, reason, actor, at FROM estop WHERE id = 1`).Scan(&cur.State, &cur.Reason, &cur.Actor, &at); err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return err
+		}
+		cur.At, _ = migrations.ParseTime(at)
+		prev = string(cur.State)
+		applied = true
+		if decide != nil {
+			ok, err := decide(tx, cur)
+			if err != nil {
+				return err
+			}
+			applied = ok
+		}
+		if !applied {
+			return nil
 		}
 		if _, err := tx.Exec(`INSERT INTO estop (id, state, reason, actor, at) VALUES (1, ?, ?, ?, ?)
 			ON CONFLICT (id) DO UPDATE SET state=excluded.state, reason=excluded.reason, actor=excluded.actor, at=excluded.at`,
@@ -73,9 +99,12 @@ func (q *Queue) SetEStop(ctx context.Context, state EStopState, actor, reason st
 			Reason: reason, Detail: "from " + prev})
 	})
 	if err != nil {
-		return EStop{}, fmt.Errorf("set emergency stop: %w", err)
+		return EStop{}, false, fmt.Errorf("set emergency stop: %w", err)
+	}
+	if !applied {
+		return q.EStop(ctx), false, nil
 	}
 	q.log().Warn("emergency stop changed", "state", state, "from", prev, "actor", actor, "reason", reason)
 	q.forwarder().estopChanged(state)
-	return EStop{State: state, Reason: reason, Actor: actor, At: now}, nil
+	return EStop{State: state, Reason: reason, Actor: actor, At: now}, true, nil
 }

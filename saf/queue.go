@@ -204,7 +204,15 @@ func (q *Queue) Admit(tx *sql.Tx, r orders.OfflineRecord) error {
 	if r.Amount > rules.FloorLimit {
 		return refuse("offline_limit_exceeded", "%d is over the offline floor limit %d", r.Amount, rules.FloorLimit)
 	}
-	if q.hotCard(r.Bin, r.Last4) {
+	hot := q.hotCard(r.Bin, r.Last4)
+	if !hot && len(r.Bin) == 6 {
+		var n int
+		if err := tx.QueryRow(`SELECT count(*) FROM hot_cards WHERE entry = ?`, r.Bin+r.Last4).Scan(&n); err != nil {
+			return err
+		}
+		hot = n > 0
+	}
+	if hot {
 		return refuse("offline_card_blocked", "this card is on the hot list and cannot be accepted offline")
 	}
 	var blocked int
@@ -256,6 +264,7 @@ func addOutstanding(tx *sql.Tx, count, amount int64) error {
 }
 
 // hotCard matches the configured hot list by first six and last four.
+// Admit also reads the hot_cards table, which headquarters fills.
 func (q *Queue) hotCard(bin, last4 string) bool {
 	q.hotOnce.Do(func() {
 		q.hot = map[string]bool{}

@@ -55,6 +55,8 @@ banksim binaries instead of building them):
   restart [-queued N] [-payments N]     time to /readyz with a long queue and history; forwarding order
   soak [-duration D] [-interval D]      one busy store: RSS, goroutines, files, WAL, p99 per interval
   reconcile [-n N]                      reconciliation time and memory beside the sqlite3 shell
+  hq [-stores N] [-rate R] [-cut K] [-outage D]
+                                        headquarters ingest (events/s) and catch-up after K stores were cut off
 `
 
 // benches maps a bench's name to its function.

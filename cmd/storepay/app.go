@@ -16,6 +16,7 @@ import (
 	"storepay/devices"
 	"storepay/gateway"
 	"storepay/gateway/acquirer"
+	"storepay/hq"
 	"storepay/migrations"
 	"storepay/orders"
 	"storepay/saf"
@@ -35,6 +36,8 @@ type App struct {
 	SAF     *saf.Queue
 	Web     *web.Server
 	SLO     *slo.Recorder
+	// HQ is the link to headquarters; nil without an hq block.
+	HQ *hq.Link
 
 	server *http.Server
 	sloOff func() // unregisters the SLO gauges
@@ -101,6 +104,10 @@ func OpenApp(ctx context.Context, cfg Config, getenv func(string) string, log *s
 	}
 	a.Web = web.New(web.Config{DB: db, Orders: a.Orders, Devices: a.Devices, Router: router, SAF: a.SAF, Metrics: metrics, Log: log,
 		Undo: web.UndoPolicy(cfg.UndoPolicy)})
+	if err := a.openHQ(ctx, getenv); err != nil {
+		db.Close()
+		return nil, err
+	}
 	return a, nil
 }
 
@@ -162,6 +169,14 @@ func (a *App) Start(ln net.Listener) {
 		a.Log.Error("availability recorder did not start", "err", err)
 	}
 	a.Router.Start()
+	if a.HQ != nil {
+		// Never blocks on headquarters: the leaf link dials in the
+		// background; only the local server must start.
+		if err := a.HQ.Open(); err != nil {
+			a.Log.Error("headquarters link did not start; events wait in the outbox", "err", err)
+			a.HQ = nil
+		}
+	}
 	if err := a.SAF.Open(); err != nil {
 		a.Log.Error("store-and-forward forwarder did not start", "err", err)
 	}
@@ -241,6 +256,9 @@ func (a *App) Close(ctx context.Context) error {
 		a.cancel()
 	}
 	a.wg.Wait()
+	if a.HQ != nil {
+		a.HQ.Close()
+	}
 	if a.unobserve != nil {
 		a.unobserve()
 	}
@@ -259,4 +277,24 @@ func (a *App) Close(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// openHQ turns the outbox on or off to match the config and prepares the
+// link to headquarters (started by Start).
+func (a *App) openHQ(ctx context.Context, getenv func(string) string) error {
+	c := a.Config.HQ
+	if err := hq.Enable(ctx, a.DB, c != nil); err != nil {
+		return fmt.Errorf("hq outbox: %w", err)
+	}
+	if c == nil {
+		return nil
+	}
+	user, password, err := hq.ParseCredentials(getenv(c.CredentialsEnv))
+	if err != nil {
+		return fmt.Errorf("config: hq.credentials_env: environment variable %s: %w", c.CredentialsEnv, err)
+	}
+	a.HQ = &hq.Link{DB: a.DB, EStop: a.SAF, Gateways: a.Router, Log: a.Log, Config: hq.LinkConfig{
+		StoreID: a.Config.StoreID, URLs: c.URLs, User: user, Password: password, DataDir: c.DataDir,
+		MaxAge: c.Retention.Duration, MaxBytes: c.MaxBytes}}
+	return nil
 }

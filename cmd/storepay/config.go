@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"storepay/gateway"
+	"storepay/hq"
 	"storepay/saf"
 	"storepay/web"
 )
@@ -46,6 +47,21 @@ type Config struct {
 	// (default: the terminal that took it, or a manager's token) or
 	// any_terminal.
 	UndoPolicy string `json:"undo_policy,omitzero"`
+	// HQ links the store to headquarters (contract hq.md). Absent: no
+	// outbox, no NATS, storepay as without headquarters.
+	HQ *HQConfig `json:"hq,omitempty"`
+}
+
+// HQConfig is the store's hq block (contract hq.md); the last two keys
+// are storepay's own bounds on the local stream (docs/hq.md).
+type HQConfig struct {
+	URLs           []string `json:"urls"`
+	CredentialsEnv string   `json:"credentials_env"`
+	DataDir        string   `json:"data_dir"`
+	// Retention bounds how long events wait for headquarters. Default 60 days.
+	Retention Duration `json:"retention,omitzero"`
+	// MaxBytes bounds the disk the waiting events take. Default 2 GiB.
+	MaxBytes int64 `json:"max_bytes,omitzero"`
 }
 
 // GatewayConfig is one bank, in priority order.
@@ -241,6 +257,9 @@ func (c *Config) validateTop() error {
 	}
 	if strings.TrimSpace(c.Database) == "" {
 		return errors.New("config: database: must not be empty")
+	}
+	if err := c.HQ.validate(c.StoreID); err != nil {
+		return err
 	}
 	if strings.TrimSpace(c.CardKeyEnv) == "" {
 		return errors.New("config: card_key_env: must name an environment variable")
@@ -507,4 +526,35 @@ func validTerminalID(s string) bool {
 		}
 	}
 	return true
+}
+
+func (h *HQConfig) validate(storeID string) error {
+	if h == nil {
+		return nil
+	}
+	if !hq.ValidStoreID(storeID) {
+		return fmt.Errorf("config: store_id: with an hq block it must be 1-64 letters, digits, - or _ (and not %q)", hq.HubDomain)
+	}
+	if len(h.URLs) == 0 {
+		return errors.New("config: hq.urls: must name at least one headquarters leaf endpoint")
+	}
+	for i, u := range h.URLs {
+		p, err := url.Parse(u)
+		if err != nil || (p.Scheme != "nats-leaf" && p.Scheme != "nats" && p.Scheme != "tls") || p.Host == "" || p.User != nil {
+			return fmt.Errorf("config: hq.urls[%d]: %q must be nats-leaf://host:port (credentials go in credentials_env)", i, u)
+		}
+	}
+	if strings.TrimSpace(h.CredentialsEnv) == "" {
+		return errors.New("config: hq.credentials_env: must name an environment variable")
+	}
+	if strings.TrimSpace(h.DataDir) == "" {
+		return errors.New("config: hq.data_dir: must not be empty")
+	}
+	if r := h.Retention.Duration; r != 0 && (r < time.Hour || r > 366*24*time.Hour) {
+		return errors.New("config: hq.retention: must be between 1h and 366 days")
+	}
+	if h.MaxBytes < 0 || (h.MaxBytes > 0 && h.MaxBytes < 1<<20) {
+		return errors.New("config: hq.max_bytes: must be at least 1048576 (1 MiB)")
+	}
+	return nil
 }

@@ -67,6 +67,8 @@ commands:
                                    refuse the device's token (and its console sessions) at once
   reconcile --config F --date YYYY-MM-DD [--settlement NAME=PATH ...]
                                    the nightly batch: exit 0 all matched, 1 discrepancies, 2 could not run
+  hq --config F                    run headquarters (the chain's hub) until SIGINT/SIGTERM
+  hq enroll --config F --name N    make a headquarters API token; prints it
   backup --config F --to PATH      copy the database while serving (consistent, fsynced, never overwrites)
   restore --config F --from PATH   put a backup in place of a database moved aside (serve stopped)
   slo --config F --from T --to T [--json]
@@ -99,6 +101,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return exitOne(runRestore(ctx, rest, stdout, stderr))
 	case "slo":
 		return runSLO(ctx, rest, stdout, stderr)
+	case "hq":
+		return runHQ(ctx, rest, getenv, stdout, stderr)
 	case "gameday":
 		return runGameday(ctx, rest, stdout, stderr)
 	case "help", "-h", "--help":

@@ -1,0 +1,388 @@
+package hq
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"storepay/migrations"
+)
+
+// HubStore is a store headquarters accepts, with its leaf credentials.
+type HubStore struct {
+	ID       string
+	Password string
+}
+
+// HubConfig is headquarters' config, resolved.
+type HubConfig struct {
+	LeafListen string // host:port for the stores' leaf connections
+	DataDir    string
+	Stores     []HubStore
+}
+
+// Hub is headquarters: the NATS server the stores link to, one ingest
+// worker per store feeding the chain view, and the commands stream.
+type Hub struct {
+	Config HubConfig
+	DB     *sql.DB
+	Log    *slog.Logger
+
+	srv    *server.Server
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+func (h *Hub) log() *slog.Logger {
+	if h.Log == nil {
+		return slog.Default()
+	}
+	return h.Log
+}
+
+// leafUsers gives each store its own leaf user.
+//
+// Permissions: a store's leaf connection may publish its own events'
+// subjects, the JetStream API calls of its own command consumer, and
+// replies; it receives its own command subjects and the requests
+// headquarters makes to its own JetStream domain (see docs/hq.md for
+// what this does and does not stop).
+func (h *Hub) leafUsers() []*server.User {
+	var users []*server.User
+	for _, s := range h.Config.Stores {
+		users = append(users, &server.User{Username: s.ID, Password: s.Password})
+	}
+	return users
+}
+
+// Open starts the hub's NATS server and JetStream, the commands stream
+// and the ingest workers.
+func (h *Hub) Open() error {
+	host, portS, err := net.SplitHostPort(h.Config.LeafListen)
+	if err != nil {
+		return fmt.Errorf("hq: leafnodes_listen: %w", err)
+	}
+	port, err := strconv.Atoi(portS)
+	if err != nil {
+		return fmt.Errorf("hq: leafnodes_listen: %w", err)
+	}
+	if port == 0 {
+		// Pick a free port now so that LeafAddr can name it (tests).
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			return fmt.Errorf("hq: leafnodes_listen: %w", err)
+		}
+		port = ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		h.Config.LeafListen = net.JoinHostPort(host, strconv.Itoa(port))
+	}
+	opts := &server.Options{
+		ServerName:      HubDomain,
+		DontListen:      true,
+		JetStream:       true,
+		JetStreamDomain: HubDomain,
+		StoreDir:        h.Config.DataDir,
+		NoSigs:          true,
+		NoLog:           true,
+		// Stores dial only the URLs in their config: advertising our own
+		// address would let a store bypass the path it was given.
+		LeafNode: server.LeafNodeOpts{Host: host, Port: port, Users: h.leafUsers(), NoAdvertise: true},
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		return fmt.Errorf("hq: nats server: %w", err)
+	}
+	srv.Start()
+	if !srv.ReadyForConnections(30 * time.Second) {
+		srv.Shutdown()
+		return errors.New("hq: nats server did not start")
+	}
+	nc, err := nats.Connect("", nats.InProcessServer(srv), nats.Name("storepay-hq"), nats.MaxReconnects(-1))
+	if err != nil {
+		srv.Shutdown()
+		return fmt.Errorf("hq: connect: %w", err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		srv.Shutdown()
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name: CommandsStream, Subjects: []string{"storepay.cmd.>"}, Storage: jetstream.FileStorage,
+		MaxAge: 365 * 24 * time.Hour, Duplicates: time.Hour,
+	})
+	cancel()
+	if err != nil {
+		nc.Close()
+		srv.Shutdown()
+		return fmt.Errorf("hq: commands stream: %w", err)
+	}
+	h.srv, h.nc, h.js = srv, nc, js
+	h.ctx, h.cancel = context.WithCancel(context.Background())
+	for _, s := range h.Config.Stores {
+		if _, err := h.DB.Exec(`INSERT OR IGNORE INTO stores (store_id) VALUES (?)`, s.ID); err != nil {
+			h.Close()
+			return fmt.Errorf("hq: store %s: %w", s.ID, err)
+		}
+		h.wg.Add(1)
+		go func(id string) { defer h.wg.Done(); h.ingest(id) }(s.ID)
+	}
+	return nil
+}
+
+// LeafAddr is where stores connect (useful when listening on port 0).
+func (h *Hub) LeafAddr() string { return h.Config.LeafListen }
+
+// Close stops the workers and the server.
+func (h *Hub) Close() {
+	if h.cancel != nil {
+		h.cancel()
+	}
+	h.wg.Wait()
+	if h.nc != nil {
+		h.nc.Close()
+	}
+	if h.srv != nil {
+		h.srv.Shutdown()
+		h.srv.WaitForShutdown()
+	}
+}
+
+// Links reports, per store id, whether its leaf connection is up.
+func (h *Hub) Links() map[string]bool {
+	up := map[string]bool{}
+	lz, err := h.srv.Leafz(nil)
+	if err != nil {
+		return up
+	}
+	for _, l := range lz.Leafs {
+		up[l.Name] = true
+	}
+	return up
+}
+
+func (h *Hub) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-h.ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// ingest reads one store's stream with headquarters' durable consumer on
+// it, through the leaf link, commits each batch to the view and only
+// then acknowledges it: a crash in between redelivers, and the event ids
+// keep the view from counting anything twice.
+func (h *Hub) ingest(store string) {
+	sjs, err := jetstream.NewWithDomain(h.nc, store)
+	if err != nil {
+		h.log().Error("hq ingest", "store", store, "err", err)
+		return
+	}
+	for h.ctx.Err() == nil {
+		ctx, cancel := context.WithTimeout(h.ctx, 5*time.Second)
+		cons, err := sjs.CreateOrUpdateConsumer(ctx, EventsStream, jetstream.ConsumerConfig{
+			Durable: HubConsumer(store), AckPolicy: jetstream.AckExplicitPolicy, DeliverPolicy: jetstream.DeliverAllPolicy,
+			// Explicit acks, not ack-all: a message the server sent while
+			// a fetch expired never reaches us, and a later ack-all would
+			// acknowledge it unseen. Unacknowledged ones come again after
+			// AckWait.
+			AckWait: 5 * time.Second, MaxAckPending: 4096,
+		})
+		cancel()
+		if err != nil {
+			h.log().Debug("hq ingest: store stream not reachable", "store", store, "err", err)
+			if !h.sleep(500 * time.Millisecond) {
+				return
+			}
+			continue
+		}
+		for h.ctx.Err() == nil {
+			fctx, fcancel := context.WithTimeout(h.ctx, 2*time.Second)
+			batch, err := cons.Fetch(512, jetstream.FetchContext(fctx))
+			if err != nil {
+				fcancel()
+				h.log().Debug("hq ingest: fetch", "store", store, "err", err)
+				break
+			}
+			var msgs []jetstream.Msg
+			for m := range batch.Messages() {
+				msgs = append(msgs, m)
+			}
+			fcancel()
+			if len(msgs) > 0 {
+				if err := h.applyBatch(store, msgs); err != nil {
+					h.log().Warn("hq view update failed; the batch will come again", "store", store, "err", err)
+					// Redeliver now, not after the ack wait.
+					for _, m := range msgs {
+						m.Nak()
+					}
+					break
+				}
+				for _, m := range msgs {
+					m.Ack()
+				}
+			}
+			if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
+				break
+			}
+		}
+		if !h.sleep(200 * time.Millisecond) {
+			return
+		}
+	}
+}
+
+func (h *Hub) applyBatch(store string, msgs []jetstream.Msg) error {
+	tx, err := h.DB.BeginTx(h.ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	for _, m := range msgs {
+		var e Event
+		if err := json.Unmarshal(m.Data(), &e); err != nil || e.ID == "" {
+			h.log().Warn("hq: unreadable event dropped", "store", store, "err", err)
+			continue
+		}
+		if e.StoreID != store {
+			// A store's stream holds only its own subjects; anything
+			// else is not trusted.
+			h.log().Warn("hq: event for another store dropped", "store", store, "claims", e.StoreID)
+			continue
+		}
+		res, err := tx.Exec(`INSERT OR IGNORE INTO events (id, store_id, seq, type, at, body) VALUES (?, ?, ?, ?, ?, ?)`,
+			e.ID, store, e.Seq, e.Type, e.At, string(e.Data))
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			continue // seen before
+		}
+		if err := applyEvent(tx, store, e); err != nil {
+			return fmt.Errorf("event %s: %w", e.ID, err)
+		}
+		if _, err := tx.Exec(`UPDATE stores SET last_event_at = max(last_event_at, ?), last_seq = max(last_seq, ?), events = events + 1 WHERE store_id = ?`,
+			e.At, e.Seq, store); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
+// applyEvent folds one event into the view. A redelivered event can
+// arrive after newer ones, so payments, SAF records and the estop keep
+// the seq of the event that set them and only a newer one changes them.
+func applyEvent(tx *sql.Tx, store string, e Event) error {
+	var err error
+	d := string(e.Data)
+	switch e.Type {
+	case "payment":
+		_, err = tx.Exec(`INSERT INTO payments (seq, store_id, id, status, method, mode, gateway, amount, tip_amount, captured_amount,
+			refunded_amount, currency, card_brand, card_last4, decline_code, created_at, updated_at)
+			SELECT ?, ?, j->>'id', j->>'status', j->>'method', j->>'mode', j->>'gateway', j->>'amount', j->>'tip_amount',
+			  j->>'captured_amount', j->>'refunded_amount', j->>'currency', j->>'card_brand', j->>'card_last4',
+			  j->>'decline_code', j->>'created_at', j->>'updated_at' FROM (SELECT json(?) AS j) WHERE true
+			ON CONFLICT (store_id, id) DO UPDATE SET status=excluded.status, mode=excluded.mode, gateway=excluded.gateway,
+			  amount=excluded.amount, tip_amount=excluded.tip_amount, captured_amount=excluded.captured_amount,
+			  refunded_amount=excluded.refunded_amount, decline_code=excluded.decline_code, updated_at=excluded.updated_at,
+			  seq=excluded.seq WHERE excluded.seq > payments.seq`, e.Seq, store, d)
+	case "saf":
+		_, err = tx.Exec(`INSERT INTO saf (seq, store_id, id, payment_id, status, gateway, amount, currency, card_last4, decline_code, created_at, updated_at)
+			SELECT ?, ?, j->>'id', j->>'payment_id', j->>'status', j->>'gateway', j->>'amount', j->>'currency', j->>'card_last4',
+			  j->>'decline_code', j->>'created_at', j->>'updated_at' FROM (SELECT json(?) AS j) WHERE true
+			ON CONFLICT (store_id, id) DO UPDATE SET status=excluded.status, gateway=excluded.gateway,
+			  decline_code=excluded.decline_code, updated_at=excluded.updated_at,
+			  seq=excluded.seq WHERE excluded.seq > saf.seq`, e.Seq, store, d)
+	case "estop":
+		_, err = tx.Exec(`UPDATE stores SET estop_state = json_extract(?1, '$.state'), estop_reason = json_extract(?1, '$.reason'),
+			estop_actor = json_extract(?1, '$.actor'), estop_at = json_extract(?1, '$.at'), estop_seq = ?3 WHERE store_id = ?2 AND estop_seq < ?3`, d, store, e.Seq)
+	case "gateway":
+		_, err = tx.Exec(`INSERT INTO gateways (store_id, name, state, reason, at)
+			SELECT ?, j->>'name', j->>'state', coalesce(j->>'reason', ''), coalesce(j->>'at', '') FROM (SELECT json(?) AS j) WHERE true
+			ON CONFLICT (store_id, name) DO UPDATE SET state=excluded.state, reason=excluded.reason, at=excluded.at`, store, d)
+	case "status":
+		// A snapshot of the banks' live states (circuit breakers, probes).
+		_, err = tx.Exec(`INSERT INTO gateways (store_id, name, state, reason, at)
+			SELECT ?, g.value->>'name', g.value->>'state', '', ? FROM json_each(json(?), '$.gateways') g
+			WHERE true ON CONFLICT (store_id, name) DO UPDATE SET state=excluded.state, at=excluded.at`, store, e.At, d)
+	case "reconciliation":
+		_, err = tx.Exec(`INSERT INTO reconciliations (store_id, date, run_id, status, summary, finished_at)
+			SELECT ?, j->>'date', j->>'run_id', j->>'status', json(j->'summary'), j->>'finished_at' FROM (SELECT json(?) AS j) WHERE true
+			ON CONFLICT (store_id, date) DO UPDATE SET run_id=excluded.run_id, status=excluded.status,
+			  summary=excluded.summary, finished_at=excluded.finished_at`, store, d)
+	case "device":
+		_, err = tx.Exec(`INSERT INTO devices (store_id, id, name, role, state, at)
+			SELECT ?, j->>'id', j->>'name', j->>'role', j->>'state', j->>'at' FROM (SELECT json(?) AS j) WHERE true
+			ON CONFLICT (store_id, id) DO UPDATE SET state=excluded.state, at=excluded.at`, store, d)
+	case "command":
+		_, err = tx.Exec(`INSERT INTO command_results (command_id, store_id, result, applied_at)
+			SELECT j->>'id', ?, j->>'result', j->>'applied_at' FROM (SELECT json(?) AS j)
+			WHERE true ON CONFLICT DO NOTHING`, store, d)
+	}
+	return err
+}
+
+// ErrUnknownStore is returned for a command to a store headquarters does
+// not accept.
+var ErrUnknownStore = errors.New("unknown store")
+
+// ErrBadCommand wraps what is wrong with a command Send refused.
+var ErrBadCommand = errors.New("bad command")
+
+// Send checks, records and publishes a command for one store ("" = the
+// whole chain), and returns its id. Headquarters fills in the id, the
+// actor and the time.
+func (h *Hub) Send(ctx context.Context, store string, c Command, actor string) (string, error) {
+	c.ID, c.Actor, c.IssuedAt = uuid.NewString(), actor, migrations.FormatTime(time.Now())
+	if err := c.Check(); err != nil {
+		return "", fmt.Errorf("%w: %w", ErrBadCommand, err)
+	}
+	target, subject := "all", ChainSubject
+	if store != "" {
+		var n int
+		if err := h.DB.QueryRowContext(ctx, `SELECT count(*) FROM stores WHERE store_id = ?`, store).Scan(&n); err != nil {
+			return "", err
+		}
+		if n == 0 {
+			return "", ErrUnknownStore
+		}
+		target, subject = store, CommandSubject(store)
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		return "", err
+	}
+	if _, err := h.DB.ExecContext(ctx, `INSERT INTO commands (id, kind, target, body, actor, reason, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		c.ID, c.Kind, target, string(b), actor, c.Reason, c.IssuedAt); err != nil {
+		return "", fmt.Errorf("record command: %w", err)
+	}
+	m := nats.NewMsg(subject)
+	m.Data = b
+	m.Header.Set(jetstream.MsgIDHeader, c.ID)
+	if _, err := h.js.PublishMsg(ctx, m); err != nil {
+		h.DB.ExecContext(context.WithoutCancel(ctx), `DELETE FROM commands WHERE id = ?`, c.ID)
+		return "", fmt.Errorf("publish command: %w", err)
+	}
+	return c.ID, nil
+}
