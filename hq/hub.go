@@ -40,8 +40,9 @@ type Hub struct {
 	DB     *sql.DB
 	Log    *slog.Logger
 
-	srv    *server.Server
-	nc     *nats.Conn
+	srv      *server.Server
+	internal string // headquarters' own user's password, new at each start
+	nc       *nats.Conn
 	js     jetstream.JetStream
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -55,17 +56,37 @@ func (h *Hub) log() *slog.Logger {
 	return h.Log
 }
 
-// leafUsers gives each store its own leaf user.
+// leafUsers gives each store its own leaf user, allowed only its own
+// traffic. Permissions are written from the store's side: publish is what
+// it may send headquarters, subscribe what headquarters may send it.
 //
-// Permissions: a store's leaf connection may publish its own events'
-// subjects, the JetStream API calls of its own command consumer, and
-// replies; it receives its own command subjects and the requests
-// headquarters makes to its own JetStream domain (see docs/hq.md for
-// what this does and does not stop).
+// A store sends: its command consumer's JetStream calls and acks on the
+// hub, and its answers to headquarters' requests (events pulled, API
+// replies) on the inboxes headquarters uses for that store. A store
+// receives: headquarters' calls into its own JetStream domain and acks of
+// its own events, and replies on its own inboxes. Another store's
+// commands, events, acks and JetStream are out of reach, and so are the
+// other stores' inboxes (TestLeafPermissions).
 func (h *Hub) leafUsers() []*server.User {
 	var users []*server.User
 	for _, s := range h.Config.Stores {
-		users = append(users, &server.User{Username: s.ID, Password: s.Password})
+		consumer := CommandsStream + "." + StoreConsumer(s.ID)
+		users = append(users, &server.User{Username: s.ID, Password: s.Password, Permissions: &server.Permissions{
+			Publish: &server.SubjectPermission{Allow: []string{
+				"$JS." + HubDomain + ".API.CONSUMER.CREATE." + consumer,
+				"$JS." + HubDomain + ".API.CONSUMER.CREATE." + consumer + ".>",
+				"$JS." + HubDomain + ".API.CONSUMER.DURABLE.CREATE." + consumer,
+				"$JS." + HubDomain + ".API.CONSUMER.INFO." + consumer,
+				"$JS." + HubDomain + ".API.CONSUMER.MSG.NEXT." + consumer,
+				"$JS.ACK." + consumer + ".>",
+				HubInbox(s.ID) + ".>",
+			}},
+			Subscribe: &server.SubjectPermission{Allow: []string{
+				"$JS." + s.ID + ".API.>",
+				"$JS.ACK." + EventsStream + "." + HubConsumer(s.ID) + ".>",
+				StoreInbox(s.ID) + ".>",
+			}},
+		}})
 	}
 	return users
 }
@@ -91,6 +112,7 @@ func (h *Hub) Open() error {
 		ln.Close()
 		h.Config.LeafListen = net.JoinHostPort(host, strconv.Itoa(port))
 	}
+	h.internal = uuid.NewString() + uuid.NewString()
 	opts := &server.Options{
 		ServerName:      HubDomain,
 		DontListen:      true,
@@ -101,7 +123,13 @@ func (h *Hub) Open() error {
 		NoLog:           true,
 		// Stores dial only the URLs in their config: advertising our own
 		// address would let a store bypass the path it was given.
-		LeafNode: server.LeafNodeOpts{Host: host, Port: port, Users: h.leafUsers(), NoAdvertise: true},
+		// The stores' users are the server's users, not leafnodes{}
+		// users: the server applies a user's permissions to a leaf
+		// connection only when the leaf authenticates as one of its
+		// users (leafnode users carry no permissions). Headquarters'
+		// own in-process connections use a user of their own.
+		Users:    append(h.leafUsers(), &server.User{Username: internalUser, Password: h.internal}),
+		LeafNode: server.LeafNodeOpts{Host: host, Port: port, NoAdvertise: true},
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
@@ -112,7 +140,7 @@ func (h *Hub) Open() error {
 		srv.Shutdown()
 		return errors.New("hq: nats server did not start")
 	}
-	nc, err := nats.Connect("", nats.InProcessServer(srv), nats.Name("storepay-hq"), nats.MaxReconnects(-1))
+	nc, err := h.connect(srv, "storepay-hq")
 	if err != nil {
 		srv.Shutdown()
 		return fmt.Errorf("hq: connect: %w", err)
@@ -145,6 +173,15 @@ func (h *Hub) Open() error {
 		go func(id string) { defer h.wg.Done(); h.ingest(id) }(s.ID)
 	}
 	return nil
+}
+
+// internalUser is headquarters' own user on its server.
+const internalUser = "storepay-hq"
+
+// connect opens an in-process connection as headquarters' own user.
+func (h *Hub) connect(srv *server.Server, name string, opts ...nats.Option) (*nats.Conn, error) {
+	return nats.Connect("", append([]nats.Option{nats.InProcessServer(srv), nats.Name(name),
+		nats.UserInfo(internalUser, h.internal), nats.MaxReconnects(-1)}, opts...)...)
 }
 
 // LeafAddr is where stores connect (useful when listening on port 0).
@@ -194,7 +231,15 @@ func (h *Hub) sleep(d time.Duration) bool {
 // then acknowledges it: a crash in between redelivers, and the event ids
 // keep the view from counting anything twice.
 func (h *Hub) ingest(store string) {
-	sjs, err := jetstream.NewWithDomain(h.nc, store)
+	// Its own connection, whose inboxes are the ones this store may
+	// answer on (see leafUsers).
+	nc, err := h.connect(h.srv, "storepay-hq-"+store, nats.CustomInboxPrefix(HubInbox(store)))
+	if err != nil {
+		h.log().Error("hq ingest", "store", store, "err", err)
+		return
+	}
+	defer nc.Close()
+	sjs, err := jetstream.NewWithDomain(nc, store)
 	if err != nil {
 		h.log().Error("hq ingest", "store", store, "err", err)
 		return

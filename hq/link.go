@@ -43,6 +43,20 @@ const (
 // short of a store's last events in about 1 run in 10).
 func HubConsumer(store string) string { return "hq-" + store }
 
+// StoreConsumer names a store's durable consumer on headquarters'
+// commands stream.
+func StoreConsumer(store string) string { return "store-" + store }
+
+// StoreInbox is the inbox prefix of a store's connection: the replies
+// headquarters may send it. HubInbox is the prefix of headquarters'
+// connection to one store: the answers that store may send. Distinct per
+// store (an id has no dot, so no store can name another's prefix) so that
+// a leaf's permissions can name them (Hub.leafUsers).
+func StoreInbox(store string) string { return "_INBOX_STORE." + store }
+
+// HubInbox: see [StoreInbox].
+func HubInbox(store string) string { return "_INBOX_HQ." + store }
+
 // EventSubject is the subject of a store's events of one type.
 func EventSubject(store, typ string) string { return "storepay.evt." + store + "." + typ }
 
@@ -286,7 +300,8 @@ func (l *Link) Open() error {
 		srv.Shutdown()
 		return errors.New("hq: nats server did not start")
 	}
-	nc, err := nats.Connect("", nats.InProcessServer(srv), nats.Name("storepay-relay"), nats.MaxReconnects(-1))
+	nc, err := nats.Connect("", nats.InProcessServer(srv), nats.Name("storepay-relay"), nats.MaxReconnects(-1),
+		nats.CustomInboxPrefix(StoreInbox(c.StoreID)))
 	if err != nil {
 		srv.Shutdown()
 		return fmt.Errorf("hq: connect to the embedded server: %w", err)
@@ -452,7 +467,7 @@ func (l *Link) commands() {
 	for l.ctx.Err() == nil {
 		ctx, cancel := context.WithTimeout(l.ctx, 5*time.Second)
 		cons, err := hub.CreateOrUpdateConsumer(ctx, CommandsStream, jetstream.ConsumerConfig{
-			Durable: "store-" + id, FilterSubjects: []string{ChainSubject, CommandSubject(id)},
+			Durable: StoreConsumer(id), FilterSubjects: []string{ChainSubject, CommandSubject(id)},
 			AckPolicy: jetstream.AckExplicitPolicy, DeliverPolicy: jetstream.DeliverAllPolicy,
 			// A command handed to a pull request that died with the
 			// link is lost until AckWait: keep it short (applying is
