@@ -43,10 +43,10 @@ type Hub struct {
 	srv      *server.Server
 	internal string // headquarters' own user's password, new at each start
 	nc       *nats.Conn
-	js     jetstream.JetStream
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	js       jetstream.JetStream
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
 }
 
 func (h *Hub) log() *slog.Logger {
