@@ -207,6 +207,64 @@ type Link struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	statesMu sync.Mutex
+	states   map[string]string // bank → its latest live state, not yet in the outbox
+}
+
+// GatewayState notes a bank's live state (its circuit breaker and
+// probes: closed, half_open, open, disabled) for headquarters. It has
+// the router's OnStateChange signature and never blocks: the relay
+// writes the latest state of each bank to the outbox on its next pass.
+func (l *Link) GatewayState(bank, _, to string) {
+	l.statesMu.Lock()
+	defer l.statesMu.Unlock()
+	if l.states == nil {
+		l.states = map[string]string{}
+	}
+	l.states[bank] = to
+}
+
+// flushStates writes the noted bank states as one "status" event.
+func (l *Link) flushStates(ctx context.Context) error {
+	l.statesMu.Lock()
+	states := l.states
+	l.states = nil
+	l.statesMu.Unlock()
+	if len(states) == 0 {
+		return nil
+	}
+	type gw struct {
+		Name  string `json:"name"`
+		State string `json:"state"`
+	}
+	var gws []gw
+	for name, st := range states {
+		gws = append(gws, gw{name, st})
+	}
+	slices.SortFunc(gws, func(a, b gw) int { return strings.Compare(a.Name, b.Name) })
+	body, err := json.Marshal(map[string]any{"gateways": gws})
+	if err == nil {
+		err = l.DB.Update(ctx, func(tx *sql.Tx) error {
+			_, err := tx.Exec(`INSERT INTO hq_outbox (type, body) SELECT 'status', ? WHERE EXISTS (SELECT 1 FROM hq_enabled)`, string(body))
+			return err
+		})
+	}
+	if err != nil {
+		// Keep what is not newer for the next pass.
+		l.statesMu.Lock()
+		for name, st := range states {
+			if _, newer := l.states[name]; !newer {
+				if l.states == nil {
+					l.states = map[string]string{}
+				}
+				l.states[name] = st
+			}
+		}
+		l.statesMu.Unlock()
+		return fmt.Errorf("bank states: %w", err)
+	}
+	return nil
 }
 
 // Enable turns the outbox triggers on (hq block present) or off. Turning
@@ -393,6 +451,9 @@ func (l *Link) relay() {
 // RelayOnce relays one batch of the outbox and returns how many events
 // it moved.
 func (l *Link) RelayOnce(ctx context.Context) (int, error) {
+	if err := l.flushStates(ctx); err != nil {
+		return 0, err
+	}
 	rows, err := l.DB.Read().QueryContext(ctx, `SELECT seq, id, type, body, at FROM hq_outbox ORDER BY seq LIMIT 512`)
 	if err != nil {
 		return 0, fmt.Errorf("read outbox: %w", err)

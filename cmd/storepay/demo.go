@@ -28,6 +28,7 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 	fs.SetOutput(stderr)
 	dir := fs.String("dir", "storepay-demo", "`folder` for the demo's database, config and card key")
 	listen := fs.String("listen", "127.0.0.1:8080", "`address` to serve on (a free port is used if it is taken)")
+	withHQ := fs.Bool("hq", false, "also run headquarters and a second store, linked over NATS JetStream (docs/hq.md)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -95,6 +96,16 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 	cfg := Config{StoreID: "store-042", Listen: ln.Addr().String(), Database: dbPath,
 		CardKeyEnv: "STOREPAY_CARD_KEY", Gateways: gws,
 		Offline: OfflineConfig{FloorLimit: defaultFloorLimit, TotalLimit: defaultTotalLimit, MaxAge: Duration{defaultMaxAge}}}
+	log := newLogger(stderr, "info")
+	var chain *demoHQ
+	if *withHQ {
+		if chain, err = startDemoHQ(ctx, *dir, []string{"store-042", "store-043"}, env, log.With("component", "hq")); err != nil {
+			ln.Close()
+			return err
+		}
+		defer chain.close()
+		cfg.HQ = chain.block("store-042", filepath.Join(*dir, "nats"))
+	}
 	if err := writeDemoConfig(filepath.Join(*dir, "storepay.json"), cfg); err != nil {
 		return err
 	}
@@ -104,7 +115,6 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 		}
 		return getenv(k)
 	}
-	log := newLogger(stderr, "info")
 	app, err := OpenApp(ctx, cfg, lookup, log)
 	if err != nil {
 		ln.Close()
@@ -128,6 +138,12 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 	}
 	app.Start(ln)
 	base := app.URL()
+	var second *demoSecondStore
+	if chain != nil {
+		if second, err = startDemoSecondStore(ctx, cfg, *dir, chain, lookup, log); err != nil {
+			return errors.Join(err, shutdown(app, cfg, log))
+		}
+	}
 	fmt.Fprintf(stdout, `
 storepay demo is running (Ctrl-C stops it).
 
@@ -165,8 +181,14 @@ env $(cat %[9]s) go run ./cmd/storepay reconcile --config %[10]s --date %[11]s -
 
 `, base, *dir, strings.Join(banks, "\n"), terminal, manager, order.ID, admins[0], admins[1], keyFile,
 		filepath.Join(*dir, "storepay.json"), time.Now().UTC().Format(time.DateOnly))
+	if second != nil {
+		fmt.Fprint(stdout, demoHQText(chain, second))
+	}
 	<-ctx.Done()
-	return shutdown(app, cfg, log)
+	if second != nil {
+		err = shutdown(second.app, second.cfg, log)
+	}
+	return errors.Join(err, shutdown(app, cfg, log))
 }
 
 // demoCardKey keeps the demo's card key beside its database, so that a

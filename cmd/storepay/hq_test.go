@@ -495,6 +495,18 @@ func TestHQCommands(t *testing.T) {
 		}
 		return ""
 	}
+	// Headquarters sees each store's banks as they are.
+	waitFor(t, "headquarters to see both stores' banks", 15*time.Second, func() bool {
+		n := 0
+		for _, d := range must(t, hub.call(t, "GET", "/v1/stores", nil), 200).body["data"].([]any) {
+			for _, g := range d.(map[string]any)["gateways"].([]any) {
+				if g.(map[string]any)["state"] == "closed" {
+					n++
+				}
+			}
+		}
+		return n == 4
+	})
 	applied := func(id string) map[string]string {
 		out := map[string]string{}
 		waitFor(t, "command "+id+" applied", 15*time.Second, func() bool {
