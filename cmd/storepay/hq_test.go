@@ -11,11 +11,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -610,5 +613,162 @@ func TestHQCommands(t *testing.T) {
 	hub.hub.DB.QueryRow(`SELECT count(*) FROM commands`).Scan(&after)
 	if after != before {
 		t.Errorf("bad commands recorded: %d commands, was %d", after, before)
+	}
+}
+
+// TestHQStoreSIGKILLedMidRelay kills a real storepay process (SIGKILL)
+// while terminals sell and its relay copies events, restarts it on the
+// same database and JetStream directory, and checks that headquarters
+// ends with every event the store wrote exactly once and every payment
+// the terminals were answered, as the store's database has it. (The
+// in-process TestHQChain fails the relay exactly between publishing and
+// deleting; here the kernel kills the process wherever it is, JetStream's
+// own files included.)
+func TestHQStoreSIGKILLedMidRelay(t *testing.T) {
+	clearOfMidnight(t, 60*time.Second)
+	b := startBank(t, "bank-a", 1)
+	const id, pw = "store-9", "pw-9"
+	hub := startTestHub(t, map[string]string{id: pw})
+	dir := t.TempDir()
+	db := filepath.Join(dir, "storepay.db")
+	cfgPath := filepath.Join(dir, "storepay.json")
+	cfg := fmt.Sprintf(`{"store_id": %q, "listen": "127.0.0.1:0", "database": %q,
+		"gateways": [{"name": "bank-a", "protocol": "acquirer-json", "urls": [%q], "merchant_id": "store-042",
+		"api_key_env": "BANK_A_KEY", "probe_interval": "-1s"}],
+		"hq": {"urls": ["nats-leaf://%s"], "credentials_env": "STOREPAY_HQ_CREDS", "data_dir": %q}}`,
+		id, db, b.urls[0], hub.hub.LeafAddr(), filepath.Join(dir, "nats"))
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"STOREPAY_CARD_KEY=" + testCardKey, "BANK_A_KEY=" + b.key, "STOREPAY_HQ_CREDS=" + id + ":" + pw}
+	tokCmd := exec.Command(os.Args[0], "devices", "enroll", "--config", cfgPath, "--name", "lane-1", "--role", "terminal")
+	tokCmd.Env = append(append(os.Environ(), runMainEnv+"=1"), env...)
+	raw, err := tokCmd.Output()
+	if err != nil {
+		t.Fatalf("devices enroll: %v", err)
+	}
+	token := strings.TrimSpace(string(raw))
+
+	// post sends one terminal request; ok is false when the process did
+	// not answer (it was killed).
+	var keys atomic.Int64
+	post := func(url, body string) (r resp, ok bool) {
+		req, _ := http.NewRequest("POST", url, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Idempotency-Key", fmt.Sprintf("kill-test-%d", keys.Add(1)))
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		res, err := http.DefaultClient.Do(req.WithContext(ctx))
+		if err != nil {
+			return r, false
+		}
+		defer res.Body.Close()
+		r.status = res.StatusCode
+		if json.NewDecoder(res.Body).Decode(&r.body) != nil {
+			return r, false
+		}
+		return r, true
+	}
+	// sell keeps terminals selling until stop closes, and records each
+	// payment the store answered 201.
+	var mu sync.Mutex
+	answered := map[string]string{}
+	sell := func(url string, stop <-chan struct{}) *sync.WaitGroup {
+		var wg sync.WaitGroup
+		for lane := 0; lane < 3; lane++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					o, ok := post(url+"/v1/orders", `{"channel":"walk_in","currency":"USD",
+						"lines":[{"sku":"TEA","description":"Tea","quantity":1,"unit_amount":300}]}`)
+					if !ok || o.status != http.StatusCreated {
+						return // the process is gone
+					}
+					p, ok := post(url+"/v1/orders/"+o.str("id")+"/payments",
+						`{"method":"card","amount":300,"tip_amount":0,"capture":true,"card":{"pan":"4242424242424242","exp_month":12,"exp_year":2030}}`)
+					if !ok || p.status != http.StatusCreated {
+						return
+					}
+					mu.Lock()
+					answered[p.str("id")] = p.str("status")
+					mu.Unlock()
+				}
+			}()
+		}
+		return &wg
+	}
+
+	first := startChild(t, env, "serve", "--config", cfgPath)
+	url := first.serving(t)
+	stop := make(chan struct{})
+	wg := sell(url, stop)
+	// Kill once headquarters has some of the events and the terminals
+	// are still selling: the relay is mid-stream.
+	outbox, err := sql.Open("sqlite", "file:"+db+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer outbox.Close()
+	waitFor(t, "headquarters to ingest the first events, with more waiting", 30*time.Second, func() bool {
+		var n, waiting int
+		hub.hub.DB.QueryRow(`SELECT count(*) FROM events WHERE store_id = ?`, id).Scan(&n)
+		outbox.QueryRow(`SELECT count(*) FROM hq_outbox`).Scan(&waiting)
+		mu.Lock()
+		sold := len(answered)
+		mu.Unlock()
+		return n >= 20 && sold >= 10 && waiting > 0
+	})
+	first.cmd.Process.Signal(syscall.SIGKILL)
+	first.wait()
+	close(stop)
+	wg.Wait()
+	var left int
+	outbox.QueryRow(`SELECT count(*) FROM hq_outbox`).Scan(&left)
+	t.Logf("killed with %d events not yet relayed", left)
+
+	second := startChild(t, env, "serve", "--config", cfgPath)
+	url = second.serving(t)
+	stop = make(chan struct{})
+	wg = sell(url, stop)
+	waitFor(t, "more payments after the restart", 30*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(answered) >= 40
+	})
+	close(stop)
+	wg.Wait()
+
+	rdb, err := sql.Open("sqlite", "file:"+db+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdb.Close()
+	waitFor(t, "every event at headquarters exactly once", 30*time.Second, func() bool {
+		var left, last, got, distinct, max int64
+		rdb.QueryRow(`SELECT count(*) FROM hq_outbox`).Scan(&left)
+		rdb.QueryRow(`SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'hq_outbox'), 0)`).Scan(&last)
+		hub.hub.DB.QueryRow(`SELECT count(*), count(DISTINCT seq), coalesce(max(seq), 0) FROM events WHERE store_id = ?`, id).Scan(&got, &distinct, &max)
+		return left == 0 && last > 0 && got == last && distinct == last && max == last
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for pid, status := range answered {
+		var st string
+		if err := hub.hub.DB.QueryRow(`SELECT status FROM payments WHERE store_id = ? AND id = ?`, id, pid).Scan(&st); err != nil {
+			t.Errorf("payment %s (answered %s) not at headquarters: %v", pid, status, err)
+		} else if st != status {
+			t.Errorf("payment %s: headquarters has %s, the terminal was answered %s", pid, st, status)
+		}
+	}
+	want, got := storeRows(t, rdb, `SELECT id, status, amount FROM payments`), storeRows(t, hub.hub.DB, `SELECT id, status, amount FROM payments WHERE store_id = ?`, id)
+	if strings.Join(want, "\n") != strings.Join(got, "\n") {
+		t.Errorf("headquarters' payments differ from the store's database:\nstore %d rows, hq %d rows", len(want), len(got))
 	}
 }
