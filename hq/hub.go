@@ -8,7 +8,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
+	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -31,6 +34,44 @@ type HubConfig struct {
 	LeafListen string // host:port for the stores' leaf connections
 	DataDir    string
 	Stores     []HubStore
+	// Cluster, when set, makes this hub one node of a cluster of hubs
+	// (three in production, docs/hq.md): JetStream replicates the
+	// commands stream on every node, and each node keeps its own
+	// complete view of every store.
+	Cluster *HubCluster
+}
+
+// HubCluster is one node's view of a headquarters cluster.
+type HubCluster struct {
+	Name   string   // the cluster's name, the same on every node
+	Node   string   // this node's name: letters and digits
+	Listen string   // host:port for the other nodes' routes
+	Routes []string // the other nodes' routes, nats-route://host:port
+	// Nodes names every node, this one included: a store's leaf
+	// permissions allow the acks of each node's consumer on its stream.
+	Nodes []string
+}
+
+var validNode = regexp.MustCompile(`^[A-Za-z0-9]{1,32}$`)
+
+// ValidNode reports whether s can name a node of a hub cluster: it
+// becomes part of consumer names, so it holds no - or _.
+func ValidNode(s string) bool { return validNode.MatchString(s) }
+
+// node is this hub's node name ("" for a hub alone).
+func (h *Hub) node() string {
+	if h.Config.Cluster == nil {
+		return ""
+	}
+	return h.Config.Cluster.Node
+}
+
+// nodes are every node's names ("" alone for a hub alone).
+func (h *Hub) nodes() []string {
+	if h.Config.Cluster == nil {
+		return []string{""}
+	}
+	return h.Config.Cluster.Nodes
 }
 
 // Hub is headquarters: the NATS server the stores link to, one ingest
@@ -81,14 +122,22 @@ func (h *Hub) leafUsers() []*server.User {
 				"$JS.ACK." + consumer + ".>",
 				HubInbox(s.ID) + ".>",
 			}},
-			Subscribe: &server.SubjectPermission{Allow: []string{
+			Subscribe: &server.SubjectPermission{Allow: append([]string{
 				"$JS." + s.ID + ".API.>",
-				"$JS.ACK." + EventsStream + "." + HubConsumer(s.ID) + ".>",
 				StoreInbox(s.ID) + ".>",
-			}},
+			}, h.eventAcks(s.ID)...)},
 		}})
 	}
 	return users
+}
+
+// eventAcks are the subjects of every node's acks of a store's events.
+func (h *Hub) eventAcks(store string) []string {
+	var out []string
+	for _, n := range h.nodes() {
+		out = append(out, "$JS.ACK."+EventsStream+"."+HubConsumer(store, n)+".>")
+	}
+	return out
 }
 
 // Open starts the hub's NATS server and JetStream, the commands stream
@@ -113,8 +162,12 @@ func (h *Hub) Open() error {
 		h.Config.LeafListen = net.JoinHostPort(host, strconv.Itoa(port))
 	}
 	h.internal = uuid.NewString() + uuid.NewString()
+	name := HubDomain
+	if c := h.Config.Cluster; c != nil {
+		name = c.Node
+	}
 	opts := &server.Options{
-		ServerName:      HubDomain,
+		ServerName:      name,
 		DontListen:      true,
 		JetStream:       true,
 		JetStreamDomain: HubDomain,
@@ -130,6 +183,13 @@ func (h *Hub) Open() error {
 		// own in-process connections use a user of their own.
 		Users:    append(h.leafUsers(), &server.User{Username: internalUser, Password: h.internal}),
 		LeafNode: server.LeafNodeOpts{Host: host, Port: port, NoAdvertise: true},
+	}
+	replicas := 1
+	if c := h.Config.Cluster; c != nil {
+		if err := clusterOptions(opts, c); err != nil {
+			return err
+		}
+		replicas = min(3, len(c.Nodes))
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
@@ -151,12 +211,21 @@ func (h *Hub) Open() error {
 		srv.Shutdown()
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name: CommandsStream, Subjects: []string{"storepay.cmd.>"}, Storage: jetstream.FileStorage,
-		MaxAge: 365 * 24 * time.Hour, Duplicates: time.Hour,
-	})
-	cancel()
+	// A cluster's nodes start one by one: the stream can be created once
+	// a JetStream leader is elected, which needs most of the nodes.
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+			Name: CommandsStream, Subjects: []string{"storepay.cmd.>"}, Storage: jetstream.FileStorage,
+			MaxAge: 365 * 24 * time.Hour, Duplicates: time.Hour, Replicas: replicas,
+		})
+		cancel()
+		if err == nil || h.Config.Cluster == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(500 * time.Millisecond) // waiting for the other nodes
+	}
 	if err != nil {
 		nc.Close()
 		srv.Shutdown()
@@ -172,6 +241,8 @@ func (h *Hub) Open() error {
 		h.wg.Add(1)
 		go func(id string) { defer h.wg.Done(); h.ingest(id) }(s.ID)
 	}
+	h.wg.Add(1)
+	go func() { defer h.wg.Done(); h.learnCommands() }()
 	return nil
 }
 
@@ -247,7 +318,7 @@ func (h *Hub) ingest(store string) {
 	for h.ctx.Err() == nil {
 		ctx, cancel := context.WithTimeout(h.ctx, 5*time.Second)
 		cons, err := sjs.CreateOrUpdateConsumer(ctx, EventsStream, jetstream.ConsumerConfig{
-			Durable: HubConsumer(store), AckPolicy: jetstream.AckExplicitPolicy, DeliverPolicy: jetstream.DeliverAllPolicy,
+			Durable: HubConsumer(store, h.node()), AckPolicy: jetstream.AckExplicitPolicy, DeliverPolicy: jetstream.DeliverAllPolicy,
 			// Explicit acks, not ack-all: a message the server sent while
 			// a fetch expired never reaches us, and a later ack-all would
 			// acknowledge it unseen. Unacknowledged ones come again after
@@ -386,6 +457,89 @@ func applyEvent(tx *sql.Tx, store string, e Event) error {
 			WHERE true ON CONFLICT DO NOTHING`, store, d)
 	}
 	return err
+}
+
+// clusterOptions makes the server one node of the hubs' cluster.
+func clusterOptions(opts *server.Options, c *HubCluster) error {
+	host, portS, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		return fmt.Errorf("hq: cluster.listen: %w", err)
+	}
+	port, err := strconv.Atoi(portS)
+	if err != nil {
+		return fmt.Errorf("hq: cluster.listen: %w", err)
+	}
+	opts.Cluster = server.ClusterOpts{Name: c.Name, Host: host, Port: port}
+	// nats-server starts routing only once its client listener is up:
+	// a cluster node listens for clients on a random loopback port
+	// (every user there needs its password, as on the leaf port).
+	opts.DontListen, opts.Host, opts.Port = false, "127.0.0.1", server.RANDOM_PORT
+	for _, r := range c.Routes {
+		u, err := url.Parse(r)
+		if err != nil {
+			return fmt.Errorf("hq: cluster.routes: %q: %w", r, err)
+		}
+		opts.Routes = append(opts.Routes, u)
+	}
+	return nil
+}
+
+// learnCommands records in this node's view every command any node
+// sent, read from the replicated commands stream: GET /v1/commands/{id}
+// answers on every node of a cluster. (A hub alone recorded its own
+// commands already; INSERT OR IGNORE keeps them.)
+func (h *Hub) learnCommands() {
+	name := "view"
+	if n := h.node(); n != "" {
+		name += "-" + n
+	}
+	for h.ctx.Err() == nil {
+		ctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)
+		cons, err := h.js.CreateOrUpdateConsumer(ctx, CommandsStream, jetstream.ConsumerConfig{
+			Durable: name, AckPolicy: jetstream.AckExplicitPolicy, DeliverPolicy: jetstream.DeliverAllPolicy,
+			AckWait: 5 * time.Second,
+		})
+		cancel()
+		if err != nil {
+			if !h.sleep(time.Second) {
+				return
+			}
+			continue
+		}
+		for h.ctx.Err() == nil {
+			fctx, fcancel := context.WithTimeout(h.ctx, 2*time.Second)
+			batch, err := cons.Fetch(256, jetstream.FetchContext(fctx))
+			if err != nil {
+				fcancel()
+				break
+			}
+			for m := range batch.Messages() {
+				var c Command
+				if json.Unmarshal(m.Data(), &c) != nil || c.ID == "" {
+					m.Ack() // not a command: nothing to learn
+					continue
+				}
+				target := "all"
+				if id, ok := strings.CutPrefix(m.Subject(), CommandSubject("")); ok {
+					target = id
+				}
+				if _, err := h.DB.ExecContext(h.ctx, `INSERT OR IGNORE INTO commands (id, kind, target, body, actor, reason, created_at)
+					VALUES (?, ?, ?, ?, ?, ?, ?)`, c.ID, c.Kind, target, string(m.Data()), c.Actor, c.Reason, c.IssuedAt); err != nil {
+					h.log().Warn("hq: record a command from the stream", "err", err)
+					m.Nak()
+					continue
+				}
+				m.Ack()
+			}
+			fcancel()
+			if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
+				break
+			}
+		}
+		if !h.sleep(200 * time.Millisecond) {
+			return
+		}
+	}
 }
 
 // ErrUnknownStore is returned for a command to a store headquarters does

@@ -41,7 +41,16 @@ const (
 // too, unseen if B's copy had gone to a pull request that expired; B's
 // event was then never delivered again (TestHQChain: headquarters stuck
 // short of a store's last events in about 1 run in 10).
-func HubConsumer(store string) string { return "hq-" + store }
+//
+// In a cluster of hubs each node has its own consumer (its own complete
+// view): "hq-<node>-<store>", unambiguous because a node name has no
+// dash.
+func HubConsumer(store, node string) string {
+	if node == "" {
+		return "hq-" + store
+	}
+	return "hq-" + node + "-" + store
+}
 
 // StoreConsumer names a store's durable consumer on headquarters'
 // commands stream.

@@ -94,9 +94,36 @@ func TestLeafPermissions(t *testing.T) {
 		_, err := nc.Request(subject, []byte(`{}`), 3*time.Second)
 		return err
 	}
-	if err := ask("$JS.hq.API.CONSUMER.INFO." + CommandsStream + "." + StoreConsumer("store-1")); err != nil {
-		t.Fatalf("store-1's own consumer info: %v", err)
+	// Positive controls first, retried while the links and their
+	// interest come up: headquarters reaches store-2's JetStream, and
+	// store-1 its own command consumer. After them, a request that gets
+	// no answer is refused, not early.
+	until := func(what string, try func() error) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			err := try()
+			if err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %v", what, err)
+			}
+			time.Sleep(50 * time.Millisecond) // polling the links
+		}
 	}
+	as2, err := hub.connect(hub.srv, "test-store-2", nats.CustomInboxPrefix(HubInbox("store-2")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer as2.Close()
+	until("headquarters reaches store-2's stream", func() error {
+		_, err := as2.Request("$JS.store-2.API.STREAM.INFO."+EventsStream, []byte(`{}`), 3*time.Second)
+		return err
+	})
+	until("store-1's own consumer info", func() error {
+		return ask("$JS.hq.API.CONSUMER.INFO." + CommandsStream + "." + StoreConsumer("store-1"))
+	})
 	for _, subject := range []string{
 		"$JS.hq.API.CONSUMER.INFO." + CommandsStream + "." + StoreConsumer("store-2"),
 		"$JS.store-2.API.STREAM.INFO." + EventsStream,
@@ -144,7 +171,7 @@ func TestLeafPermissions(t *testing.T) {
 	}
 	waitInterest(nc, HubInbox("store-1")+".ready")
 	for _, s := range []string{HubInbox("store-2") + ".x", "$JS.ACK." + CommandsStream + "." + StoreConsumer("store-2") + ".1.1.1.1.1",
-		"$JS.ACK." + EventsStream + "." + HubConsumer("store-2") + ".1.1.1.1.1", EventSubject("store-2", "payment"), ChainSubject} {
+		"$JS.ACK." + EventsStream + "." + HubConsumer("store-2", "") + ".1.1.1.1.1", EventSubject("store-2", "payment"), ChainSubject} {
 		nc.Publish(s, nil)
 	}
 	nc.Publish(HubInbox("store-1")+".last", nil)
@@ -179,7 +206,7 @@ func TestLeafPermissions(t *testing.T) {
 			t.Fatal("store-1 never heard its own inbox")
 		}
 	}
-	for _, s := range []string{StoreInbox("store-2") + ".x", "$JS.ACK." + EventsStream + "." + HubConsumer("store-2") + ".1.1.1.1.1",
+	for _, s := range []string{StoreInbox("store-2") + ".x", "$JS.ACK." + EventsStream + "." + HubConsumer("store-2", "") + ".1.1.1.1.1",
 		CommandSubject("store-2"), "$JS.store-2.API.STREAM.INFO." + EventsStream} {
 		hc.Publish(s, nil)
 	}

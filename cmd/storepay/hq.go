@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -27,6 +28,50 @@ type HQFileConfig struct {
 	DataDir         string          `json:"data_dir"`
 	Stores          []HQStoreConfig `json:"stores"`
 	LogLevel        string          `json:"log_level,omitzero"`
+	// Cluster makes this headquarters one node of a cluster (three in
+	// production, docs/hq.md); without it headquarters runs alone.
+	Cluster *HQClusterConfig `json:"cluster,omitempty"`
+}
+
+// HQClusterConfig is one node of headquarters' cluster.
+type HQClusterConfig struct {
+	Name   string   `json:"name"`
+	Node   string   `json:"node"`
+	Listen string   `json:"listen"`
+	Routes []string `json:"routes"`
+	Nodes  []string `json:"nodes"`
+}
+
+func (c *HQClusterConfig) validate() error {
+	if !hq.ValidNode(c.Name) {
+		return fmt.Errorf("config: cluster.name: %q must be 1-32 letters or digits", c.Name)
+	}
+	if !hq.ValidNode(c.Node) {
+		return fmt.Errorf("config: cluster.node: %q must be 1-32 letters or digits", c.Node)
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("config: cluster.listen: %q must be host:port", c.Listen)
+	}
+	seen := map[string]bool{}
+	for i, n := range c.Nodes {
+		if !hq.ValidNode(n) || seen[n] {
+			return fmt.Errorf("config: cluster.nodes[%d]: %q must be a distinct name of 1-32 letters or digits", i, n)
+		}
+		seen[n] = true
+	}
+	if len(c.Nodes) < 3 || !seen[c.Node] {
+		return errors.New("config: cluster.nodes: must name every node, this one (cluster.node) included, at least three")
+	}
+	if len(c.Routes) != len(c.Nodes)-1 {
+		return fmt.Errorf("config: cluster.routes: must list the other %d nodes' routes", len(c.Nodes)-1)
+	}
+	for i, r := range c.Routes {
+		u, err := url.Parse(r)
+		if err != nil || u.Scheme != "nats-route" || u.Port() == "" {
+			return fmt.Errorf("config: cluster.routes[%d]: %q must be nats-route://host:port", i, r)
+		}
+	}
+	return nil
 }
 
 // HQStoreConfig is a store headquarters accepts: its id (the store's
@@ -88,6 +133,11 @@ func ParseHQConfig(b []byte) (HQFileConfig, error) {
 	default:
 		return HQFileConfig{}, fmt.Errorf("config: log_level: %q must be debug, info, warn or error", c.LogLevel)
 	}
+	if c.Cluster != nil {
+		if err := c.Cluster.validate(); err != nil {
+			return HQFileConfig{}, err
+		}
+	}
 	return c, nil
 }
 
@@ -143,6 +193,9 @@ func runHQ(ctx context.Context, args []string, getenv func(string) string, stdou
 // openHub opens headquarters' database and starts its NATS server.
 func openHub(ctx context.Context, cfg HQFileConfig, getenv func(string) string) (*hq.Hub, error) {
 	hc := hq.HubConfig{LeafListen: cfg.LeafnodesListen, DataDir: cfg.DataDir}
+	if c := cfg.Cluster; c != nil {
+		hc.Cluster = &hq.HubCluster{Name: c.Name, Node: c.Node, Listen: c.Listen, Routes: c.Routes, Nodes: c.Nodes}
+	}
 	for i, s := range cfg.Stores {
 		pw := getenv(s.PasswordEnv)
 		if pw == "" {

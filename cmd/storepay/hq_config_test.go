@@ -67,3 +67,29 @@ func TestParseHQConfig(t *testing.T) {
 		}
 	}
 }
+
+func TestParseHQConfigCluster(t *testing.T) {
+	const cluster = `"cluster": {"name": "storepayhq", "node": "hq1", "listen": "0.0.0.0:6222",
+	 "routes": ["nats-route://10.0.0.2:6222", "nats-route://10.0.0.3:6222"], "nodes": ["hq1", "hq2", "hq3"]}`
+	good := strings.Replace(goodHQConfig, `"data_dir": "nats",`, `"data_dir": "nats", `+cluster+`,`, 1)
+	c, err := ParseHQConfig([]byte(good))
+	if err != nil || c.Cluster == nil || c.Cluster.Node != "hq1" || len(c.Cluster.Routes) != 2 {
+		t.Fatalf("%+v %v", c.Cluster, err)
+	}
+	for _, tc := range []struct{ from, to, key string }{
+		{`"node": "hq1"`, `"node": "hq-1"`, "cluster.node"},
+		{`"node": "hq1"`, `"node": "hq4"`, "cluster.nodes"},
+		{`"name": "storepayhq"`, `"name": ""`, "cluster.name"},
+		{`"0.0.0.0:6222"`, `"6222"`, "cluster.listen"},
+		{`"nats-route://10.0.0.3:6222"`, `"http://10.0.0.3:6222"`, "cluster.routes[1]"},
+		{`, "nats-route://10.0.0.3:6222"`, ``, "cluster.routes"},
+		{`"nodes": ["hq1", "hq2", "hq3"]`, `"nodes": ["hq1", "hq2", "hq2"]`, "cluster.nodes[2]"},
+		{`"nodes": ["hq1", "hq2", "hq3"]`, `"nodes": ["hq1", "hq2"]`, "cluster.nodes"},
+		{`"nodes"`, `"peers"`, "cluster.peers"},
+	} {
+		_, err := ParseHQConfig([]byte(strings.Replace(good, tc.from, tc.to, 1)))
+		if err == nil || !strings.Contains(err.Error(), tc.key) {
+			t.Errorf("%s -> %s: error %v does not name %s", tc.from, tc.to, err, tc.key)
+		}
+	}
+}
