@@ -33,6 +33,7 @@ import (
 // and storepay), so an iteration costs what storepay itself does: a few
 // commits and, for card payments, one call to the simulator.
 type fuzzEnv struct {
+	server   *web.Server
 	handler  http.Handler
 	terminal string
 	lane2    string // a second terminal
@@ -94,7 +95,8 @@ func newAPIEnvUndo(tb testing.TB, level slog.Level, undo web.UndoPolicy) *fuzzEn
 		Rules:   saf.Rules{FloorLimit: 10000, TotalLimit: 500000, MaxAge: 72 * time.Hour},
 		Forward: saf.ForwardPolicy{Interval: -1}}
 	svc.Offline = queue
-	e.handler = web.New(web.Config{DB: db, Orders: svc, Devices: reg, Router: router, SAF: queue, Log: log, Undo: undo}).Handler()
+	e.server = web.New(web.Config{DB: db, Orders: svc, Devices: reg, Router: router, SAF: queue, Log: log, Undo: undo})
+	e.handler = e.server.Handler()
 	return e
 }
 
