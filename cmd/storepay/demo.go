@@ -94,7 +94,8 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 	}
 	cfg := Config{StoreID: "store-042", Listen: ln.Addr().String(), Database: dbPath,
 		CardKeyEnv: "STOREPAY_CARD_KEY", Gateways: gws,
-		Offline: OfflineConfig{FloorLimit: defaultFloorLimit, TotalLimit: defaultTotalLimit, MaxAge: Duration{defaultMaxAge}}}
+		Offline: OfflineConfig{FloorLimit: defaultFloorLimit, TotalLimit: defaultTotalLimit, MaxAge: Duration{defaultMaxAge},
+			Currency: "USD"}} // the demo sells in USD
 	if err := writeDemoConfig(filepath.Join(*dir, "storepay.json"), cfg); err != nil {
 		return err
 	}
