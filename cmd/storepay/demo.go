@@ -111,12 +111,13 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 		ln.Close()
 		return err
 	}
-	terminal, err := app.Devices.Enroll(ctx, "lane-1", devices.RoleTerminal)
+	demo := devices.Origin{Actor: "demo", From: "storepay demo, enrolling its own devices"}
+	terminal, err := app.Devices.EnrollFrom(ctx, "lane-1", devices.RoleTerminal, demo)
 	if err != nil {
 		app.Close(context.Background())
 		return err
 	}
-	manager, err := app.Devices.Enroll(ctx, "manager", devices.RoleManager)
+	manager, err := app.Devices.EnrollFrom(ctx, "manager", devices.RoleManager, demo)
 	if err != nil {
 		app.Close(context.Background())
 		return err

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/user"
 	"text/tabwriter"
 	"time"
 
@@ -17,14 +18,14 @@ import (
 // runDevices dispatches storepay devices enroll|list|revoke. None takes
 // the database's lock: each is one short read or write beside a serving
 // store (see lockDatabase).
-func runDevices(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func runDevices(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return &exitError{code: 1, err: errors.New("devices: name a subcommand: enroll, list or revoke")}
 	}
 	switch args[0] {
 	case "enroll":
-		return runEnroll(ctx, args[1:], stdout, stderr)
+		return runEnroll(ctx, args[1:], getenv, stdout, stderr)
 	case "list":
 		return runDevicesList(ctx, args[1:], stdout, stderr)
 	case "revoke":
@@ -110,4 +111,42 @@ func openExisting(ctx context.Context, path string) (*migrations.DB, error) {
 		return nil, fmt.Errorf("database: %w", err)
 	}
 	return migrations.Open(ctx, path)
+}
+
+// cliOrigin is who runs a devices command and where, for the audit log:
+// the actor "cli" (as devices revoke), the operating system's user (and
+// the one behind sudo, who is the person) and the host. What cannot be
+// found out is said so rather than left out.
+func cliOrigin(getenv func(string) string) devices.Origin {
+	who := "an unknown user"
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		who = "user " + u.Username
+	} else if err == nil {
+		who = "uid " + u.Uid
+	}
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	if su := getenv("SUDO_USER"); su != "" && nameOK(su) {
+		who += " (sudo by " + su + ")"
+	}
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "an unknown host"
+	}
+	return devices.Origin{Actor: "cli", From: who + " on host " + host + ", command line"}
+}
+
+// nameOK reports whether an environment's user name is printable and
+// short enough to write into the audit log as it is.
+func nameOK(s string) bool {
+	if len(s) > 64 {
+		return false
+	}
+	for _, c := range s {
+		if c < 0x21 || c > 0x7e {
+			return false
+		}
+	}
+	return true
 }

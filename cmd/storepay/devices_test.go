@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -138,6 +140,25 @@ func TestDevicesLastSeenHeartbeatRenameRevoke(t *testing.T) {
 		t.Fatalf("revoke audit: %s", audit)
 	}
 	wantProblem(t, s.mgr("POST", "/v1/devices/lane-9/revoke", nil), 409, "device_revoked")
+
+	// Enrolling from the command line is audited: the actor cli, the
+	// device, and from where (the user and the host).
+	out.Reset()
+	if c := exitCode(run(context.Background(), []string{"devices", "enroll", "--config", path, "--name", "lane-9", "--role", "terminal"}, nil, &out, &errb), &errb); c != 0 {
+		t.Fatalf("devices enroll: exit %d: %s", c, errb.String())
+	}
+	audit = must(t, s.mgr("GET", "/v1/audit?action=device.enroll&target=lane-9", nil), 200)
+	host, _ := os.Hostname()
+	var entries struct {
+		Data []struct{ Actor, Target, Detail string }
+	}
+	if err := json.Unmarshal(audit.raw, &entries); err != nil || len(entries.Data) != 1 {
+		t.Fatalf("enrol audit: %s (%v)", audit, err)
+	}
+	if e := entries.Data[0]; e.Actor != "cli" || !strings.HasPrefix(e.Detail, "terminal enrolled again after its revocation") ||
+		!strings.Contains(e.Detail, "; from user ") || !strings.Contains(e.Detail, " on host "+host+", command line") {
+		t.Fatalf("enrol audit entry: %+v", e)
+	}
 }
 
 func grepLines(b []byte, sub string) string {
