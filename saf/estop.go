@@ -75,7 +75,7 @@ func (q *Queue) SetEStop(ctx context.Context, state EStopState, actor, reason st
 	if err != nil {
 		return EStop{}, fmt.Errorf("set emergency stop: %w", err)
 	}
-	q.log().Warn("emergency stop changed", "state", state, "from", prev, "actor", actor, "reason", reason)
+	q.log().WarnContext(ctx, "emergency stop changed", "state", state, "from", prev, "actor", actor, "reason", reason)
 	q.forwarder().estopChanged(state)
 	return EStop{State: state, Reason: reason, Actor: actor, At: now}, nil
 }
