@@ -34,6 +34,7 @@ import (
 // commits and, for card payments, one call to the simulator.
 type fuzzEnv struct {
 	server   *web.Server
+	db       *migrations.DB
 	handler  http.Handler
 	terminal string
 	lane2    string // a second terminal
@@ -63,6 +64,7 @@ func newAPIEnvUndo(tb testing.TB, level slog.Level, undo web.UndoPolicy) *fuzzEn
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { db.Close() })
+	e.db = db
 	reg := &devices.Registry{DB: db}
 	if e.manager, err = reg.Enroll(ctx, "boss", devices.RoleManager); err != nil {
 		tb.Fatal(err)

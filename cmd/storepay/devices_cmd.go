@@ -10,10 +10,16 @@ import (
 	"os/user"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"storepay/devices"
+	"storepay/gateway"
 	"storepay/migrations"
 )
+
+// maxReason bounds a reason given on the command line, as the manager
+// API bounds its reasons.
+const maxReason = 500
 
 // runDevices dispatches storepay devices enroll|list|revoke. None takes
 // the database's lock: each is one short read or write beside a serving
@@ -87,6 +93,12 @@ func runDevicesRevoke(ctx context.Context, args []string, stdout, stderr io.Writ
 	if *name == "" {
 		return &exitError{code: 2, err: errors.New("devices revoke: --name is required")}
 	}
+	// The reason goes to the audit log, as a manager's reason on the API
+	// does: the same limit, and a card number in it masked.
+	if n := utf8.RuneCountInString(*reason); n > maxReason {
+		return fmt.Errorf("devices revoke: --reason is %d characters, at most %d; nothing was changed", n, maxReason)
+	}
+	*reason = gateway.MaskPANs(*reason)
 	cfg, err := loadConfigFlag(*path)
 	if err != nil {
 		return err

@@ -170,3 +170,29 @@ func grepLines(b []byte, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// devices revoke's --reason is held to the manager API's rules: at most
+// 500 characters (refused, nothing changed) and a card number in it
+// masked before it reaches the audit log.
+func TestDevicesRevokeReasonIsBoundedAndMasked(t *testing.T) {
+	s := startStore(t, []*bank{startBank(t, "bank-a", 1)})
+	path := s.writeConfig()
+	revoke := func(reason string) (int, string) {
+		var out, errb bytes.Buffer
+		c := exitCode(run(context.Background(), []string{"devices", "revoke", "--config", path, "--name", "lane-3", "--reason", reason}, nil, &out, &errb), &errb)
+		return c, errb.String()
+	}
+	if c, stderr := revoke(strings.Repeat("r", 501)); c != 1 || !strings.Contains(stderr, "--reason is 501 characters, at most 500") {
+		t.Fatalf("revoke with a reason of 501 characters: exit %d: %s", c, stderr)
+	}
+	if d := findDevice(t, s, "lane-3"); d["health"] == "revoked" {
+		t.Fatal("a refused revoke revoked the device")
+	}
+	if c, stderr := revoke("customer left card " + visa + " on the till"); c != 0 {
+		t.Fatalf("revoke: exit %d: %s", c, stderr)
+	}
+	audit := must(t, s.mgr("GET", "/v1/audit?action=device.revoke", nil), 200)
+	if strings.Contains(string(audit.raw), visa) || !strings.Contains(string(audit.raw), `"reason":"customer left card 424242******4242 on the till"`) {
+		t.Fatalf("revoke audit: %s", audit)
+	}
+}
