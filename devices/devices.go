@@ -70,10 +70,28 @@ func (r *Registry) now() time.Time {
 	return time.Now()
 }
 
-// Enroll registers a device and returns its bearer token. Enrolling a name
-// that exists replaces that device's token (and role): the old token stops
-// working, which is how a lost or leaked token is rotated.
+// Origin is who enrolls a device and from where, for the audit log.
+type Origin struct {
+	// Actor is who: "cli" for the command line (as its revoke), "demo".
+	Actor string
+	// From is where, in words: "user alice on host till-server".
+	From string
+}
+
+// Enroll is EnrollFrom for callers inside storepay's own programs (the
+// simulator, tests), audited with the actor "storepay".
 func (r *Registry) Enroll(ctx context.Context, name string, role Role) (string, error) {
+	return r.EnrollFrom(ctx, name, role, Origin{Actor: "storepay"})
+}
+
+// EnrollFrom registers a device and returns its bearer token. Enrolling a
+// name that exists replaces that device's token (and role), revoked or
+// not: the old token stops working, which is how a lost or leaked token is
+// rotated. Every enrolment is audited ("device.enroll": who, which device,
+// from where, and whether it was new, a rotation, a role change or a
+// revoked device let in again) in the same transaction: a token that
+// opens the store never appears without a record of it.
+func (r *Registry) EnrollFrom(ctx context.Context, name string, role Role, by Origin) (string, error) {
 	if !nameRE.MatchString(name) {
 		return "", fmt.Errorf("enroll: name %q: use 1 to 64 letters, digits, '.', '_' or '-'", name)
 	}
@@ -85,12 +103,35 @@ func (r *Registry) Enroll(ctx context.Context, name string, role Role) (string, 
 		return "", fmt.Errorf("enroll: %w", err)
 	}
 	token := tokenPrefix + base64.RawURLEncoding.EncodeToString(raw)
-	now := migrations.FormatTime(r.now())
+	now := r.now()
 	err := r.DB.Update(ctx, func(tx *sql.Tx) error {
-		_, err := tx.Exec(`INSERT INTO devices (id, name, role, token_hash, created_at) VALUES (?, ?, ?, ?, ?)
+		var oldRole, revoked string
+		err := tx.QueryRow(`SELECT role, revoked_at FROM devices WHERE name = ?`, name).Scan(&oldRole, &revoked)
+		existed := err == nil
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		if _, err := tx.Exec(`INSERT INTO devices (id, name, role, token_hash, created_at) VALUES (?, ?, ?, ?, ?)
 			ON CONFLICT (name) DO UPDATE SET role = excluded.role, token_hash = excluded.token_hash, revoked_at = ''`,
-			"dev_"+uuid.NewString(), name, string(role), hash(token), now)
-		return err
+			"dev_"+uuid.NewString(), name, string(role), hash(token), migrations.FormatTime(now)); err != nil {
+			return err
+		}
+		detail := "new " + string(role)
+		switch {
+		case existed && revoked != "":
+			if t, err := migrations.ParseTime(revoked); err == nil {
+				revoked = t.UTC().Format(time.RFC3339)
+			}
+			detail = string(role) + " enrolled again after its revocation (" + revoked + "): a new token"
+		case existed && oldRole != string(role):
+			detail = "a new token, and the role " + oldRole + " → " + string(role) + "; the old token is refused"
+		case existed:
+			detail = "a new token for the " + string(role) + "; the old token is refused"
+		}
+		if by.From != "" {
+			detail += "; from " + by.From
+		}
+		return Audit(tx, Entry{At: now, Actor: by.Actor, Action: "device.enroll", Target: name, Detail: detail})
 	})
 	if err != nil {
 		return "", fmt.Errorf("enroll %s: %w", name, err)

@@ -62,7 +62,7 @@ func TestFailingProbesGateOnlyNewPayments(t *testing.T) {
 	}
 	notified := make(chan string, 16)
 	r.OnAvailable(func(bank string) { notified <- bank })
-	if err := r.Enable("bank-a"); err != nil {
+	if err := r.Enable(context.Background(), "bank-a"); err != nil {
 		t.Fatal(err)
 	}
 	if p := r.Preferred(); p != "bank-a" {

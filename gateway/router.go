@@ -247,20 +247,20 @@ func (r *Router) Authorize(ctx context.Context, req AuthRequest, pinned string, 
 			// outcome at once by a reversal advice; acknowledged, the bank
 			// holds nothing of the payment and it may go to the next bank.
 			if rerr := b.resolveUnknown(ctx, req); rerr == nil {
-				r.log.Warn("outcome unknown, reversal acknowledged: failing over", "gateway", b.name, "reference", req.Reference, "err", err)
+				r.log.WarnContext(ctx, "outcome unknown, reversal acknowledged: failing over", "gateway", b.name, "reference", req.Reference, "err", err)
 				reversedFailovers.Add(ctx, 1, metric.WithAttributes(attribute.String("gateway", b.name)))
 				tried = append(tried, b.name)
 				lastErr = &Error{Kind: KindUnavailable, Gateway: b.name, Err: fmt.Errorf("outcome unknown, then reversed: %w", err)}
 				continue
 			} else {
-				r.log.Warn("outcome unknown and its reversal not acknowledged: the payment stays with the bank", "gateway", b.name,
+				r.log.WarnContext(ctx, "outcome unknown and its reversal not acknowledged: the payment stays with the bank", "gateway", b.name,
 					"reference", req.Reference, "err", rerr)
 			}
 		}
 		if e := AsError(err); e == nil || !e.NothingDone() || e.Kind == KindRejected {
 			return Authorization{}, b.name, err
 		}
-		r.log.Warn("bank did nothing, failing over", "gateway", b.name, "reference", req.Reference, "err", err)
+		r.log.WarnContext(ctx, "bank did nothing, failing over", "gateway", b.name, "reference", req.Reference, "err", err)
 		tried = append(tried, b.name)
 		lastErr = err
 	}
@@ -690,7 +690,7 @@ func (b *bank) attempt(ctx context.Context, op string, i int, st *callState, fn 
 	attrs := metric.WithAttributes(attribute.String("gateway", b.name), attribute.String("op", op), attribute.String("outcome", outcome))
 	attempts.Add(ctx, 1, attrs)
 	latency.Record(ctx, elapsed.Seconds(), metric.WithAttributes(attribute.String("gateway", b.name), attribute.String("op", op)))
-	b.observe(i, err)
+	b.observe(ctx, i, err)
 	if outcome == KindUnknown.String() || outcome == KindNotSent.String() {
 		// A failed attempt asks the prober for a second opinion now, so
 		// that a dead bank is taken out of rotation within seconds even
@@ -762,7 +762,7 @@ func (b *bank) finish(ctx context.Context, st *callState, res any, err error) er
 	case e != nil && e.Kind == KindRejected:
 		return e // a definitive answer, even after an unknown attempt
 	case e != nil && e.Kind == KindUnauthorized:
-		b.disable(e)
+		b.disable(ctx, e)
 	case e != nil && e.Kind == KindRateLimited:
 		wait := min(max(e.RetryAfter, time.Second), b.pol.MaxRetryAfter)
 		b.coolUntil.Store(b.router.now().Add(wait).UnixNano())
@@ -782,17 +782,22 @@ func (b *bank) finish(ctx context.Context, st *callState, res any, err error) er
 	return &Error{Kind: KindUnknown, Gateway: b.name, Err: err}
 }
 
-func (b *bank) disable(e *Error) {
+// disable takes the bank out of rotation after it refused storepay's
+// credentials; ctx is the call's (a request's, whose id the alert then
+// carries) or a probe's.
+func (b *bank) disable(ctx context.Context, e *Error) {
 	if b.disabled.Swap(true) {
 		return
 	}
 	unauthorizedAlerts.Add(context.Background(), 1, metric.WithAttributes(attribute.String("gateway", b.name)))
-	b.router.log.Error("ALERT: bank rejected storepay's credentials (401); bank disabled until its API key is fixed and storepay restarted or a manager enables it",
+	b.router.log.ErrorContext(ctx, "ALERT: bank rejected storepay's credentials (401); bank disabled until its API key is fixed and storepay restarted or a manager enables it",
 		"gateway", b.name, "url", e.URL)
 }
 
-// observe records an attempt's outcome for the gateways view.
-func (b *bank) observe(i int, err error) {
+// observe records an attempt's outcome for the gateways view; ctx is
+// the attempt's, so that a failure logged while serving a request names
+// the request.
+func (b *bank) observe(ctx context.Context, i int, err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	ok := err == nil
@@ -814,7 +819,7 @@ func (b *bank) observe(i int, err error) {
 	if raw := err.Error(); raw != b.lastRaw || b.consecutive == 1 {
 		// The raw error goes to the log once per change, not per
 		// attempt: a bank down for an hour is one line, not thousands.
-		b.router.log.Warn("bank call failed", "gateway", b.name, "code", x.Code, "err", raw)
+		b.router.log.WarnContext(ctx, "bank call failed", "gateway", b.name, "code", x.Code, "err", raw)
 		b.lastRaw = raw
 	}
 	b.lastErr, b.lastErrAt = x, now
@@ -824,8 +829,9 @@ func (b *bank) observe(i int, err error) {
 }
 
 // Enable puts a disabled bank back into service and closes its breaker:
-// the manager's action after fixing the bank's API key.
-func (r *Router) Enable(name string) error {
+// the manager's action after fixing the bank's API key. ctx is the
+// manager's request (its id goes on the log line).
+func (r *Router) Enable(ctx context.Context, name string) error {
 	b, err := r.pinned(name)
 	if err != nil {
 		return err
@@ -834,19 +840,20 @@ func (r *Router) Enable(name string) error {
 	b.coolUntil.Store(0)
 	b.probeFails.Store(0) // a manager's word; the next probes judge afresh
 	b.breaker.Close()
-	r.log.Info("bank enabled", "gateway", name)
+	r.log.InfoContext(ctx, "bank enabled", "gateway", name)
 	r.notifyAvailable(name)
 	return nil
 }
 
-// Disable takes a bank out of service until Enable: a manager's action.
-func (r *Router) Disable(name string) error {
+// Disable takes a bank out of service until Enable: a manager's action
+// (ctx: the manager's request), or its replay at start.
+func (r *Router) Disable(ctx context.Context, name string) error {
 	b, err := r.pinned(name)
 	if err != nil {
 		return err
 	}
 	b.disabled.Store(true)
-	r.log.Warn("bank disabled by a manager", "gateway", name)
+	r.log.WarnContext(ctx, "bank disabled by a manager", "gateway", name)
 	return nil
 }
 
@@ -999,7 +1006,7 @@ func (b *bank) probe(ctx context.Context) {
 			if e.URL == "" {
 				e.URL = ep.URL()
 			}
-			b.disable(e)
+			b.disable(pctx, e)
 			return
 		}
 	}

@@ -156,8 +156,8 @@ func (c Command) Check() error {
 // GatewayControl is the store's bank router, for gateway commands.
 type GatewayControl interface {
 	Banks() []string
-	Disable(name string) error
-	Enable(name string) error
+	Disable(ctx context.Context, name string) error
+	Enable(ctx context.Context, name string) error
 }
 
 // LinkConfig is a store's hq block, resolved.
@@ -715,9 +715,9 @@ func (l *Link) applyGateway(c Command) error {
 	}
 	l.log().Warn("bank "+c.Action+"d by headquarters", "gateway", c.Gateway, "by", c.Actor, "reason", c.Reason, "command", c.ID)
 	if c.Action == ActionDisable {
-		return l.routerErr(l.Gateways.Disable(c.Gateway))
+		return l.routerErr(l.Gateways.Disable(l.ctx, c.Gateway))
 	}
-	return l.routerErr(l.Gateways.Enable(c.Gateway))
+	return l.routerErr(l.Gateways.Enable(l.ctx, c.Gateway))
 }
 
 // routerErr logs a router that refused what the database already holds:

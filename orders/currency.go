@@ -37,6 +37,9 @@ var minorDigits = map[string]int{
 	"BIF": 0, "CLP": 0, "DJF": 0, "GNF": 0, "ISK": 0, "JPY": 0, "KMF": 0, "KRW": 0, "PYG": 0, "RWF": 0,
 	"UGX": 0, "VND": 0, "VUV": 0, "XAF": 0, "XOF": 0, "XPF": 0,
 	"BHD": 3, "IQD": 3, "JOD": 3, "KWD": 3, "LYD": 3, "OMR": 3, "TND": 3,
+	// Fund codes: never a sale's currency (not in iso4217), but a bank's
+	// settlement report may name one, and reconciliation writes it.
+	"UYI": 0, "CLF": 4, "UYW": 4,
 }
 
 // MinorDigits is how many decimal places currency's minor unit has.
@@ -52,13 +55,25 @@ func MinorDigits(currency string) int {
 // grouped by thousands, with the code after: FormatMoney(123456, "USD")
 // is "1,234.56 USD", FormatMoney(2700, "JPY") "2,700 JPY",
 // FormatMoney(1500, "KWD") "1.500 KWD".
+//
+// Without a currency (an amount limit configured as a bare number) there
+// is no decimal point to place: FormatMoney(500000, "") is "500,000 minor
+// units", never a guess such as "5,000.00", which would be a hundred times
+// off for a yen store.
 func FormatMoney(amount int64, currency string) string {
+	if currency == "" {
+		s := groupThousands(strconv.FormatUint(absUint(amount), 10))
+		if amount < 0 {
+			s = "-" + s
+		}
+		if amount == 1 || amount == -1 {
+			return s + " minor unit"
+		}
+		return s + " minor units"
+	}
 	digits := MinorDigits(currency)
 	neg := amount < 0
-	u := uint64(amount)
-	if neg {
-		u = -u
-	}
+	u := absUint(amount)
 	scale := uint64(1)
 	for range digits {
 		scale *= 10
@@ -70,10 +85,16 @@ func FormatMoney(amount int64, currency string) string {
 	if neg {
 		s = "-" + s
 	}
-	if currency != "" {
-		s += " " + currency
+	return s + " " + currency
+}
+
+// absUint is |amount|, math.MinInt64 included.
+func absUint(amount int64) uint64 {
+	u := uint64(amount)
+	if amount < 0 {
+		u = -u
 	}
-	return s
+	return u
 }
 
 func groupThousands(s string) string {

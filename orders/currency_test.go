@@ -25,6 +25,12 @@ func TestFormatMoneyISO4217(t *testing.T) {
 		{5, "USD", "0.05 USD"},
 		{-450, "USD", "-4.50 USD"},
 		{-9223372036854775808, "USD", "-92,233,720,368,547,758.08 USD"},
+		{12345, "CLF", "1.2345 CLF"}, // a fund code a bank's report may name
+		{500, "UYI", "500 UYI"},
+		// A limit configured without a currency: no decimal point to guess.
+		{500000, "", "500,000 minor units"},
+		{1, "", "1 minor unit"},
+		{-2700, "", "-2,700 minor units"},
 	} {
 		if got := orders.FormatMoney(tc.amount, tc.currency); got != tc.want {
 			t.Errorf("FormatMoney(%d, %s) = %q; want %q", tc.amount, tc.currency, got, tc.want)

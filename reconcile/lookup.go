@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"storepay/orders"
 )
 
 // settledByOtherRuns finds which of the store records refs the current
@@ -98,7 +100,7 @@ func (m *matcher) missingInStore(ctx context.Context, tx *sql.Tx) error {
 	for _, r := range m.unmatched {
 		it := Item{Category: MissingInStore, Gateway: r.gateway, PSPReference: r.PSPReference, BankAmount: r.Gross,
 			Currency: r.Currency, Line: r.Line}
-		bank := Money(abs(r.Gross), r.Currency)
+		bank := orders.FormatMoney(abs(r.Gross), r.Currency)
 		var status string
 		switch r.Type {
 		case Chargeback:
@@ -156,7 +158,7 @@ func (m *matcher) missingInStore(ctx context.Context, tx *sql.Tx) error {
 }
 
 func storePaymentSays(r bankRow, status, method, gw, capturedAt string) string {
-	head := fmt.Sprintf("%s settled %s for %s", r.gateway, Money(r.Gross, r.Currency), r.MerchantReference)
+	head := fmt.Sprintf("%s settled %s for %s", r.gateway, orders.FormatMoney(r.Gross, r.Currency), r.MerchantReference)
 	switch {
 	case method == "cash":
 		return head + ", which the store recorded as a cash payment."
@@ -179,7 +181,7 @@ func storePaymentSays(r bankRow, status, method, gw, capturedAt string) string {
 }
 
 func storeRefundSays(r bankRow, status, at string) string {
-	head := fmt.Sprintf("%s refunded %s for refund %s", r.gateway, Money(-r.Gross, r.Currency), r.MerchantReference)
+	head := fmt.Sprintf("%s refunded %s for refund %s", r.gateway, orders.FormatMoney(-r.Gross, r.Currency), r.MerchantReference)
 	if status == "refunded" && len(at) >= 10 {
 		return fmt.Sprintf("%s, which the store refunded on %s, more than a day away from this report.", head, at[:10])
 	}

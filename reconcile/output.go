@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"storepay/orders"
 )
 
 // WriteJSON writes the whole report as JSON, the document GET
@@ -105,7 +107,7 @@ func (r *Result) WriteSummary(w io.Writer) error {
 		fmt.Fprintf(bw, "%s (%s): %s\n", b.Gateway, b.Source, plural(b.Rows, "row", "rows"))
 		for _, c := range b.Currencies {
 			fmt.Fprintf(bw, "  gross %16s   fees %14s   net %16s\n",
-				Money(c.Gross, c.Currency), Money(c.Fees, c.Currency), Money(c.Net, c.Currency))
+				orders.FormatMoney(c.Gross, c.Currency), orders.FormatMoney(c.Fees, c.Currency), orders.FormatMoney(c.Net, c.Currency))
 		}
 	}
 	fmt.Fprintln(bw)
@@ -177,7 +179,7 @@ func amounts(m map[string]int64) string {
 	slices.Sort(keys)
 	parts := make([]string, len(keys))
 	for i, k := range keys {
-		parts[i] = Money(m[k], k)
+		parts[i] = orders.FormatMoney(m[k], k)
 	}
 	return strings.Join(parts, ", ")
 }

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"storepay/migrations"
+	"storepay/orders"
 )
 
 // Source is one bank's settlement report for the date reconciled.
@@ -811,7 +812,7 @@ func (r *Result) settledItem(e *entry, c Category) Item {
 	if c == CurrencyMismatch {
 		it.BankCurrency = string(e.bankCur[:])
 		it.Detail = fmt.Sprintf("%s settled %s for %s; the store recorded %s.",
-			it.Gateway, Money(abs(e.gross), it.BankCurrency), what, Money(abs(e.amount), it.Currency))
+			it.Gateway, orders.FormatMoney(abs(e.gross), it.BankCurrency), what, orders.FormatMoney(abs(e.amount), it.Currency))
 		return it
 	}
 	diff := e.gross - e.amount
@@ -824,7 +825,7 @@ func (r *Result) settledItem(e *entry, c Category) Item {
 		more = map[string]string{"more": "less", "less": "more"}[more]
 	}
 	it.Detail = fmt.Sprintf("%s settled %s for %s; the store recorded %s (%s %s).",
-		it.Gateway, Money(abs(e.gross), it.Currency), what, Money(abs(e.amount), it.Currency), Money(diff, it.Currency), more)
+		it.Gateway, orders.FormatMoney(abs(e.gross), it.Currency), what, orders.FormatMoney(abs(e.amount), it.Currency), orders.FormatMoney(diff, it.Currency), more)
 	return it
 }
 
@@ -847,10 +848,10 @@ func (m *matcher) missingAtBank(e *entry) Item {
 	if e.kind == kindRefund {
 		it.RefundID = l.str(e.ref)
 		it.Detail = fmt.Sprintf("The store refunded %s of %s (%s) on %s; %s's report has no row for it.",
-			Money(-e.amount, it.Currency), it.PaymentID, it.RefundID, l.Date, it.Gateway)
+			orders.FormatMoney(-e.amount, it.Currency), it.PaymentID, it.RefundID, l.Date, it.Gateway)
 	} else {
 		it.Detail = fmt.Sprintf("The store captured %s for %s on %s; %s's report has no row for it. A capture late in the evening can settle in the next day's report: the next run will tell.",
-			Money(e.amount, it.Currency), it.PaymentID, l.Date, it.Gateway)
+			orders.FormatMoney(e.amount, it.Currency), it.PaymentID, l.Date, it.Gateway)
 	}
 	return it
 }
@@ -867,24 +868,24 @@ func (m *matcher) duplicate(d bankRow) Item {
 		it.StoreDate = l.days[e.day+1]
 	}
 	first := m.psp(e)
-	bm := Money(abs(d.Gross), d.Currency)
+	bm := orders.FormatMoney(abs(d.Gross), d.Currency)
 	switch {
 	case e.kind == kindRefund:
 		it.RefundID = l.str(e.ref)
 		it.Detail = fmt.Sprintf("%s refunded %s a second time: %s for %s besides %s; the store made one refund of %s.",
-			d.gateway, it.RefundID, d.PSPReference, bm, first, Money(-e.amount, it.Currency))
+			d.gateway, it.RefundID, d.PSPReference, bm, first, orders.FormatMoney(-e.amount, it.Currency))
 	case d.conflicting && e.gross == d.Gross && string(e.bankCur[:]) == d.Currency:
 		it.Detail = fmt.Sprintf("%s's report settles %s twice for %s (in another batch or at another time, not a re-sent copy); the store captured %s once.",
-			d.gateway, d.PSPReference, bm, Money(e.amount, it.Currency))
+			d.gateway, d.PSPReference, bm, orders.FormatMoney(e.amount, it.Currency))
 	case d.conflicting:
 		it.Detail = fmt.Sprintf("%s's report lists %s twice with different amounts (%s and %s); the store captured %s once.",
-			d.gateway, d.PSPReference, Money(e.gross, string(e.bankCur[:])), bm, Money(e.amount, it.Currency))
+			d.gateway, d.PSPReference, orders.FormatMoney(e.gross, string(e.bankCur[:])), bm, orders.FormatMoney(e.amount, it.Currency))
 	case e.state == settledElsewhere:
 		it.Detail = fmt.Sprintf("%s charged %s again: %s for %s in this report, besides %s in the report of %s; the store made one payment of %s.",
-			d.gateway, it.PaymentID, d.PSPReference, bm, d.earlier.psp, d.earlier.date, Money(e.amount, it.Currency))
+			d.gateway, it.PaymentID, d.PSPReference, bm, d.earlier.psp, d.earlier.date, orders.FormatMoney(e.amount, it.Currency))
 	default:
 		it.Detail = fmt.Sprintf("%s charged %s twice: %s for %s besides %s; the store made one payment of %s.",
-			d.gateway, it.PaymentID, d.PSPReference, bm, first, Money(e.amount, it.Currency))
+			d.gateway, it.PaymentID, d.PSPReference, bm, first, orders.FormatMoney(e.amount, it.Currency))
 	}
 	return it
 }
@@ -905,20 +906,20 @@ func saleItem(s sale, date string) Item {
 			bank = s.gateway
 		}
 		it.Detail = fmt.Sprintf("%s was sold offline for %s; when it was forwarded, %s declined the card, so the store will not be paid for it.",
-			s.paymentID, Money(s.amount, s.currency), bank)
+			s.paymentID, orders.FormatMoney(s.amount, s.currency), bank)
 		return it
 	}
 	it.Category = NotForwarded
 	switch s.safStatus {
 	case "expired":
 		it.Detail = fmt.Sprintf("%s was sold offline on %s for %s and expired in store-and-forward: no bank has it, and it will not be forwarded unless a manager replays it.",
-			s.paymentID, day, Money(s.amount, s.currency))
+			s.paymentID, day, orders.FormatMoney(s.amount, s.currency))
 	case "held":
 		it.Detail = fmt.Sprintf("%s was sold offline on %s for %s and is held by a manager in store-and-forward: no bank has it yet.",
-			s.paymentID, day, Money(s.amount, s.currency))
+			s.paymentID, day, orders.FormatMoney(s.amount, s.currency))
 	default:
 		it.Detail = fmt.Sprintf("%s was sold offline on %s for %s and is still waiting in store-and-forward: no bank has it yet.",
-			s.paymentID, day, Money(s.amount, s.currency))
+			s.paymentID, day, orders.FormatMoney(s.amount, s.currency))
 	}
 	return it
 }

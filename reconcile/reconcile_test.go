@@ -318,14 +318,22 @@ func TestAReportThatCannotBeReadStopsTheRun(t *testing.T) {
 	}
 }
 
-func TestMoney(t *testing.T) {
-	for _, tt := range []struct {
-		minor    int64
-		currency string
-		want     string
-	}{{1450, "USD", "14.50 USD"}, {-5, "EUR", "-0.05 EUR"}, {500, "JPY", "500 JPY"}, {1234, "KWD", "1.234 KWD"}, {0, "USD", "0.00 USD"}} {
-		if got := reconcile.Money(tt.minor, tt.currency); got != tt.want {
-			t.Errorf("Money(%d, %s) = %q, want %q", tt.minor, tt.currency, got, tt.want)
+// The summary the batch prints writes money as the console and the audit
+// log do (orders.FormatMoney): thousands grouped, each currency in its own
+// minor unit, the code after.
+func TestSummaryWritesMoneyAsEverywhereElse(t *testing.T) {
+	db, f, dir := loadFixture(t, "clean")
+	tmp := withExtraRows(t, f, dir, "2026-11-21",
+		"20261121-01,store-042,auth_big0001,pay_019aa6c1e5f07d2b8c1e4a7f3b2dffff,Settled,2026-11-21T21:40:00Z,USD,123456,-100,123356,4242,BG0001\n"+
+			"20261121-01,store-042,auth_big0002,pay_019aa6c1e5f07d2b8c1e4a7f3b2dfffe,Settled,2026-11-21T21:41:00Z,JPY,270000,0,270000,4242,BG0002\n")
+	res := run(t, db, "2026-11-21", f.sources(t, tmp, "2026-11-21"))
+	var txt bytes.Buffer
+	if err := res.WriteSummary(&txt); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"bank 270,000 JPY, 1,234.56 USD", "settled 1,234.56 USD under auth_big0001", "gross     1,322.00 USD", "gross      270,000 JPY"} {
+		if !strings.Contains(txt.String(), want) {
+			t.Errorf("the summary lacks %q:\n%s", want, txt.String())
 		}
 	}
 }

@@ -2,7 +2,6 @@ package reconcile
 
 import (
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -180,34 +179,6 @@ func (it Item) Discrepancy() bool { return it.Category != Matched }
 func (it Item) key() string {
 	return strings.Join([]string{string(it.Category), it.Gateway, it.Kind, it.PaymentID, it.RefundID,
 		it.PSPReference, it.MerchantReference}, "|")
-}
-
-// Money formats minor units of an ISO 4217 currency: Money(1450, "USD")
-// is "14.50 USD", Money(-500, "JPY") is "-500 JPY".
-func Money(minor int64, currency string) string {
-	exp := 2
-	switch currency {
-	case "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI", "VND", "VUV", "XAF", "XOF", "XPF":
-		exp = 0
-	case "BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND":
-		exp = 3
-	}
-	sign := ""
-	u := uint64(minor)
-	if minor < 0 {
-		sign, u = "-", uint64(-minor)
-	}
-	s := strconv.FormatUint(u, 10)
-	if exp > 0 {
-		for len(s) <= exp {
-			s = "0" + s
-		}
-		s = s[:len(s)-exp] + "." + s[len(s)-exp:]
-	}
-	if currency == "" {
-		return sign + s
-	}
-	return sign + s + " " + currency
 }
 
 func plural(n int, one, many string) string {

@@ -1,6 +1,10 @@
 package reconcile
 
-import "fmt"
+import (
+	"fmt"
+
+	"storepay/orders"
+)
 
 // Action is what reconciliation proposes for a discrepancy. It is only a
 // proposal: reconciliation never calls a bank or changes a payment. A
@@ -62,7 +66,7 @@ const (
 // the category and, for a row the store has no capture of, on what the
 // store knows of the payment (storeStatus).
 func propose(it *Item, storeStatus string) {
-	m := func(v int64) string { return Money(v, it.Currency) }
+	m := func(v int64) string { return orders.FormatMoney(v, it.Currency) }
 	var r Resolution
 	switch it.Category {
 	case MissingAtBank:

@@ -104,7 +104,7 @@ func (q *Queue) SetEStopIf(ctx context.Context, state EStopState, actor, reason 
 	if !applied {
 		return q.EStop(ctx), false, nil
 	}
-	q.log().Warn("emergency stop changed", "state", state, "from", prev, "actor", actor, "reason", reason)
+	q.log().WarnContext(ctx, "emergency stop changed", "state", state, "from", prev, "actor", actor, "reason", reason)
 	q.forwarder().estopChanged(state)
 	return EStop{State: state, Reason: reason, Actor: actor, At: now}, true, nil
 }

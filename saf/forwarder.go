@@ -707,7 +707,7 @@ func (f *forwarder) guard(now time.Time, failed, approved bool, amount int64) {
 	case errs > f.pol.GuardMaxErrors:
 		reason = fmt.Sprintf("runaway guard: %d forwarding failures within %s (limit %d)", errs, f.pol.GuardWindow, f.pol.GuardMaxErrors)
 	case f.pol.GuardMaxAmount > 0 && total > f.pol.GuardMaxAmount:
-		reason = fmt.Sprintf("runaway guard: %d forwarded within %s (limit %d)", total, f.pol.GuardWindow, f.pol.GuardMaxAmount)
+		reason = fmt.Sprintf("runaway guard: %s forwarded within %s (limit %s)", f.q.Rules.Money(total), f.pol.GuardWindow, f.q.Rules.Money(f.pol.GuardMaxAmount))
 	}
 	if reason != "" {
 		f.guardTripped = true

@@ -232,7 +232,7 @@ func (q *Queue) manage(ctx context.Context, id, actor, action, reason string, ch
 			return err
 		}
 		return devices.Audit(tx, devices.Entry{At: now, Actor: actor, Action: action, Target: id, Reason: reason,
-			Detail: fmt.Sprintf("payment %s, %d %s, %s → %s", r.PaymentID, r.Amount, r.Currency, from, to)})
+			Detail: fmt.Sprintf("payment %s, %s, %s → %s", r.PaymentID, orders.FormatMoney(r.Amount, r.Currency), from, to)})
 	})
 	if err != nil {
 		return Record{}, err
@@ -306,13 +306,18 @@ func (q *Queue) ReplayAll(ctx context.Context, actor, reason string) (BulkResult
 	return res, nil
 }
 
-// Stats is the queue at a glance, for the dashboard.
+// Stats is the queue at a glance, for the dashboard. Outstanding is the
+// figure the total limit is held against: minor units added up across
+// currencies, as the offline rules do. People read OutstandingSums, the
+// same records per currency; the limits are in LimitCurrency (Rules.Currency).
 type Stats struct {
 	ByStatus             map[Status]int `json:"by_status"`
 	Outstanding          int64          `json:"outstanding_amount"`
 	OutstandingCount     int64          `json:"outstanding_count"`
+	OutstandingSums      []Sum          `json:"outstanding_by_currency"`
 	TotalLimit           int64          `json:"total_limit"`
 	FloorLimit           int64          `json:"floor_limit"`
+	LimitCurrency        string         `json:"limit_currency,omitempty"`
 	OldestCreatedAt      time.Time      `json:"oldest_created_at,omitzero"`
 	OldestAgeSeconds     float64        `json:"oldest_age_seconds"`
 	MaxAgeSeconds        float64        `json:"max_age_seconds"`
@@ -322,7 +327,8 @@ type Stats struct {
 // Stats reads the queue's figures.
 func (q *Queue) Stats(ctx context.Context) (Stats, error) {
 	rules := q.Rules.withDefaults()
-	st := Stats{ByStatus: map[Status]int{}, TotalLimit: rules.TotalLimit, FloorLimit: rules.FloorLimit, MaxAgeSeconds: rules.MaxAge.Seconds()}
+	st := Stats{ByStatus: map[Status]int{}, TotalLimit: rules.TotalLimit, FloorLimit: rules.FloorLimit, MaxAgeSeconds: rules.MaxAge.Seconds(),
+		LimitCurrency: rules.Currency}
 	db := q.DB.Read()
 	rows, err := db.QueryContext(ctx, `SELECT status, count(*) FROM saf_records GROUP BY status`)
 	if err != nil {
@@ -341,6 +347,11 @@ func (q *Queue) Stats(ctx context.Context) (Stats, error) {
 	if err := db.QueryRowContext(ctx, `SELECT count, amount FROM saf_outstanding WHERE id = 1`).Scan(&st.OutstandingCount, &st.Outstanding); err != nil {
 		return st, err
 	}
+	sums, err := sumsIn(q.DB.ReadAt(ctx), `status IN ('queued', 'forwarding', 'held', 'expired')`)
+	if err != nil {
+		return st, err
+	}
+	st.OutstandingSums = append([]Sum{}, sums...) // [] rather than null in JSON
 	var oldest sql.NullString
 	if err := db.QueryRowContext(ctx, `SELECT min(created_at) FROM saf_records WHERE status IN ('queued', 'forwarding', 'held', 'expired')`).Scan(&oldest); err != nil {
 		return st, err

@@ -58,7 +58,18 @@ type Rules struct {
 	// and last four digits ("400000******9979"): a hot list never needs a
 	// full card number.
 	HotCards []string
+	// Currency is the ISO 4217 currency the amount limits (FloorLimit,
+	// TotalLimit, VelocityAmount, ForwardPolicy.GuardMaxAmount) are
+	// written in, so that people read them as money. It changes no rule:
+	// the rules compare minor units whatever a payment's currency, as the
+	// contract's offline rules say. Empty: the limits are shown as numbers
+	// of minor units (orders.FormatMoney), never with a guessed decimal
+	// point.
+	Currency string
 }
+
+// Money writes an amount of the rules' limits for people (see Currency).
+func (r Rules) Money(amount int64) string { return orders.FormatMoney(amount, r.Currency) }
 
 func (r Rules) withDefaults() Rules {
 	if r.VelocityWindow <= 0 {

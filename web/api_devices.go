@@ -92,7 +92,7 @@ func (s *Server) revokeDevice(w http.ResponseWriter, r *http.Request) {
 
 type renameRequest struct {
 	Name   *string `json:"name"`
-	Reason string  `json:"reason"`
+	Reason string  `json:"reason" max:"500"` // a manager's reason, as decodeReason's
 }
 
 func (s *Server) renameDevice(w http.ResponseWriter, r *http.Request) {
@@ -103,10 +103,6 @@ func (s *Server) renameDevice(w http.ResponseWriter, r *http.Request) {
 	}
 	if req.Name == nil {
 		s.fail(w, r, problem(http.StatusBadRequest, "invalid_request", "name is required"))
-		return
-	}
-	if len(req.Reason) > 500 {
-		s.fail(w, r, problem(http.StatusBadRequest, "invalid_request", "reason is limited to 500 characters"))
 		return
 	}
 	d, err := s.devices.Rename(r.Context(), chi.URLParam(r, "name"), *req.Name, info(r).Device.Name, gateway.MaskPANs(req.Reason))

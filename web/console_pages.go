@@ -373,7 +373,7 @@ func (s *Server) consoleAudit(w http.ResponseWriter, r *http.Request) {
 	d := auditData{Action: q.Get("action"), Target: strings.TrimSpace(q.Get("target")), Actions: []string{
 		"saf.replay", "saf.replay_all", "saf.hold", "saf.release", "estop.go", "estop.pause", "estop.stop",
 		"reconciliation.accept", "reconciliation.reject",
-		"gateway.enable", "gateway.disable", "device.revoke", "device.rename", "console.login", "console.logout"}}
+		"gateway.enable", "gateway.disable", "device.enroll", "device.revoke", "device.rename", "console.login", "console.logout"}}
 	d.Filtered = d.Action != "" || d.Target != "" || before > 0
 	entries, err := devices.AuditLog(r.Context(), s.db, devices.AuditFilter{Action: d.Action, Target: d.Target, Before: before, Limit: consolePage + 1})
 	if err != nil {

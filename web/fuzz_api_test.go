@@ -33,6 +33,8 @@ import (
 // and storepay), so an iteration costs what storepay itself does: a few
 // commits and, for card payments, one call to the simulator.
 type fuzzEnv struct {
+	server   *web.Server
+	db       *migrations.DB
 	handler  http.Handler
 	terminal string
 	lane2    string // a second terminal
@@ -62,6 +64,7 @@ func newAPIEnvUndo(tb testing.TB, level slog.Level, undo web.UndoPolicy) *fuzzEn
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { db.Close() })
+	e.db = db
 	reg := &devices.Registry{DB: db}
 	if e.manager, err = reg.Enroll(ctx, "boss", devices.RoleManager); err != nil {
 		tb.Fatal(err)
@@ -94,7 +97,8 @@ func newAPIEnvUndo(tb testing.TB, level slog.Level, undo web.UndoPolicy) *fuzzEn
 		Rules:   saf.Rules{FloorLimit: 10000, TotalLimit: 500000, MaxAge: 72 * time.Hour},
 		Forward: saf.ForwardPolicy{Interval: -1}}
 	svc.Offline = queue
-	e.handler = web.New(web.Config{DB: db, Orders: svc, Devices: reg, Router: router, SAF: queue, Log: log, Undo: undo}).Handler()
+	e.server = web.New(web.Config{DB: db, Orders: svc, Devices: reg, Router: router, SAF: queue, Log: log, Undo: undo})
+	e.handler = e.server.Handler()
 	return e
 }
 

@@ -42,9 +42,9 @@ func (s *Server) setGateway(r *http.Request, name string, enable bool, reason st
 		return err
 	}
 	if enable {
-		return s.router.Enable(name)
+		return s.router.Enable(r.Context(), name)
 	}
-	return s.router.Disable(name)
+	return s.router.Disable(r.Context(), name)
 }
 
 // RestoreDisabledGateways disables again, at start, the banks a manager
@@ -68,7 +68,7 @@ func RestoreDisabledGateways(ctx context.Context, db *migrations.DB, router *gat
 	}
 	for _, name := range names {
 		if slices.Contains(router.Banks(), name) {
-			if err := router.Disable(name); err != nil {
+			if err := router.Disable(ctx, name); err != nil {
 				return err
 			}
 		}

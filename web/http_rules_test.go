@@ -41,6 +41,37 @@ func TestEveryLogLineOfARequestCarriesItsID(t *testing.T) {
 	}
 }
 
+// A manager's actions log with their request's id too: the emergency
+// stop's change and a bank taken out of service and back.
+func TestManagerActionsLogWithTheRequestID(t *testing.T) {
+	e := newAPIEnv(t, slog.LevelInfo)
+	for _, tc := range []struct{ method, path, body, msg string }{
+		{"PUT", "/v1/estop", `{"state":"pause","reason":"count the till"}`, "emergency stop changed"},
+		{"POST", "/v1/gateways/bank-a/disable", `{"reason":"wrong key"}`, "bank disabled by a manager"},
+		{"POST", "/v1/gateways/bank-a/enable", `{"reason":"key fixed"}`, "bank enabled"},
+	} {
+		e.logs.take()
+		a := e.do(tc.method, tc.path, e.manager, "", []byte(tc.body))
+		if a.status != http.StatusOK {
+			t.Fatalf("%s %s: %s", tc.method, tc.path, a)
+		}
+		id, seen := a.header.Get("X-Request-Id"), false
+		for _, line := range strings.Split(strings.TrimSpace(e.logs.take()), "\n") {
+			var rec map[string]any
+			if err := json.Unmarshal([]byte(line), &rec); err != nil {
+				t.Fatalf("log line %q: %v", line, err)
+			}
+			seen = seen || rec["msg"] == tc.msg
+			if rec["request_id"] != id {
+				t.Errorf("%s %s: a log line without the request's id %s: %s", tc.method, tc.path, id, line)
+			}
+		}
+		if !seen {
+			t.Errorf("%s %s: no %q line", tc.method, tc.path, tc.msg)
+		}
+	}
+}
+
 // A method a route does not take is 405 with the methods it does take in
 // Allow (RFC 9110), as problem+json.
 func TestMethodNotAllowedSaysWhatIs(t *testing.T) {

@@ -3,6 +3,7 @@ package web
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"runtime/debug"
@@ -39,6 +40,18 @@ func info(r *http.Request) *reqInfo {
 // flood the logs through it.
 const maxRequestID = 255
 
+// maxPath and maxQuery cap a request's path and query (bytes), refused
+// with 414 beyond: every string from outside has a limit, these included.
+// Unbounded (net/http allows a head of 1 MiB), a path is logged on the
+// request's line and an id in it is echoed in a 404 that an
+// Idempotency-Key then keeps. storepay's ids, names and dates are tens
+// of characters; the console's longest query (a payments search) is a
+// few hundred.
+const (
+	maxPath  = 2048
+	maxQuery = 2048
+)
+
 func validRequestID(id string) bool {
 	if id == "" || len(id) > maxRequestID {
 		return false
@@ -72,6 +85,12 @@ func (s *Server) requestInfo(next http.Handler) http.Handler {
 		}
 		w.Header().Set("X-Request-Id", ri.ID)
 		sw := &statusWriter{ResponseWriter: w}
+		tooLong := len(r.URL.Path) > maxPath || len(r.URL.RawQuery) > maxQuery
+		if tooLong {
+			// Only a bounded head of the path reaches the log line below.
+			r.URL.Path = strings.ToValidUTF8(r.URL.Path[:min(len(r.URL.Path), 200)], "") + "…"
+			r.URL.RawPath, r.URL.RawQuery = "", ""
+		}
 		start := time.Now()
 		defer func() {
 			if p := recover(); p != nil {
@@ -98,7 +117,13 @@ func (s *Server) requestInfo(next http.Handler) http.Handler {
 			}
 			s.log.Log(r.Context(), lvl, "http request", attrs...)
 		}()
-		next.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), infoKey{}, ri)))
+		r = r.WithContext(context.WithValue(r.Context(), infoKey{}, ri))
+		if tooLong {
+			writeProblem(sw, r, problem(http.StatusRequestURITooLong, "uri_too_long",
+				fmt.Sprintf("the request's path or query is too long: at most %d and %d bytes; nothing was done", maxPath, maxQuery)))
+			return
+		}
+		next.ServeHTTP(sw, r)
 	})
 }
 

@@ -204,7 +204,9 @@ func (a *App) Start(ln net.Listener) {
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
-		if err := a.server.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		// web's Listener answers what net/http refuses before any handler
+		// (a header with a control byte, ...) as problem+json too.
+		if err := a.server.Serve(a.Web.Listener(ln)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			a.Log.Error("http server stopped", "err", err)
 		}
 	}()

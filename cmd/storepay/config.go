@@ -16,6 +16,7 @@ import (
 
 	"storepay/gateway"
 	"storepay/hq"
+	"storepay/orders"
 	"storepay/saf"
 	"storepay/web"
 )
@@ -105,6 +106,12 @@ type OfflineConfig struct {
 	// HotCards are refused offline, written as first six and last four
 	// digits with the middle masked: "400000******9979".
 	HotCards []string `json:"hot_cards,omitempty"`
+	// Currency is the ISO 4217 currency the amount limits are written in
+	// (floor_limit, total_limit, velocity_amount, forwarding's
+	// guard_max_amount), so that the console and the audit log show them
+	// as money. It changes no rule (see saf.Rules.Currency). Unset: they
+	// are shown as numbers of minor units.
+	Currency string `json:"currency,omitempty"`
 }
 
 // ForwardingConfig are the forwarder's knobs (see saf.ForwardPolicy).
@@ -342,6 +349,8 @@ func (o OfflineConfig) validate() error {
 		return errors.New("config: offline.velocity_amount: must not be negative")
 	case o.VelocityWindow.Duration < 0:
 		return errors.New("config: offline.velocity_window: must not be negative")
+	case o.Currency != "" && !orders.ValidCurrency(o.Currency):
+		return fmt.Errorf("config: offline.currency: %q is not an ISO 4217 currency code (such as \"USD\")", o.Currency)
 	}
 	return nil
 }
@@ -462,7 +471,7 @@ func (c Config) safRules() saf.Rules {
 	o := c.Offline
 	return saf.Rules{FloorLimit: o.FloorLimit, TotalLimit: o.TotalLimit, MaxAge: o.MaxAge.Duration,
 		VelocityCount: o.VelocityCount, VelocityAmount: o.VelocityAmount, VelocityWindow: o.VelocityWindow.Duration,
-		HotCards: o.HotCards}
+		HotCards: o.HotCards, Currency: o.Currency}
 }
 
 func (c Config) forwardPolicy() saf.ForwardPolicy {

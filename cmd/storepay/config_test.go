@@ -74,6 +74,7 @@ func TestParseConfigErrorsNameTheKey(t *testing.T) {
      "urls": ["http://127.0.0.1:9201"]`, "gateways[1].terminal_id"},
 		{"DuplicateGateway", `"name": "bank-b"`, `"name": "bank-a"`, "gateways[1].name"},
 		{"NegativeLimit", `"total_limit": 500000`, `"total_limit": -1`, "offline.total_limit"},
+		{"UnknownLimitCurrency", `"max_age": "72h"`, `"max_age": "72h", "currency": "usd"`, "offline.currency"},
 		{"BadListen", `"127.0.0.1:8080"`, `"everywhere"`, "listen"},
 		{"ListenPortOutOfRange", `"127.0.0.1:8080"`, `"127.0.0.1:99999"`, "listen"},
 		{"ListenNamedPort", `"127.0.0.1:8080"`, `"127.0.0.1:http-alt"`, "listen"},

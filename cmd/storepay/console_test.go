@@ -284,8 +284,8 @@ func TestConsoleInBrowser(t *testing.T) {
 			t.Fatalf("queue depth %s on the dashboard, want 5", depth)
 		}
 		b.waitJS("the dashboard to say the store sells offline", `document.querySelector("#store-mode").dataset.mode === "offline"`, 15*time.Second)
-		if got := b.text("#outstanding"); got != "50.00" {
-			t.Fatalf("outstanding %q, want 50.00", got)
+		if got := b.text("#outstanding"); got != "50.00 USD" {
+			t.Fatalf("outstanding %q, want 50.00 USD", got)
 		}
 		b.shot("dashboard")
 	})

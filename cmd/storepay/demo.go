@@ -95,7 +95,8 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 	}
 	cfg := Config{StoreID: "store-042", Listen: ln.Addr().String(), Database: dbPath,
 		CardKeyEnv: "STOREPAY_CARD_KEY", Gateways: gws,
-		Offline: OfflineConfig{FloorLimit: defaultFloorLimit, TotalLimit: defaultTotalLimit, MaxAge: Duration{defaultMaxAge}}}
+		Offline: OfflineConfig{FloorLimit: defaultFloorLimit, TotalLimit: defaultTotalLimit, MaxAge: Duration{defaultMaxAge},
+			Currency: "USD"}} // the demo sells in USD
 	log := newLogger(stderr, "info")
 	var chain *demoHQ
 	if *withHQ {
@@ -120,12 +121,13 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 		ln.Close()
 		return err
 	}
-	terminal, err := app.Devices.Enroll(ctx, "lane-1", devices.RoleTerminal)
+	demo := devices.Origin{Actor: "demo", From: "storepay demo, enrolling its own devices"}
+	terminal, err := app.Devices.EnrollFrom(ctx, "lane-1", devices.RoleTerminal, demo)
 	if err != nil {
 		app.Close(context.Background())
 		return err
 	}
-	manager, err := app.Devices.Enroll(ctx, "manager", devices.RoleManager)
+	manager, err := app.Devices.EnrollFrom(ctx, "manager", devices.RoleManager, demo)
 	if err != nil {
 		app.Close(context.Background())
 		return err

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -138,6 +140,25 @@ func TestDevicesLastSeenHeartbeatRenameRevoke(t *testing.T) {
 		t.Fatalf("revoke audit: %s", audit)
 	}
 	wantProblem(t, s.mgr("POST", "/v1/devices/lane-9/revoke", nil), 409, "device_revoked")
+
+	// Enrolling from the command line is audited: the actor cli, the
+	// device, and from where (the user and the host).
+	out.Reset()
+	if c := exitCode(run(context.Background(), []string{"devices", "enroll", "--config", path, "--name", "lane-9", "--role", "terminal"}, nil, &out, &errb), &errb); c != 0 {
+		t.Fatalf("devices enroll: exit %d: %s", c, errb.String())
+	}
+	audit = must(t, s.mgr("GET", "/v1/audit?action=device.enroll&target=lane-9", nil), 200)
+	host, _ := os.Hostname()
+	var entries struct {
+		Data []struct{ Actor, Target, Detail string }
+	}
+	if err := json.Unmarshal(audit.raw, &entries); err != nil || len(entries.Data) != 1 {
+		t.Fatalf("enrol audit: %s (%v)", audit, err)
+	}
+	if e := entries.Data[0]; e.Actor != "cli" || !strings.HasPrefix(e.Detail, "terminal enrolled again after its revocation") ||
+		!strings.Contains(e.Detail, "; from user ") || !strings.Contains(e.Detail, " on host "+host+", command line") {
+		t.Fatalf("enrol audit entry: %+v", e)
+	}
 }
 
 func grepLines(b []byte, sub string) string {
@@ -148,4 +169,30 @@ func grepLines(b []byte, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// devices revoke's --reason is held to the manager API's rules: at most
+// 500 characters (refused, nothing changed) and a card number in it
+// masked before it reaches the audit log.
+func TestDevicesRevokeReasonIsBoundedAndMasked(t *testing.T) {
+	s := startStore(t, []*bank{startBank(t, "bank-a", 1)})
+	path := s.writeConfig()
+	revoke := func(reason string) (int, string) {
+		var out, errb bytes.Buffer
+		c := exitCode(run(context.Background(), []string{"devices", "revoke", "--config", path, "--name", "lane-3", "--reason", reason}, nil, &out, &errb), &errb)
+		return c, errb.String()
+	}
+	if c, stderr := revoke(strings.Repeat("r", 501)); c != 1 || !strings.Contains(stderr, "--reason is 501 characters, at most 500") {
+		t.Fatalf("revoke with a reason of 501 characters: exit %d: %s", c, stderr)
+	}
+	if d := findDevice(t, s, "lane-3"); d["health"] == "revoked" {
+		t.Fatal("a refused revoke revoked the device")
+	}
+	if c, stderr := revoke("customer left card " + visa + " on the till"); c != 0 {
+		t.Fatalf("revoke: exit %d: %s", c, stderr)
+	}
+	audit := must(t, s.mgr("GET", "/v1/audit?action=device.revoke", nil), 200)
+	if strings.Contains(string(audit.raw), visa) || !strings.Contains(string(audit.raw), `"reason":"customer left card 424242******4242 on the till"`) {
+		t.Fatalf("revoke audit: %s", audit)
+	}
 }

@@ -92,7 +92,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "migrate":
 		return exitOne(runMigrate(ctx, rest, stdout, stderr))
 	case "devices":
-		return exitOne(runDevices(ctx, rest, stdout, stderr))
+		return exitOne(runDevices(ctx, rest, getenv, stdout, stderr))
 	case "reconcile":
 		return runReconcile(ctx, rest, getenv, stdout, stderr)
 	case "backup":
@@ -265,7 +265,7 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) (e
 	return nil
 }
 
-func runEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
+func runEnroll(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) (err error) {
 	fs := flag.NewFlagSet("devices enroll", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "config `file` (JSON)")
@@ -288,7 +288,7 @@ func runEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) (er
 		return fmt.Errorf("enroll: %w", err)
 	}
 	defer db.Close()
-	token, err := (&devices.Registry{DB: db}).Enroll(ctx, *name, devices.Role(*role))
+	token, err := (&devices.Registry{DB: db}).EnrollFrom(ctx, *name, devices.Role(*role), cliOrigin(getenv))
 	if err != nil {
 		return err
 	}

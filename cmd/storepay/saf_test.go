@@ -293,6 +293,9 @@ func TestManagerQueueActionsAreAudited(t *testing.T) {
 	var actions []string
 	for _, e := range audit {
 		m := e.(map[string]any)
+		if m["action"] == "device.enroll" && m["actor"] == "storepay" {
+			continue // the test's own setup enrolled the devices
+		}
 		if m["actor"] != "boss" {
 			t.Fatalf("audit entry without its manager: %v", m)
 		}
