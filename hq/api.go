@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"strings"
 	"unicode/utf8"
+
+	"storepay/migrations"
 )
 
 // Handler is headquarters' HTTP API and console. Every request needs a
@@ -87,7 +89,16 @@ type SAFSummary struct {
 	Amount   int64   `json:"amount"`
 	Currency string  `json:"currency"`
 	OldestAt *string `json:"oldest_at"`
+	// ExpiringSoon are those with less than a third of their store's
+	// offline max age left (under 24 hours at the default 72): a bank
+	// must take them soon or a manager must act.
+	ExpiringSoon       int64 `json:"expiring_soon_count"`
+	ExpiringSoonAmount int64 `json:"expiring_soon_amount"`
 }
+
+// expiringSoon is the SQL of an outstanding record of store s with less
+// than a third of its max age left.
+const expiringSoon = `julianday(f.created_at) + s.saf_max_age_seconds * 2.0 / 3.0 / 86400.0 <= julianday(?)`
 
 // GatewayState is one bank's state at a store.
 type GatewayState struct {
@@ -117,14 +128,17 @@ const outstanding = `status IN ('queued', 'forwarding', 'held')`
 // Stores reads the chain view, store by store.
 func (h *Hub) Stores(ctx context.Context) ([]StoreView, error) {
 	links := h.Links()
+	now := migrations.FormatTime(h.now())
 	rows, err := h.DB.QueryContext(ctx, `SELECT s.store_id, s.last_event_at, s.estop_state, s.estop_actor, s.events,
 		(SELECT count(*) FROM saf f WHERE f.store_id = s.store_id AND f.`+outstanding+`),
 		(SELECT coalesce(sum(amount), 0) FROM saf f WHERE f.store_id = s.store_id AND f.`+outstanding+`),
 		(SELECT coalesce(min(currency), '') FROM saf f WHERE f.store_id = s.store_id),
 		(SELECT min(created_at) FROM saf f WHERE f.store_id = s.store_id AND f.`+outstanding+`),
+		(SELECT count(*) FROM saf f WHERE f.store_id = s.store_id AND f.`+outstanding+` AND `+expiringSoon+`),
+		(SELECT coalesce(sum(amount), 0) FROM saf f WHERE f.store_id = s.store_id AND f.`+outstanding+` AND `+expiringSoon+`),
 		(SELECT coalesce(sum(amount), 0) FROM saf f WHERE f.store_id = s.store_id AND f.status = 'declined'),
 		(SELECT count(*) FROM reconciliations c WHERE c.store_id = s.store_id AND c.status <> 'matched')
-		FROM stores s ORDER BY s.store_id`)
+		FROM stores s ORDER BY s.store_id`, now, now)
 	if err != nil {
 		return nil, err
 	}
@@ -135,7 +149,7 @@ func (h *Hub) Stores(ctx context.Context) ([]StoreView, error) {
 		var last string
 		var oldest sql.NullString
 		if err := rows.Scan(&v.StoreID, &last, &v.EStop, &v.EStopActor, &v.Events, &v.SAF.Count, &v.SAF.Amount,
-			&v.SAF.Currency, &oldest, &v.DeclinedAfterForward, &v.Discrepancies); err != nil {
+			&v.SAF.Currency, &oldest, &v.SAF.ExpiringSoon, &v.SAF.ExpiringSoonAmount, &v.DeclinedAfterForward, &v.Discrepancies); err != nil {
 			return nil, err
 		}
 		if last != "" {
@@ -198,18 +212,24 @@ type Exposure struct {
 	OldestAt                   *string `json:"oldest_at"`
 	DeclinedAfterForwardAmount int64   `json:"declined_after_forward_amount"`
 	StoresWithSAF              int64   `json:"stores_with_saf"`
+	ExpiringSoon               int64   `json:"expiring_soon_count"`
+	ExpiringSoonAmount         int64   `json:"expiring_soon_amount"`
 }
 
 // ChainExposure sums the view over every store.
 func (h *Hub) ChainExposure(ctx context.Context) (Exposure, error) {
 	var e Exposure
 	var oldest sql.NullString
+	now := migrations.FormatTime(h.now())
 	err := h.DB.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM stores),
 		(SELECT count(*) FROM saf WHERE `+outstanding+`), (SELECT coalesce(sum(amount), 0) FROM saf WHERE `+outstanding+`),
 		(SELECT coalesce(min(currency), '') FROM saf), (SELECT min(created_at) FROM saf WHERE `+outstanding+`),
 		(SELECT coalesce(sum(amount), 0) FROM saf WHERE status = 'declined'),
-		(SELECT count(DISTINCT store_id) FROM saf WHERE `+outstanding+`)`).
-		Scan(&e.Stores, &e.SAFCount, &e.SAFAmount, &e.Currency, &oldest, &e.DeclinedAfterForwardAmount, &e.StoresWithSAF)
+		(SELECT count(DISTINCT store_id) FROM saf WHERE `+outstanding+`),
+		(SELECT count(*) FROM saf f JOIN stores s USING (store_id) WHERE f.`+outstanding+` AND `+expiringSoon+`),
+		(SELECT coalesce(sum(f.amount), 0) FROM saf f JOIN stores s USING (store_id) WHERE f.`+outstanding+` AND `+expiringSoon+`)`, now, now).
+		Scan(&e.Stores, &e.SAFCount, &e.SAFAmount, &e.Currency, &oldest, &e.DeclinedAfterForwardAmount, &e.StoresWithSAF,
+			&e.ExpiringSoon, &e.ExpiringSoonAmount)
 	if oldest.Valid {
 		e.OldestAt = &oldest.String
 	}

@@ -4,6 +4,8 @@ import (
 	_ "embed"
 	"html/template"
 	"net/http"
+
+	"storepay/orders"
 )
 
 //go:embed openapi.json
@@ -16,22 +18,24 @@ const consoleCookie = "storepay_hq_token"
 // are down where, what banks declined after the store had accepted, and
 // which reconciliations found discrepancies. It reads the same view as
 // the API.
-var consoleTmpl = template.Must(template.New("hq").Parse(`<!doctype html>
+var consoleTmpl = template.Must(template.New("hq").Funcs(template.FuncMap{"money": orders.FormatMoney}).Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>storepay headquarters</title>
 <style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}.down{color:#b00}</style>
 </head><body><h1>storepay headquarters</h1>
 <nav><a href="/console">Stores</a></nav>
 <h2>Exposure (chain-wide)</h2>
 <p>{{.Exposure.SAFCount}} offline payments outstanding at {{.Exposure.StoresWithSAF}} of {{.Exposure.Stores}} stores,
-{{.Exposure.SAFAmount}} {{.Exposure.Currency}} (minor units){{with .Exposure.OldestAt}}, oldest {{.}}{{end}};
-declined after forward: {{.Exposure.DeclinedAfterForwardAmount}}.</p>
+{{money .Exposure.SAFAmount .Exposure.Currency}}{{with .Exposure.OldestAt}}, oldest {{.}}{{end}};
+expiring soon: {{.Exposure.ExpiringSoon}} ({{money .Exposure.ExpiringSoonAmount .Exposure.Currency}});
+declined after forward: {{money .Exposure.DeclinedAfterForwardAmount .Exposure.Currency}}.</p>
 <h2>Stores</h2>
 <table><tr><th>store</th><th>link</th><th>last seen</th><th>estop</th><th>offline count</th><th>offline amount</th><th>oldest</th>
-<th>banks</th><th>declined after forward</th><th>reconciliation discrepancies</th></tr>
+<th>expiring soon</th><th>banks</th><th>declined after forward</th><th>reconciliation discrepancies</th></tr>
 {{range .Stores}}<tr><td>{{.StoreID}}</td><td class="{{.Link}}">{{.Link}}</td><td>{{with .LastEventAt}}{{.}}{{else}}never{{end}}</td>
-<td>{{.EStop}}{{if .EStopActor}} ({{.EStopActor}}){{end}}</td><td>{{.SAF.Count}}</td><td>{{.SAF.Amount}} {{.SAF.Currency}}</td>
-<td>{{with .SAF.OldestAt}}{{.}}{{end}}</td><td>{{range .Gateways}}{{.Name}}: {{.State}}<br>{{end}}</td>
-<td>{{.DeclinedAfterForward}}</td><td>{{.Discrepancies}}</td></tr>{{end}}
+<td>{{.EStop}}{{if .EStopActor}} ({{.EStopActor}}){{end}}</td><td>{{.SAF.Count}}</td><td>{{money .SAF.Amount .SAF.Currency}}</td>
+<td>{{with .SAF.OldestAt}}{{.}}{{end}}</td><td>{{.SAF.ExpiringSoon}} ({{money .SAF.ExpiringSoonAmount .SAF.Currency}})</td>
+<td>{{range .Gateways}}{{.Name}}: {{.State}}<br>{{end}}</td>
+<td>{{money .DeclinedAfterForward .SAF.Currency}}</td><td>{{.Discrepancies}}</td></tr>{{end}}
 </table></body></html>`))
 
 var signinTmpl = template.Must(template.New("signin").Parse(`<!doctype html>

@@ -80,6 +80,8 @@ type Hub struct {
 	Config HubConfig
 	DB     *sql.DB
 	Log    *slog.Logger
+	// Now is the clock of the view's "expiring soon". Nil means time.Now.
+	Now func() time.Time
 
 	srv      *server.Server
 	internal string // headquarters' own user's password, new at each start
@@ -88,6 +90,13 @@ type Hub struct {
 	ctx      context.Context
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
+}
+
+func (h *Hub) now() time.Time {
+	if h.Now != nil {
+		return h.Now()
+	}
+	return time.Now()
 }
 
 func (h *Hub) log() *slog.Logger {
@@ -276,6 +285,9 @@ func (h *Hub) Close() {
 // Links reports, per store id, whether its leaf connection is up.
 func (h *Hub) Links() map[string]bool {
 	up := map[string]bool{}
+	if h.srv == nil {
+		return up // not started: no store is linked
+	}
 	lz, err := h.srv.Leafz(nil)
 	if err != nil {
 		return up
@@ -438,10 +450,15 @@ func applyEvent(tx *sql.Tx, store string, e Event) error {
 			SELECT ?, j->>'name', j->>'state', coalesce(j->>'reason', ''), coalesce(j->>'at', '') FROM (SELECT json(?) AS j) WHERE true
 			ON CONFLICT (store_id, name) DO UPDATE SET state=excluded.state, reason=excluded.reason, at=excluded.at`, store, d)
 	case "status":
-		// A snapshot of the banks' live states (circuit breakers, probes).
+		// A snapshot of the banks' live states (circuit breakers, probes)
+		// and the store's offline max age.
 		_, err = tx.Exec(`INSERT INTO gateways (store_id, name, state, reason, at)
 			SELECT ?, g.value->>'name', g.value->>'state', '', ? FROM json_each(json(?), '$.gateways') g
 			WHERE true ON CONFLICT (store_id, name) DO UPDATE SET state=excluded.state, at=excluded.at`, store, e.At, d)
+		if err == nil {
+			_, err = tx.Exec(`UPDATE stores SET saf_max_age_seconds = coalesce(json_extract(?, '$.saf_max_age_seconds'), saf_max_age_seconds)
+				WHERE store_id = ? AND json_extract(?, '$.saf_max_age_seconds') > 0`, d, store, d)
+		}
 	case "reconciliation":
 		_, err = tx.Exec(`INSERT INTO reconciliations (store_id, date, run_id, status, summary, finished_at)
 			SELECT ?, j->>'date', j->>'run_id', j->>'status', json(j->'summary'), j->>'finished_at' FROM (SELECT json(?) AS j) WHERE true

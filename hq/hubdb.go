@@ -106,6 +106,15 @@ func OpenHubDB(ctx context.Context, path string) (*sql.DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("open %s: schema: %w", path, err)
 	}
+	// Columns added after a hub database was first made.
+	var n int
+	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM pragma_table_info('stores') WHERE name = 'saf_max_age_seconds'`).Scan(&n); err == nil && n == 0 {
+		_, err = db.ExecContext(ctx, `ALTER TABLE stores ADD COLUMN saf_max_age_seconds INTEGER NOT NULL DEFAULT 259200`)
+		if err != nil {
+			db.Close()
+			return nil, fmt.Errorf("open %s: schema: %w", path, err)
+		}
+	}
 	return db, nil
 }
 

@@ -171,6 +171,10 @@ type LinkConfig struct {
 	// the size, are dropped oldest first (documented in docs/hq.md).
 	MaxAge   time.Duration
 	MaxBytes int64
+	// SAFMaxAge is how long an offline payment may wait before it
+	// expires (the store's offline.max_age): headquarters counts the
+	// records near it as expiring soon.
+	SAFMaxAge time.Duration
 }
 
 // Defaults for the local stream's bounds.
@@ -252,7 +256,7 @@ func (l *Link) flushStates(ctx context.Context) error {
 		gws = append(gws, gw{name, st})
 	}
 	slices.SortFunc(gws, func(a, b gw) int { return strings.Compare(a.Name, b.Name) })
-	body, err := json.Marshal(map[string]any{"gateways": gws})
+	body, err := json.Marshal(map[string]any{"gateways": gws, "saf_max_age_seconds": int64(l.Config.SAFMaxAge / time.Second)})
 	if err == nil {
 		err = l.DB.Update(ctx, func(tx *sql.Tx) error {
 			_, err := tx.Exec(`INSERT INTO hq_outbox (type, body) SELECT 'status', ? WHERE EXISTS (SELECT 1 FROM hq_enabled)`, string(body))

@@ -297,7 +297,7 @@ func (a *App) openHQ(ctx context.Context, getenv func(string) string) error {
 	}
 	a.HQ = &hq.Link{DB: a.DB, EStop: a.SAF, Gateways: a.Router, Log: a.Log, Config: hq.LinkConfig{
 		StoreID: a.Config.StoreID, URLs: c.URLs, User: user, Password: password, DataDir: c.DataDir,
-		MaxAge: c.Retention.Duration, MaxBytes: c.MaxBytes}}
+		MaxAge: c.Retention.Duration, MaxBytes: c.MaxBytes, SAFMaxAge: a.Config.Offline.MaxAge.Duration}}
 	// Headquarters sees each bank's live state: now, and at each change.
 	for _, s := range a.Router.Statuses() {
 		a.HQ.GatewayState(s.Name, "", s.State)
