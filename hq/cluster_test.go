@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -27,6 +28,56 @@ func freePorts(t *testing.T, n int) []int {
 	return ports
 }
 
+// startCluster starts a hub per node, all at once (each waits for the
+// others to place the commands stream). On any failure it closes those
+// that started and returns the errors.
+func startCluster(t *testing.T, dir string, nodes []string) ([]*Hub, []error) {
+	ctx := context.Background()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ports := freePorts(t, len(nodes))
+	hubs := make([]*Hub, len(nodes))
+	errs := make([]error, len(nodes))
+	var wg sync.WaitGroup
+	for i, n := range nodes {
+		db, err := OpenHubDB(ctx, filepath.Join(dir, n+".db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		var routes []string
+		for j := range nodes {
+			if j != i {
+				routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", ports[j]))
+			}
+		}
+		hubs[i] = &Hub{DB: db, Config: HubConfig{LeafListen: "127.0.0.1:0", DataDir: filepath.Join(dir, n),
+			Stores: []HubStore{{ID: "store-1", Password: "pw-1"}},
+			Cluster: &HubCluster{Name: "storepayhq", Node: n, Listen: fmt.Sprintf("127.0.0.1:%d", ports[i]),
+				Routes: routes, Nodes: nodes}}}
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = hubs[i].Open() }()
+	}
+	wg.Wait()
+	failed := false
+	for i, err := range errs {
+		if err != nil {
+			failed = true
+			errs[i] = fmt.Errorf("%s: %w", nodes[i], err)
+		}
+	}
+	if !failed {
+		return hubs, nil
+	}
+	for i, h := range hubs {
+		if errs[i] == nil {
+			h.Close()
+		}
+	}
+	return nil, errs
+}
+
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
@@ -47,34 +98,20 @@ func TestHubCluster(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	nodes := []string{"hq1", "hq2", "hq3"}
-	ports := freePorts(t, len(nodes))
-	hubs := make([]*Hub, len(nodes))
-	errs := make([]error, len(nodes))
-	var wg sync.WaitGroup
-	for i, n := range nodes {
-		db, err := OpenHubDB(ctx, filepath.Join(dir, n+".db"))
-		if err != nil {
-			t.Fatal(err)
+	// The route ports are picked free and bound a moment later: another
+	// test process may take one in between, and a node then does not
+	// start. Such an attempt is thrown away and made again on new ports.
+	var hubs []*Hub
+	for attempt := 1; hubs == nil; attempt++ {
+		var errs []error
+		hubs, errs = startCluster(t, filepath.Join(dir, fmt.Sprint(attempt)), nodes)
+		if hubs != nil {
+			break
 		}
-		t.Cleanup(func() { db.Close() })
-		var routes []string
-		for j := range nodes {
-			if j != i {
-				routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", ports[j]))
-			}
+		if attempt == 3 {
+			t.Fatalf("the cluster did not start in 3 attempts; last: %v", errs)
 		}
-		hubs[i] = &Hub{DB: db, Config: HubConfig{LeafListen: "127.0.0.1:0", DataDir: filepath.Join(dir, n),
-			Stores: []HubStore{{ID: "store-1", Password: "pw-1"}},
-			Cluster: &HubCluster{Name: "storepay-hq", Node: n, Listen: fmt.Sprintf("127.0.0.1:%d", ports[i]),
-				Routes: routes, Nodes: nodes}}}
-		wg.Add(1)
-		go func() { defer wg.Done(); errs[i] = hubs[i].Open() }()
-	}
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			t.Fatalf("%s: %v", nodes[i], err)
-		}
+		t.Logf("attempt %d: %v", attempt, errs)
 	}
 	closed := make([]bool, len(hubs))
 	t.Cleanup(func() {

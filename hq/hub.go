@@ -236,6 +236,9 @@ func (h *Hub) Open() error {
 		time.Sleep(500 * time.Millisecond) // waiting for the other nodes
 	}
 	if err != nil {
+		if c := h.Config.Cluster; c != nil {
+			err = fmt.Errorf("routes to %d of the %d other nodes up: %w", srv.NumRoutes(), len(c.Nodes)-1, err)
+		}
 		nc.Close()
 		srv.Shutdown()
 		return fmt.Errorf("hq: commands stream: %w", err)
